@@ -1,0 +1,114 @@
+//! Load reports: each peer's signed, periodic statement of its queue, its running tasks, its slots,
+//! what it can run and where it listens. Gossiped to every peer; it is also the peer's heartbeat.
+//!
+//! Owns the report's shape and the capability check ("can this peer run this task?"). It never
+//! decides placement: that is [`crate::placement`]'s job.
+
+use bincode::{Decode, Encode};
+
+use crate::identity::PeerKey;
+use crate::signed::{Signable, Signed};
+use crate::task::{TaskKind, TaskSpec};
+
+/// What kinds of task a peer runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Capabilities {
+    /// Whether the peer runs process tasks (it was started with exec allowed).
+    pub exec: bool,
+    /// The names of the handlers it has registered, sorted.
+    pub handlers: Vec<String>,
+}
+
+impl Capabilities {
+    /// Whether a peer with these capabilities can run the task.
+    pub fn can_run(&self, spec: &TaskSpec) -> bool {
+        match &spec.kind {
+            TaskKind::Process(_) => self.exec,
+            TaskKind::Handler { name, .. } => self
+                .handlers
+                .binary_search_by(|h| h.as_str().cmp(name))
+                .is_ok(),
+        }
+    }
+}
+
+/// A peer's load, as it reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct LoadReport {
+    /// The reporting peer (and signer).
+    pub peer: PeerKey,
+    /// Grows with every report, so an older report is never taken over a newer one.
+    pub seq: u64,
+    /// Tasks waiting in its ready queue.
+    pub queued: u32,
+    /// Tasks it is running.
+    pub running: u32,
+    /// How many tasks it runs at once.
+    pub slots: u32,
+    /// What it can run.
+    pub capabilities: Capabilities,
+    /// Where it listens, as transport addresses the node understands (opaque to the protocol).
+    pub addrs: Vec<Vec<u8>>,
+}
+
+impl LoadReport {
+    /// Queued plus running, the load that placement and stealing compare.
+    pub fn total(&self) -> u32 {
+        self.queued.saturating_add(self.running)
+    }
+}
+
+impl Signable for LoadReport {
+    const DOMAIN: &'static [u8] = b"taskswarm/load/v1";
+    fn signer(&self) -> PeerKey {
+        self.peer
+    }
+}
+
+/// A load report as it travels.
+pub type SignedLoadReport = Signed<LoadReport>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::ProcessSpec;
+
+    fn spec(kind: TaskKind) -> TaskSpec {
+        TaskSpec {
+            submitter: PeerKey::from_bytes([0; 32]),
+            nonce: 0,
+            kind,
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn process_tasks_need_exec_and_handlers_need_their_name() {
+        let caps = Capabilities {
+            exec: false,
+            handlers: vec!["echo".into(), "noop".into()],
+        };
+        let process = spec(TaskKind::Process(ProcessSpec {
+            program: "true".into(),
+            args: vec![],
+            env: vec![],
+            stdin: vec![],
+        }));
+        assert!(!caps.can_run(&process));
+        assert!(
+            Capabilities {
+                exec: true,
+                ..caps.clone()
+            }
+            .can_run(&process)
+        );
+        let handler = |name: &str| {
+            spec(TaskKind::Handler {
+                name: name.into(),
+                input: vec![],
+            })
+        };
+        assert!(caps.can_run(&handler("noop")));
+        assert!(!caps.can_run(&handler("sleep")));
+    }
+}

@@ -1,0 +1,118 @@
+//! Work stealing: an idle peer asks a busy one for tasks it can start at once.
+//!
+//! The thief samples two peers that reported queued work and asks the one with the longer queue
+//! (power of two choices, so thieves do not all herd onto the single busiest peer). It asks only
+//! when it has free slots and nothing queued (late binding), so stale load figures cost little: a
+//! wrong guess costs one round trip. The victim gives up to half its ready queue, never more than
+//! the thief can start, and only tasks the thief can run, taken from the back of its queue (the
+//! tasks it would have run last). Owns these two choices; the scheduler does the hand-over.
+
+use rand::{Rng, RngCore};
+
+use crate::identity::PeerKey;
+use crate::load::Capabilities;
+use crate::task::{TaskId, TaskSpec};
+
+/// Chooses whom to ask from `(peer, queued)` pairs: of two sampled peers with queued work, the one
+/// with more. `None` if no peer has queued work.
+pub fn choose_victim(rng: &mut dyn RngCore, peers: &[(PeerKey, u32)]) -> Option<PeerKey> {
+    let busy: Vec<&(PeerKey, u32)> = peers.iter().filter(|(_, q)| *q > 0).collect();
+    match busy.len() {
+        0 => None,
+        1 => Some(busy[0].0),
+        n => {
+            let a = rng.random_range(0..n);
+            let mut b = rng.random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            Some(if busy[b].1 > busy[a].1 {
+                busy[b].0
+            } else {
+                busy[a].0
+            })
+        }
+    }
+}
+
+/// Chooses which queued tasks to give a thief: up to half the queue (rounded up) and at most
+/// `free_slots`, from the back, that the thief can run. `queue` is front (next to run) to back.
+pub fn choose_tasks<'a>(
+    queue: impl DoubleEndedIterator<Item = (TaskId, &'a TaskSpec)> + ExactSizeIterator,
+    free_slots: u32,
+    thief: &Capabilities,
+) -> Vec<TaskId> {
+    let half = queue.len().div_ceil(2);
+    let limit = half.min(usize::try_from(free_slots).unwrap_or(usize::MAX));
+    queue
+        .rev()
+        .filter(|(_, spec)| thief.can_run(spec))
+        .map(|(id, _)| id)
+        .take(limit)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskKind;
+    use rand::SeedableRng;
+
+    fn peer(n: u8) -> PeerKey {
+        PeerKey::from_bytes([n; 32])
+    }
+
+    fn handler(name: &str) -> TaskSpec {
+        TaskSpec {
+            submitter: peer(0),
+            nonce: 0,
+            kind: TaskKind::Handler {
+                name: name.into(),
+                input: vec![],
+            },
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn idle_peers_are_never_victims() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        assert_eq!(choose_victim(&mut rng, &[(peer(1), 0), (peer(2), 0)]), None);
+        assert_eq!(
+            choose_victim(&mut rng, &[(peer(1), 0), (peer(2), 5)]),
+            Some(peer(2))
+        );
+    }
+
+    #[test]
+    fn of_two_sampled_the_longer_queue_is_asked() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..20 {
+            assert_eq!(
+                choose_victim(&mut rng, &[(peer(1), 2), (peer(2), 9)]),
+                Some(peer(2))
+            );
+        }
+    }
+
+    #[test]
+    fn gives_at_most_half_and_at_most_free_slots_from_the_back() {
+        let specs: Vec<(TaskId, TaskSpec)> = (0..7u8)
+            .map(|n| (TaskId::from_bytes([n; 32]), handler("noop")))
+            .collect();
+        let caps = Capabilities {
+            exec: false,
+            handlers: vec!["noop".into()],
+        };
+        let ids = |v: &[u8]| {
+            v.iter()
+                .map(|n| TaskId::from_bytes([*n; 32]))
+                .collect::<Vec<_>>()
+        };
+        let queue = || specs.iter().map(|(id, s)| (*id, s));
+        assert_eq!(choose_tasks(queue(), 100, &caps), ids(&[6, 5, 4, 3]));
+        assert_eq!(choose_tasks(queue(), 2, &caps), ids(&[6, 5]));
+        let none = Capabilities::default();
+        assert!(choose_tasks(queue(), 100, &none).is_empty());
+    }
+}

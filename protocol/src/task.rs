@@ -1,0 +1,279 @@
+//! Tasks: what a submitter asks to run ([`TaskSpec`]), its content-derived [`TaskId`], the signed
+//! form that travels ([`Envelope`]) and what a run produced ([`Outcome`]).
+//!
+//! Owns the rule that a task id is the hash of the canonical, signed spec bytes, so that a task
+//! cannot be altered in flight without its id changing. It never runs anything.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bincode::{Decode, Encode};
+use sha2::{Digest, Sha256};
+
+use crate::identity::PeerKey;
+use crate::signed::{Signable, Signed};
+use crate::wire::WireError;
+
+/// Domain prefix hashed before the spec bytes to form a [`TaskId`].
+const ID_DOMAIN: &[u8] = b"taskswarm/task-id/v1";
+
+/// A task's id: SHA-256 of the canonical encoding of its spec (which names the submitter and a
+/// nonce, so two submissions of the same command are two tasks).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct TaskId([u8; 32]);
+
+impl TaskId {
+    /// The id of the spec whose canonical bytes are `spec_bytes`.
+    pub fn of_spec_bytes(spec_bytes: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(ID_DOMAIN);
+        hasher.update(spec_bytes);
+        Self(hasher.finalize().into())
+    }
+
+    /// The raw id bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Wraps raw id bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A short form for logs: the first 12 hex digits.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({})", self.short())
+    }
+}
+
+/// A task id string was not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a task id is 64 hex digits")]
+pub struct BadTaskId;
+
+impl FromStr for TaskId {
+    type Err = BadTaskId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| BadTaskId)?;
+        Ok(Self(bytes))
+    }
+}
+
+/// A program to run as an operating-system process.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ProcessSpec {
+    /// The program, looked up on the executing peer's `PATH`.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// Bytes written to its standard input.
+    pub stdin: Vec<u8>,
+}
+
+/// What a task runs.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum TaskKind {
+    /// A process; only peers started with exec allowed take these.
+    Process(ProcessSpec),
+    /// A Rust handler registered by name on the executing peer: bytes in, bytes out.
+    Handler {
+        /// The handler's registered name.
+        name: String,
+        /// Its input.
+        input: Vec<u8>,
+    },
+}
+
+/// Everything a submitter says about a task. Its canonical encoding is signed and hashed.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TaskSpec {
+    /// Who submitted (and signed) it.
+    pub submitter: PeerKey,
+    /// Makes otherwise identical submissions distinct tasks.
+    pub nonce: u64,
+    /// What to run.
+    pub kind: TaskKind,
+    /// Per-attempt time limit in milliseconds; `None` runs without one.
+    pub timeout_ms: Option<u64>,
+}
+
+impl Signable for TaskSpec {
+    const DOMAIN: &'static [u8] = b"taskswarm/spec/v1";
+    fn signer(&self) -> PeerKey {
+        self.submitter
+    }
+}
+
+/// A task spec signed by its submitter.
+pub type SignedSpec = Signed<TaskSpec>;
+
+/// A task as it travels between peers: its id, its signed spec and the peer that keeps its record
+/// (where results are reported).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Envelope {
+    /// The task's id, which must be the hash of `spec`'s bytes.
+    pub id: TaskId,
+    /// The signed spec.
+    pub spec: SignedSpec,
+    /// The peer that keeps the task's record and receives its result.
+    pub origin: PeerKey,
+}
+
+/// A task whose signature and id have been checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// Its decoded spec.
+    pub spec: TaskSpec,
+    /// The signed spec, to pass on unchanged.
+    pub signed: SignedSpec,
+    /// The peer that keeps its record.
+    pub origin: PeerKey,
+}
+
+impl Task {
+    /// Verifies a signed spec and derives its id.
+    pub fn from_signed(signed: SignedSpec, origin: PeerKey) -> Result<Self, WireError> {
+        let spec = signed.open()?;
+        let id = TaskId::of_spec_bytes(signed.bytes());
+        Ok(Self {
+            id,
+            spec,
+            signed,
+            origin,
+        })
+    }
+
+    /// Verifies an envelope: the spec's signature, and that the id is the hash of the spec.
+    pub fn from_envelope(envelope: Envelope) -> Result<Self, WireError> {
+        let task = Self::from_signed(envelope.spec, envelope.origin)?;
+        if task.id != envelope.id {
+            return Err(WireError::IdMismatch);
+        }
+        Ok(task)
+    }
+
+    /// The envelope to send this task in.
+    pub fn envelope(&self) -> Envelope {
+        Envelope {
+            id: self.id,
+            spec: self.signed.clone(),
+            origin: self.origin,
+        }
+    }
+}
+
+/// What one run of a task produced.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Outcome {
+    /// A process exited (or was ended by a signal, `code` is then `None`).
+    Exited {
+        /// Its exit code, if it exited normally.
+        code: Option<i32>,
+        /// Captured standard output (capped).
+        stdout: Vec<u8>,
+        /// Captured standard error (capped).
+        stderr: Vec<u8>,
+    },
+    /// A handler returned its output.
+    Returned {
+        /// The handler's output bytes.
+        output: Vec<u8>,
+    },
+    /// The per-attempt timeout passed; the run was killed.
+    TimedOut {
+        /// Standard output captured before the kill.
+        stdout: Vec<u8>,
+        /// Standard error captured before the kill.
+        stderr: Vec<u8>,
+    },
+    /// The task could not run or its handler failed.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the run succeeded: exit code 0, or a handler that returned.
+    pub fn succeeded(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Exited { code: Some(0), .. } | Outcome::Returned { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    fn spec(key: &Keypair, nonce: u64) -> TaskSpec {
+        TaskSpec {
+            submitter: key.public(),
+            nonce,
+            kind: TaskKind::Handler {
+                name: "echo".into(),
+                input: b"hi".to_vec(),
+            },
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn id_is_stable_and_depends_on_the_nonce() {
+        let key = Keypair::from_secret([1; 32]);
+        let a = Task::from_signed(Signed::sign(&spec(&key, 1), &key), key.public()).unwrap();
+        let b = Task::from_signed(Signed::sign(&spec(&key, 1), &key), key.public()).unwrap();
+        let c = Task::from_signed(Signed::sign(&spec(&key, 2), &key), key.public()).unwrap();
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+    }
+
+    #[test]
+    fn envelope_with_a_foreign_id_is_rejected() {
+        let key = Keypair::from_secret([1; 32]);
+        let task = Task::from_signed(Signed::sign(&spec(&key, 1), &key), key.public()).unwrap();
+        let mut envelope = task.envelope();
+        envelope.id = TaskId::from_bytes([0; 32]);
+        assert_eq!(Task::from_envelope(envelope), Err(WireError::IdMismatch));
+    }
+
+    #[test]
+    fn spec_signed_by_someone_else_is_rejected() {
+        let key = Keypair::from_secret([1; 32]);
+        let mallory = Keypair::from_secret([2; 32]);
+        let honest = Signed::sign(&spec(&key, 1), &key);
+        let forged = SignedSpec::from_parts(honest.bytes().to_vec(), mallory.sign(honest.bytes()));
+        assert_eq!(
+            Task::from_signed(forged, key.public()),
+            Err(WireError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn task_id_parses_from_its_display() {
+        let id = TaskId::of_spec_bytes(b"x");
+        assert_eq!(id.to_string().parse::<TaskId>(), Ok(id));
+        assert_eq!("zz".parse::<TaskId>(), Err(BadTaskId));
+    }
+}

@@ -1,0 +1,181 @@
+//! Every wire message survives encode → decode unchanged, and every strict prefix of its encoding
+//! is rejected (never accepted as a different message, never a panic).
+
+use proptest::prelude::*;
+use taskswarm_protocol::{
+    Capabilities, Envelope, Gossip, Grant, Keypair, Lease, LoadReport, Message, Outcome, PeerKey,
+    ProcessSpec, Signed, Task, TaskId, TaskKind, TaskSpec, wire,
+};
+
+fn key() -> Keypair {
+    Keypair::from_secret([5; 32])
+}
+
+fn arb_peer() -> impl Strategy<Value = PeerKey> {
+    any::<[u8; 32]>().prop_map(PeerKey::from_bytes)
+}
+
+fn arb_id() -> impl Strategy<Value = TaskId> {
+    any::<[u8; 32]>().prop_map(TaskId::from_bytes)
+}
+
+fn arb_kind() -> impl Strategy<Value = TaskKind> {
+    prop_oneof![
+        (
+            ".{0,12}",
+            prop::collection::vec(".{0,8}", 0..4),
+            prop::collection::vec((".{0,4}", ".{0,4}"), 0..3),
+            prop::collection::vec(any::<u8>(), 0..16)
+        )
+            .prop_map(
+                |(program, args, env, stdin)| TaskKind::Process(ProcessSpec {
+                    program,
+                    args,
+                    env,
+                    stdin
+                })
+            ),
+        (".{0,12}", prop::collection::vec(any::<u8>(), 0..32))
+            .prop_map(|(name, input)| TaskKind::Handler { name, input }),
+    ]
+}
+
+fn arb_envelope() -> impl Strategy<Value = Envelope> {
+    (any::<u64>(), arb_kind(), proptest::option::of(any::<u64>())).prop_map(
+        |(nonce, kind, timeout_ms)| {
+            let k = key();
+            let spec = TaskSpec {
+                submitter: k.public(),
+                nonce,
+                kind,
+                timeout_ms,
+            };
+            Task::from_signed(Signed::sign(&spec, &k), k.public())
+                .map(|t| t.envelope())
+                .unwrap()
+        },
+    )
+}
+
+fn arb_grant() -> impl Strategy<Value = taskswarm_protocol::SignedGrant> {
+    prop::collection::vec((arb_id(), any::<u64>(), arb_peer(), any::<u32>()), 0..4).prop_map(|ls| {
+        let k = key();
+        let leases = ls
+            .into_iter()
+            .map(|(task, epoch, holder, ttl_ms)| Lease {
+                task,
+                epoch,
+                holder,
+                granted_by: k.public(),
+                ttl_ms,
+            })
+            .collect();
+        Signed::sign(
+            &Grant {
+                granted_by: k.public(),
+                leases,
+            },
+            &k,
+        )
+    })
+}
+
+fn arb_caps() -> impl Strategy<Value = Capabilities> {
+    (any::<bool>(), prop::collection::vec("[a-z]{1,6}", 0..3))
+        .prop_map(|(exec, handlers)| Capabilities { exec, handlers })
+}
+
+fn arb_outcome() -> impl Strategy<Value = Outcome> {
+    let bytes = || prop::collection::vec(any::<u8>(), 0..32);
+    prop_oneof![
+        (proptest::option::of(any::<i32>()), bytes(), bytes()).prop_map(
+            |(code, stdout, stderr)| Outcome::Exited {
+                code,
+                stdout,
+                stderr
+            }
+        ),
+        bytes().prop_map(|output| Outcome::Returned { output }),
+        (bytes(), bytes()).prop_map(|(stdout, stderr)| Outcome::TimedOut { stdout, stderr }),
+        ".{0,20}".prop_map(|message| Outcome::Error { message }),
+    ]
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (prop::collection::vec(arb_envelope(), 0..3), arb_grant())
+            .prop_map(|(tasks, grant)| Message::Place { tasks, grant }),
+        (any::<u32>(), arb_caps()).prop_map(|(free_slots, capabilities)| Message::StealRequest {
+            free_slots,
+            capabilities
+        }),
+        (prop::collection::vec(arb_envelope(), 0..3), arb_grant())
+            .prop_map(|(tasks, grant)| Message::StealGrant { tasks, grant }),
+        Just(Message::NothingToSteal),
+        arb_grant().prop_map(|grant| Message::Transferred { grant }),
+        (arb_id(), any::<u64>(), arb_outcome()).prop_map(|(task, epoch, outcome)| {
+            Message::Completed {
+                task,
+                epoch,
+                outcome,
+            }
+        }),
+        prop::collection::vec((arb_id(), any::<u64>()), 0..4)
+            .prop_map(|tasks| Message::Started { tasks }),
+        (arb_id(), any::<u64>()).prop_map(|(task, epoch)| Message::Refused { task, epoch }),
+    ]
+}
+
+fn arb_gossip() -> impl Strategy<Value = Gossip> {
+    (
+        any::<u64>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        arb_caps(),
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..8), 0..3),
+    )
+        .prop_map(|(seq, queued, running, slots, capabilities, addrs)| {
+            let k = key();
+            let report = LoadReport {
+                peer: k.public(),
+                seq,
+                queued,
+                running,
+                slots,
+                capabilities,
+                addrs,
+            };
+            Gossip::Load(Signed::sign(&report, &k))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn messages_round_trip(message in arb_message()) {
+        let bytes = wire::encode(&message);
+        prop_assert_eq!(wire::decode::<Message>(&bytes), Ok(message));
+        for cut in [0, bytes.len() / 2, bytes.len().saturating_sub(1)] {
+            if cut < bytes.len() {
+                prop_assert!(wire::decode::<Message>(&bytes[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn gossip_round_trips_and_verifies(gossip in arb_gossip()) {
+        let bytes = wire::encode(&gossip);
+        let decoded = wire::decode::<Gossip>(&bytes).unwrap();
+        let Gossip::Load(signed) = &decoded;
+        prop_assert!(signed.open().is_ok());
+        prop_assert_eq!(decoded, gossip);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = wire::decode::<Message>(&bytes);
+        let _ = wire::decode::<Gossip>(&bytes);
+    }
+}
