@@ -369,8 +369,8 @@ impl Scheduler {
             .map(|signed| {
                 let task = Task::from_signed(signed, self.me)?;
                 let id = task.id;
-                if !self.records.contains_key(&id) {
-                    self.records.insert(id, new_record(task, now));
+                if let std::collections::btree_map::Entry::Vacant(entry) = self.records.entry(id) {
+                    entry.insert(new_record(task, now));
                     fresh.push(id);
                 }
                 Ok(id)

@@ -1,6 +1,8 @@
 //! The scheduler, tested by the actions it emits: feed one event, assert what comes out.
 //! No sockets, no clocks, no sleeps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{

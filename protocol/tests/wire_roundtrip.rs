@@ -1,6 +1,8 @@
 //! Every wire message survives encode → decode unchanged, and every strict prefix of its encoding
 //! is rejected (never accepted as a different message, never a panic).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use taskswarm_protocol::{
     Capabilities, Envelope, Gossip, Grant, Keypair, Lease, LoadReport, Message, Outcome, PeerKey,
