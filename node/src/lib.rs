@@ -1,1 +1,52 @@
-pub fn x() {}
+//! # taskswarm
+//!
+//! A taskswarm peer: the runtime that drives the protocol core ([`taskswarm_protocol`]) with
+//! libp2p and tokio, runs tasks, and serves an HTTP API. Every peer is the same program: it
+//! accepts tasks, places them, runs them and steals work from busier peers. There is no broker.
+//!
+//! Embed a peer in any tokio program:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use taskswarm::{NewTask, Peer};
+//!
+//! let peer = Peer::builder()
+//!     .slots(4)
+//!     .handler("double", |_ctx, input: Vec<u8>| async move {
+//!         let n: u64 = String::from_utf8_lossy(&input).parse().map_err(|e| format!("{e}"))?;
+//!         Ok((n * 2).to_string().into_bytes())
+//!     })
+//!     .spawn()
+//!     .await?;
+//! let result = peer.client().run(NewTask::handler("double", "21")).await?;
+//! assert_eq!(result.output.as_deref(), Some("42"));
+//! peer.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`peer`]: [`Peer`] and its builder: configuration, start and shutdown.
+//! - `runtime`: the event loop that owns the swarm and the scheduler and carries out its actions.
+//! - [`network`]: the libp2p transport and behaviours; [`codec`]: framing of direct messages.
+//! - [`executor`]: runs process and handler tasks.
+//! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it.
+//! - [`spec`]: task specs as people write them; [`view`]: what the API shows.
+//! - [`keys`]: key files and the peer key ↔ libp2p peer id mapping.
+
+pub mod api;
+pub mod client;
+pub mod codec;
+pub mod executor;
+pub mod keys;
+pub mod network;
+pub mod peer;
+mod runtime;
+pub mod spec;
+pub mod view;
+
+pub use client::{Client, ClientError};
+pub use executor::{Handler, HandlerContext};
+pub use peer::{Peer, PeerBuilder, PeerError};
+pub use spec::NewTask;
+pub use taskswarm_protocol as protocol;
+pub use view::{ClusterView, PeerInfo, TaskView};

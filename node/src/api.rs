@@ -1,0 +1,184 @@
+//! The HTTP/JSON API of a peer (binds 127.0.0.1 by default).
+//!
+//! - `POST /v1/tasks`: one spec or an array (see [`crate::spec::SpecInput`]); answers `{"id"}` or
+//!   `{"ids"}`.
+//! - `GET /v1/tasks/{id}[?wait_ms=N]`: a task's view; with `wait_ms`, waits up to N ms for it to
+//!   end.
+//! - `GET /v1/tasks[?state=S]`: the tasks submitted through this peer.
+//! - `GET /v1/cluster`: this peer and the peers it knows, with their last load reports.
+//! - `GET /healthz`: liveness.
+//!
+//! Bad input gets a 4xx with `{"error": "...", "field": "..."}`; it never panics the peer.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::json;
+use taskswarm_protocol::{TaskId, TaskState};
+
+use crate::client::{Client, ClientError};
+use crate::spec;
+
+/// The largest request body accepted (a batch of many specs).
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// The longest a `wait_ms` long poll may wait.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// An API error: a status and a JSON body naming the field at fault, if any.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    error: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn bad(field: &str, error: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error: error.into(),
+            field: (!field.is_empty()).then(|| field.to_string()),
+        }
+    }
+
+    fn not_found(error: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            error: error.into(),
+            field: None,
+        }
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::UnknownTask(_) => Self::not_found(e.to_string()),
+            ClientError::Stopped => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error: e.to_string(),
+                field: None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.field {
+            Some(field) => json!({ "error": self.error, "field": field }),
+            None => json!({ "error": self.error }),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// The router for a peer's API.
+pub fn router(client: Client) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/tasks", get(list_tasks).post(post_tasks))
+        .route("/v1/tasks/{id}", get(get_task))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(client)
+}
+
+/// Parses a query string into pairs, naming only `allowed` keys.
+fn query(raw: Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad("", format!("bad query string: {e}")))?;
+    if let Some((key, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad(key, format!("unknown query parameter; expected one of {allowed:?}")));
+    }
+    Ok(pairs)
+}
+
+fn parse_id(id: &str) -> Result<TaskId, ApiError> {
+    id.parse().map_err(|e| ApiError::bad("id", format!("{e}")))
+}
+
+fn parse_state(text: &str) -> Result<TaskState, ApiError> {
+    [TaskState::Waiting, TaskState::Running, TaskState::Completed, TaskState::Failed]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| ApiError::bad("state", "expected waiting, running, completed or failed"))
+}
+
+async fn healthz(State(client): State<Client>) -> ApiResult<serde_json::Value> {
+    let cluster = client.cluster().await?;
+    Ok(Json(json!({ "ok": true, "peer_id": cluster.me.peer_id })))
+}
+
+async fn cluster(State(client): State<Client>) -> ApiResult<crate::view::ClusterView> {
+    Ok(Json(client.cluster().await?))
+}
+
+#[derive(Serialize)]
+struct TaskList {
+    /// Which tasks a listing holds.
+    scope: &'static str,
+    tasks: Vec<crate::view::TaskView>,
+}
+
+async fn list_tasks(State(client): State<Client>, RawQuery(raw): RawQuery) -> Result<Json<TaskList>, ApiError> {
+    let mut state = None;
+    for (key, value) in query(raw, &["state"])? {
+        if key == "state" {
+            state = Some(parse_state(&value)?);
+        }
+    }
+    let tasks = client.tasks(state).await?;
+    Ok(Json(TaskList {
+        scope: "tasks submitted through this peer",
+        tasks,
+    }))
+}
+
+async fn post_tasks(State(client): State<Client>, body: Bytes) -> Result<Response, ApiError> {
+    let (tasks, many) = spec::parse_json(&body).map_err(|e| ApiError::bad(&e.field, e.message))?;
+    let ids = client.submit(tasks).await?;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let body = if many {
+        json!({ "ids": ids })
+    } else {
+        json!({ "id": ids.first() })
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn get_task(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<crate::view::TaskView> {
+    let id = parse_id(&id)?;
+    let mut wait = None;
+    for (key, value) in query(raw, &["wait_ms"])? {
+        if key == "wait_ms" {
+            let ms: u64 = value
+                .parse()
+                .map_err(|_| ApiError::bad("wait_ms", "expected milliseconds as a whole number"))?;
+            wait = Some(Duration::from_millis(ms).min(MAX_WAIT));
+        }
+    }
+    if let Some(limit) = wait
+        && let Ok(done) = tokio::time::timeout(limit, client.wait(id)).await
+    {
+        return Ok(Json(done?));
+    }
+    match client.task(id).await? {
+        Some(view) => Ok(Json(view)),
+        None => Err(ClientError::UnknownTask(id).into()),
+    }
+}

@@ -1,0 +1,517 @@
+//! The command line: `taskswarm node`, `submit`, `status` and `task show|list`. Everything but
+//! `node` talks to a peer's HTTP API (`--api`, or `TASKSWARM_API`).
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use libp2p::Multiaddr;
+use serde::de::DeserializeOwned;
+use taskswarm::spec::SpecInput;
+use taskswarm::{ClusterView, Peer, TaskView};
+
+/// taskswarm: a peer-to-peer task scheduler with no broker and no head node.
+///
+/// Every peer accepts, places, runs and steals tasks. Start a few peers with `taskswarm node`,
+/// pointing each at another with `--bootstrap`, then submit work to any of them.
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a peer until interrupted (Ctrl-C or SIGTERM).
+    Node(NodeArgs),
+    /// Submit a process task (`-- PROGRAM [ARGS…]`), a handler task, or a file of specs.
+    Submit(SubmitArgs),
+    /// Show this peer and the peers it knows, with their load.
+    Status {
+        #[command(flatten)]
+        api: ApiArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// Where the peer keeps its key and writes peer.json (peer id, addresses, API address).
+    #[arg(long, default_value = "taskswarm-data")]
+    data_dir: PathBuf,
+    /// The libp2p address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Vec<Multiaddr>,
+    /// The HTTP API address; port 0 picks a free port (see peer.json).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    api: SocketAddr,
+    /// A peer to join, as /ip4/HOST/tcp/PORT/p2p/PEER_ID. May be repeated.
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
+    /// How many tasks to run at once [default: one per CPU core].
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Run process tasks (without it the peer runs only handlers, and says so to other peers).
+    #[arg(long)]
+    allow_exec: bool,
+    /// The key file (32-byte ed25519 secret as hex), created if missing [default: DATA_DIR/key].
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApiArg {
+    /// The peer's API.
+    #[arg(long, env = "TASKSWARM_API", default_value = "http://127.0.0.1:7070")]
+    api: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    api: ApiArg,
+    /// Wait for the tasks to end and show their results.
+    #[arg(long)]
+    wait: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// A file of specs, one JSON object per line (`{"program": "echo", "args": ["hi"]}` or
+    /// `{"handler": "echo", "input": "hi"}`, with optional "timeout_ms"); `-` reads stdin.
+    #[arg(long, conflicts_with_all = ["handler", "command"])]
+    file: Option<PathBuf>,
+    /// Run the registered handler NAME instead of a program.
+    #[arg(long, value_name = "NAME", conflicts_with = "command")]
+    handler: Option<String>,
+    /// The handler's input, as text.
+    #[arg(long, requires = "handler")]
+    input: Option<String>,
+    /// A per-attempt time limit, such as 500ms, 30s or 2m.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, value_name = "PROGRAM [ARGS]")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TaskCmd {
+    /// Show one task submitted through this peer.
+    Show {
+        /// The task id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tasks submitted through this peer.
+    List {
+        /// Only tasks in this state: waiting, running, completed or failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        api: ApiArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses 250ms, 3s, 2m or 1h.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with a unit, such as 500ms or 30s"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    if ms == 0 {
+        return Err("a duration must be positive".into());
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Cmd::Node(node) => run_node(node).await,
+        Cmd::Submit(submit) => run_submit(submit).await,
+        Cmd::Status { api, json } => run_status(&Api::new(&api.api)?, json).await,
+        Cmd::Task(TaskCmd::Show { id, api, json }) => {
+            let task: TaskView = Api::new(&api.api)?.get(&format!("/v1/tasks/{id}")).await?;
+            print_task(&task, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Task(TaskCmd::List { state, api, json }) => {
+            let path = match state {
+                Some(s) => format!("/v1/tasks?state={s}"),
+                None => "/v1/tasks".to_string(),
+            };
+            let list: serde_json::Value = Api::new(&api.api)?.get(&path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let tasks: Vec<TaskView> = serde_json::from_value(list["tasks"].clone())?;
+                println!("{} tasks submitted through this peer", tasks.len());
+                for t in tasks {
+                    println!("{}  {:<9}  {}", t.id, t.state, describe(&t));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+// ----- node -----
+
+fn builtin_handlers(builder: taskswarm::PeerBuilder) -> taskswarm::PeerBuilder {
+    builder
+        .handler("echo", |_, input| async move { Ok(input) })
+        .handler("noop", |_, _| async { Ok(Vec::new()) })
+        .handler("sleep", |_, input: Vec<u8>| async move {
+            let text = String::from_utf8_lossy(&input);
+            let ms: u64 = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("sleep takes milliseconds as text, not {text:?}"))?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Vec::new())
+        })
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,libp2p=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut builder = Peer::builder()
+        .data_dir(&args.data_dir)
+        .api(args.api)
+        .allow_exec(args.allow_exec);
+    if let Some(slots) = args.slots {
+        if slots == 0 {
+            bail!("--slots must be at least 1");
+        }
+        builder = builder.slots(slots);
+    }
+    if let Some(key) = args.key {
+        builder = builder.key_file(key);
+    }
+    for addr in args.listen {
+        builder = builder.listen(addr);
+    }
+    for addr in args.bootstrap {
+        if !addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
+            bail!("--bootstrap {addr}: the address must end in /p2p/<peer id>");
+        }
+        builder = builder.bootstrap(addr);
+    }
+    let peer = builtin_handlers(builder).spawn().await.context("starting the peer")?;
+    println!("peer id: {}", peer.peer_id());
+    for addr in peer.listen_addrs() {
+        println!("listening on {addr}");
+    }
+    if let Some(api) = peer.api_addr() {
+        println!("api: http://{api}");
+    }
+    println!("peer file: {}", args.data_dir.join("peer.json").display());
+    wait_for_signal().await?;
+    println!("stopping");
+    peer.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+// ----- API client -----
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            bail!("--api {base}: expected http://HOST:PORT");
+        }
+        Ok(Self {
+            base,
+            http: reqwest::Client::builder().build()?,
+        })
+    }
+
+    async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let message = error["error"].as_str().unwrap_or("no details");
+            match error["field"].as_str() {
+                Some(field) => bail!("{status}: {field}: {message}"),
+                None => bail!("{status}: {message}"),
+            }
+        }
+        serde_json::from_slice(&body).context("reading the peer's answer")
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the peer at {}", self.base))?;
+        Self::decode(response).await
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the peer at {}", self.base))?;
+        Self::decode(response).await
+    }
+
+    /// Waits for a task to end, long-polling in 30 s steps.
+    async fn wait(&self, id: &str) -> anyhow::Result<TaskView> {
+        loop {
+            let task: TaskView = self.get(&format!("/v1/tasks/{id}?wait_ms=30000")).await?;
+            if task.is_final() {
+                return Ok(task);
+            }
+        }
+    }
+}
+
+// ----- submit -----
+
+async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.api.api)?;
+    if let Some(file) = &args.file {
+        return submit_file(&api, file, args.wait, args.json).await;
+    }
+    let timeout_ms = args.timeout.map(|t| t.as_millis() as u64);
+    let spec = match (&args.handler, args.command.split_first()) {
+        (Some(name), _) => SpecInput {
+            handler: Some(name.clone()),
+            input: args.input.clone(),
+            timeout_ms,
+            ..SpecInput::default()
+        },
+        (None, Some((program, rest))) => SpecInput {
+            program: Some(program.clone()),
+            args: rest.to_vec(),
+            timeout_ms,
+            ..SpecInput::default()
+        },
+        (None, None) => bail!("nothing to submit: give -- PROGRAM [ARGS…], --handler NAME or --file FILE"),
+    };
+    let answer: serde_json::Value = api.post("/v1/tasks", &serde_json::to_value(&spec)?).await?;
+    let id = answer["id"].as_str().context("the peer returned no task id")?.to_string();
+    if !args.wait {
+        if args.json {
+            println!("{}", serde_json::json!({ "id": id }));
+        } else {
+            println!("{id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let task = api.wait(&id).await?;
+    print_task(&task, args.json)?;
+    Ok(if task.state == "completed" { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn submit_file(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut specs = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let spec: SpecInput = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a task spec", file.display(), n + 1))?;
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        bail!("{}: no task specs", file.display());
+    }
+    let bar = progress(specs.len() as u64, "submitted", json);
+    let mut ids = Vec::with_capacity(specs.len());
+    for chunk in specs.chunks(1000) {
+        let answer: serde_json::Value = api.post("/v1/tasks", &serde_json::to_value(chunk)?).await?;
+        let chunk_ids: Vec<String> = serde_json::from_value(answer["ids"].clone())?;
+        bar.inc(chunk_ids.len() as u64);
+        ids.extend(chunk_ids);
+    }
+    bar.finish();
+    if !wait {
+        if json {
+            println!("{}", serde_json::json!({ "ids": ids }));
+        } else {
+            for id in &ids {
+                println!("{id}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = progress(ids.len() as u64, "finished", json);
+    let mut tasks = Vec::with_capacity(ids.len());
+    for id in &ids {
+        tasks.push(api.wait(id).await?);
+        bar.inc(1);
+    }
+    bar.finish();
+    let failed = tasks.iter().filter(|t| t.state != "completed").count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tasks)?);
+    } else {
+        println!("{} completed, {failed} failed", tasks.len() - failed);
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn progress(len: u64, what: &str, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {what} ({{per_sec}}, {{elapsed}})");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+// ----- output -----
+
+fn describe(task: &TaskView) -> String {
+    match (&task.command, &task.handler) {
+        (Some(command), _) => command.join(" "),
+        (_, Some(handler)) => format!("handler {handler}"),
+        _ => String::new(),
+    }
+}
+
+fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(task)?);
+        return Ok(());
+    }
+    println!("task        {}", task.id);
+    println!("state       {}", task.state);
+    println!("what        {}", describe(task));
+    let show = |label: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            println!("{label:<11} {v}");
+        }
+    };
+    if let Some(code) = task.exit_code {
+        println!("exit code   {code}");
+    }
+    show("executed by", &task.executed_by);
+    if !task.is_final() {
+        show("held by", &task.holder);
+    }
+    println!("lease epoch {}", task.lease_epoch);
+    if let Some(ms) = task.duration_ms {
+        println!("took        {ms} ms");
+    }
+    show("error", &task.error);
+    for (label, text) in [("stdout", &task.stdout), ("stderr", &task.stderr), ("output", &task.output)] {
+        if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
+            println!("--- {label} ---");
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
+    let cluster: ClusterView = api.get("/v1/cluster").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cluster)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}", "peer", "slots", "running", "queued", "exec", "heard");
+    let rows = std::iter::once((&cluster.me, "(this peer)".to_string()))
+        .chain(cluster.peers.iter().map(|p| (p, format!("{} ms ago", p.last_heard_ms))));
+    for (p, heard) in rows {
+        let exec = if p.exec { "yes" } else { "no" };
+        println!("{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}", p.peer_id, p.slots, p.running, p.queued, exec, heard);
+    }
+    let c = &cluster.counters;
+    println!(
+        "this peer: {} tasks executed, {} stolen, {} given; {} messages rejected",
+        c.tasks_executed,
+        c.tasks_stolen,
+        c.tasks_given,
+        c.rejected_malformed + c.rejected_oversize + c.rejected_signature + c.rejected_id_mismatch + c.rejected_unauthorized
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("3 s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

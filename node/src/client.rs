@@ -1,0 +1,105 @@
+//! [`Client`]: the handle through which the API, the CLI's embedded uses and library users talk to
+//! a running peer. Cheap to clone; every call is a command on a bounded channel to the peer's event
+//! loop, answered on a oneshot channel.
+
+use taskswarm_protocol::{TaskId, TaskState};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::spec::NewTask;
+use crate::view::{ClusterView, TaskView};
+
+/// Why a client call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The peer has shut down.
+    #[error("the peer has stopped")]
+    Stopped,
+    /// No task with this id was submitted through this peer.
+    #[error("no task {0} is known to this peer")]
+    UnknownTask(TaskId),
+}
+
+/// A request to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Submit {
+        tasks: Vec<NewTask>,
+        reply: oneshot::Sender<Vec<TaskId>>,
+    },
+    Task {
+        id: TaskId,
+        reply: oneshot::Sender<Option<TaskView>>,
+    },
+    Wait {
+        id: TaskId,
+        reply: oneshot::Sender<Option<TaskView>>,
+    },
+    Tasks {
+        state: Option<TaskState>,
+        reply: oneshot::Sender<Vec<TaskView>>,
+    },
+    Cluster {
+        reply: oneshot::Sender<ClusterView>,
+    },
+}
+
+/// A handle to a running peer.
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Client {
+    pub(crate) fn new(commands: mpsc::Sender<Command>) -> Self {
+        Self { commands }
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        answer.await.map_err(|_| ClientError::Stopped)
+    }
+
+    /// Submits tasks through this peer (it signs them and keeps their records); returns their ids
+    /// in order.
+    pub async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, ClientError> {
+        self.ask(|reply| Command::Submit { tasks, reply }).await
+    }
+
+    /// Submits one task.
+    pub async fn submit_one(&self, task: NewTask) -> Result<TaskId, ClientError> {
+        let ids = self.submit(vec![task]).await?;
+        ids.into_iter().next().ok_or(ClientError::Stopped)
+    }
+
+    /// The current view of a task submitted through this peer.
+    pub async fn task(&self, id: TaskId) -> Result<Option<TaskView>, ClientError> {
+        self.ask(|reply| Command::Task { id, reply }).await
+    }
+
+    /// Waits until the task has ended and returns its final view.
+    pub async fn wait(&self, id: TaskId) -> Result<TaskView, ClientError> {
+        self.ask(|reply| Command::Wait { id, reply })
+            .await?
+            .ok_or(ClientError::UnknownTask(id))
+    }
+
+    /// Submits a task and waits for its result (the embedding equivalent of `.delay().get()`).
+    pub async fn run(&self, task: NewTask) -> Result<TaskView, ClientError> {
+        let id = self.submit_one(task).await?;
+        self.wait(id).await
+    }
+
+    /// The tasks submitted through this peer, optionally only those in one state.
+    pub async fn tasks(&self, state: Option<TaskState>) -> Result<Vec<TaskView>, ClientError> {
+        self.ask(|reply| Command::Tasks { state, reply }).await
+    }
+
+    /// This peer and the peers it knows.
+    pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
+        self.ask(|reply| Command::Cluster { reply }).await
+    }
+}

@@ -1,0 +1,332 @@
+//! The executor: runs a task's attempt and turns what happened into an [`Outcome`].
+//!
+//! Two kinds of task: **process tasks** (a program with arguments, environment and standard
+//! input, in its own process group so a timeout kills everything it started; stdout and stderr are
+//! captured up to a cap while the rest is drained and dropped) and **handler tasks** (an async Rust
+//! function registered by name: bytes in, bytes out). Every run sees its task id and lease epoch
+//! (`TASKSWARM_TASK_ID` and `TASKSWARM_EPOCH` for processes, [`HandlerContext`] for handlers) so it
+//! can fence its own side effects. The executor never decides what to run: the scheduler does.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use taskswarm_protocol::{Outcome, ProcessSpec, TaskId, TaskKind, TaskSpec};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// What a handler sees of the run it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandlerContext {
+    /// The task.
+    pub task: TaskId,
+    /// The epoch of the lease this attempt runs under: a fencing token for side effects.
+    pub epoch: u64,
+}
+
+/// The boxed future a handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+/// A registered handler: takes the context and the input bytes, returns output bytes or an error
+/// message.
+pub type Handler = Arc<dyn Fn(HandlerContext, Vec<u8>) -> HandlerFuture + Send + Sync>;
+
+/// Wraps an async function as a [`Handler`].
+pub fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(HandlerContext, Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<u8>, String>> + Send + 'static,
+{
+    Arc::new(move |ctx, input| Box::pin(f(ctx, input)))
+}
+
+/// Runs attempts. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    handlers: Arc<BTreeMap<String, Handler>>,
+    allow_exec: bool,
+    output_cap: usize,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("allow_exec", &self.allow_exec)
+            .field("output_cap", &self.output_cap)
+            .finish()
+    }
+}
+
+impl Executor {
+    /// An executor with these handlers; it runs processes only if `allow_exec`. Each of stdout and
+    /// stderr is kept up to `output_cap` bytes.
+    pub fn new(handlers: BTreeMap<String, Handler>, allow_exec: bool, output_cap: usize) -> Self {
+        Self {
+            handlers: Arc::new(handlers),
+            allow_exec,
+            output_cap,
+        }
+    }
+
+    /// The names of the registered handlers, sorted.
+    pub fn handler_names(&self) -> Vec<String> {
+        self.handlers.keys().cloned().collect()
+    }
+
+    /// Runs one attempt of `spec` under the lease at `epoch`.
+    pub async fn run(&self, task: TaskId, epoch: u64, spec: TaskSpec) -> Outcome {
+        let timeout = spec.timeout_ms.map(Duration::from_millis);
+        match spec.kind {
+            TaskKind::Process(process) if self.allow_exec => {
+                self.run_process(task, epoch, process, timeout).await
+            }
+            TaskKind::Process(_) => Outcome::Error {
+                message: "this peer does not run process tasks (start it with --allow-exec)".into(),
+            },
+            TaskKind::Handler { name, input } => {
+                self.run_handler(task, epoch, &name, input, timeout).await
+            }
+        }
+    }
+
+    async fn run_handler(
+        &self,
+        task: TaskId,
+        epoch: u64,
+        name: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Outcome {
+        let Some(handler) = self.handlers.get(name) else {
+            return Outcome::Error {
+                message: format!("no handler named {name:?} on this peer"),
+            };
+        };
+        let run = handler(HandlerContext { task, epoch }, input);
+        let result = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return Outcome::TimedOut {
+                        stdout: Vec::new(),
+                        stderr: Vec::new(),
+                    };
+                }
+            },
+            None => run.await,
+        };
+        match result {
+            Ok(output) => Outcome::Returned { output },
+            Err(message) => Outcome::Error { message },
+        }
+    }
+
+    async fn run_process(
+        &self,
+        task: TaskId,
+        epoch: u64,
+        spec: ProcessSpec,
+        timeout: Option<Duration>,
+    ) -> Outcome {
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env("TASKSWARM_TASK_ID", task.to_string())
+            .env("TASKSWARM_EPOCH", epoch.to_string())
+            .stdin(if spec.stdin.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return Outcome::Error {
+                    message: format!("cannot start {:?}: {e}", spec.program),
+                };
+            }
+        };
+        let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+        if let Some(mut stdin) = child.stdin.take() {
+            let input = spec.stdin;
+            tokio::spawn(async move {
+                // A child that exits without reading its input is not an error of ours.
+                let _ = stdin.write_all(&input).await;
+            });
+        }
+        let cap = self.output_cap;
+        let stdout = tokio::spawn(capture(child.stdout.take(), cap));
+        let stderr = tokio::spawn(capture(child.stderr.take(), cap));
+        let status = match timeout {
+            Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
+            None => Some(child.wait().await),
+        };
+        // Whether it finished or timed out, nothing it started outlives the attempt (and holds
+        // its output pipes open).
+        kill_group(group);
+        if status.is_none() {
+            let _ = child.wait().await;
+        }
+        let stdout = stdout.await.unwrap_or_default();
+        let stderr = stderr.await.unwrap_or_default();
+        match status {
+            None => Outcome::TimedOut { stdout, stderr },
+            Some(Ok(status)) => Outcome::Exited {
+                code: status.code(),
+                stdout,
+                stderr,
+            },
+            Some(Err(e)) => Outcome::Error {
+                message: format!("waiting for {:?}: {e}", spec.program),
+            },
+        }
+    }
+}
+
+/// Kills a whole process group (the task and everything it started).
+fn kill_group(group: Option<Pid>) {
+    if let Some(group) = group
+        && let Err(e) = killpg(group, Signal::SIGKILL)
+    {
+        if e != nix::errno::Errno::ESRCH {
+            tracing::warn!(%group, error = %e, "could not kill the process group of a task");
+        }
+    }
+}
+
+/// Reads a pipe to its end, keeping the first `cap` bytes.
+async fn capture<R: AsyncRead + Unpin>(pipe: Option<R>, cap: usize) -> Vec<u8> {
+    let Some(mut pipe) = pipe else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskswarm_protocol::PeerKey;
+
+    fn process(program: &str, args: &[&str], timeout_ms: Option<u64>) -> TaskSpec {
+        TaskSpec {
+            submitter: PeerKey::from_bytes([0; 32]),
+            nonce: 0,
+            kind: TaskKind::Process(ProcessSpec {
+                program: program.into(),
+                args: args.iter().map(|s| s.to_string()).collect(),
+                env: vec![("GREETING".into(), "hi".into())],
+                stdin: b"from stdin".to_vec(),
+            }),
+            timeout_ms,
+        }
+    }
+
+    fn id() -> TaskId {
+        TaskId::from_bytes([1; 32])
+    }
+
+    #[tokio::test]
+    async fn a_process_sees_its_input_environment_and_epoch() {
+        let exec = Executor::new(BTreeMap::new(), true, 1024);
+        let script = "cat; echo \" $GREETING $TASKSWARM_EPOCH\"; echo oops >&2; exit 3";
+        let outcome = exec.run(id(), 7, process("sh", &["-c", script], None)).await;
+        assert_eq!(
+            outcome,
+            Outcome::Exited {
+                code: Some(3),
+                stdout: b"from stdin hi 7\n".to_vec(),
+                stderr: b"oops\n".to_vec(),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn output_is_capped() {
+        let exec = Executor::new(BTreeMap::new(), true, 10);
+        let outcome = exec.run(id(), 1, process("sh", &["-c", "seq 1 10000"], None)).await;
+        let Outcome::Exited { code: Some(0), stdout, .. } = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(stdout, b"1\n2\n3\n4\n5\n");
+    }
+
+    /// Whether a process is gone (or a zombie waiting to be reaped by init).
+    fn gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let exec = Executor::new(BTreeMap::new(), true, 1024);
+        // The task starts a grandchild that would live 30 s, prints its pid and waits.
+        let script = "sleep 30 & echo $!; wait";
+        let outcome = exec.run(id(), 1, process("sh", &["-c", script], Some(300))).await;
+        let Outcome::TimedOut { stdout, .. } = &outcome else {
+            panic!("{outcome:?}");
+        };
+        let pid = String::from_utf8_lossy(stdout).trim().to_string();
+        assert!(!pid.is_empty());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !gone(&pid) {
+            assert!(std::time::Instant::now() < deadline, "grandchild {pid} outlived the timeout");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn processes_need_exec_allowed_and_programs_must_exist() {
+        let no_exec = Executor::new(BTreeMap::new(), false, 1024);
+        let outcome = no_exec.run(id(), 1, process("true", &[], None)).await;
+        assert!(matches!(outcome, Outcome::Error { .. }));
+        let exec = Executor::new(BTreeMap::new(), true, 1024);
+        let outcome = exec.run(id(), 1, process("/no/such/program", &[], None)).await;
+        assert!(matches!(outcome, Outcome::Error { message } if message.contains("cannot start")));
+    }
+
+    #[tokio::test]
+    async fn handlers_run_by_name_with_their_context() {
+        let mut handlers = BTreeMap::new();
+        handlers.insert(
+            "epoch".to_string(),
+            handler(|ctx: HandlerContext, input: Vec<u8>| async move {
+                Ok([input, ctx.epoch.to_string().into_bytes()].concat())
+            }),
+        );
+        handlers.insert("fail".to_string(), handler(|_, _| async { Err("no".to_string()) }));
+        let exec = Executor::new(handlers, false, 1024);
+        let spec = |name: &str| TaskSpec {
+            submitter: PeerKey::from_bytes([0; 32]),
+            nonce: 0,
+            kind: TaskKind::Handler { name: name.into(), input: b"e=".to_vec() },
+            timeout_ms: None,
+        };
+        assert_eq!(exec.run(id(), 4, spec("epoch")).await, Outcome::Returned { output: b"e=4".to_vec() });
+        assert_eq!(exec.run(id(), 4, spec("fail")).await, Outcome::Error { message: "no".into() });
+        assert!(matches!(exec.run(id(), 4, spec("missing")).await, Outcome::Error { .. }));
+    }
+}

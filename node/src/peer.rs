@@ -1,0 +1,382 @@
+//! [`Peer`]: a running taskswarm peer, and [`PeerBuilder`], its configuration.
+//!
+//! `spawn` loads or creates the key, builds the swarm, starts listening, starts the event loop and
+//! (if asked) the HTTP API, and returns once the peer listens. With a data directory it writes
+//! `peer.json` there (peer id, listen addresses, API address) so scripts can find it.
+//! [`Peer::shutdown`] stops the API and the event loop.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use taskswarm_protocol::{Capabilities, Config, Keypair, Scheduler};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::client::Client;
+use crate::executor::{self, Executor, Handler, HandlerContext};
+use crate::keys::{self, KeyError};
+use crate::network::{self, BuildError};
+use crate::runtime::EventLoop;
+
+/// How long `spawn` waits for the swarm to report a listen address.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why a peer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The swarm could not be built.
+    #[error(transparent)]
+    Network(#[from] BuildError),
+    /// A listen address was refused.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// The API address could not be bound.
+    #[error("cannot serve the API on {addr}: {source}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory or `peer.json` could not be written.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The swarm reported no listen address in time.
+    #[error("no listen address after {0:?}")]
+    NotListening(Duration),
+}
+
+/// Configures and starts a [`Peer`].
+pub struct PeerBuilder {
+    key: Option<Keypair>,
+    key_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    api: Option<SocketAddr>,
+    slots: u32,
+    allow_exec: bool,
+    output_cap: usize,
+    handlers: BTreeMap<String, Handler>,
+    scheduler: Config,
+}
+
+impl std::fmt::Debug for PeerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerBuilder")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("api", &self.api)
+            .field("slots", &self.slots)
+            .field("allow_exec", &self.allow_exec)
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for PeerBuilder {
+    fn default() -> Self {
+        Self {
+            key: None,
+            key_file: None,
+            data_dir: None,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            api: None,
+            slots: default_slots(),
+            allow_exec: false,
+            output_cap: 256 * 1024,
+            handlers: BTreeMap::new(),
+            scheduler: Config::default(),
+        }
+    }
+}
+
+/// One slot per CPU core.
+pub fn default_slots() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+impl PeerBuilder {
+    /// Uses this key (otherwise the key file, otherwise a fresh key).
+    pub fn key(mut self, key: Keypair) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Loads the key from this file, creating it if missing (default: `DATA_DIR/key` when a data
+    /// directory is set).
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
+        self
+    }
+
+    /// Keeps the key and `peer.json` in this directory.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(path.into());
+        self
+    }
+
+    /// Listens on this address (default `/ip4/127.0.0.1/tcp/0`). May be given several times.
+    pub fn listen(mut self, addr: Multiaddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Dials this peer at start (`/ip4/…/tcp/…/p2p/<peer id>`). May be given several times.
+    pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
+        self.bootstrap.push(addr);
+        self
+    }
+
+    /// Serves the HTTP API on this address (port 0 picks a free port).
+    pub fn api(mut self, addr: SocketAddr) -> Self {
+        self.api = Some(addr);
+        self
+    }
+
+    /// Runs this many tasks at once (default: one per CPU core).
+    pub fn slots(mut self, slots: u32) -> Self {
+        self.slots = slots.max(1);
+        self
+    }
+
+    /// Runs process tasks too (off by default: a peer then runs only registered handlers).
+    pub fn allow_exec(mut self, allow: bool) -> Self {
+        self.allow_exec = allow;
+        self
+    }
+
+    /// Keeps at most this many bytes of each of a process's stdout and stderr (default 256 KiB).
+    pub fn output_cap(mut self, bytes: usize) -> Self {
+        self.output_cap = bytes;
+        self
+    }
+
+    /// Registers an async handler under `name`: it gets the run's context and input bytes and
+    /// returns output bytes or an error message.
+    pub fn handler<F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(HandlerContext, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, String>> + Send + 'static,
+    {
+        self.handlers.insert(name.into(), executor::handler(f));
+        self
+    }
+
+    /// Sets how often the load report (heartbeat) is sent.
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.scheduler.report_interval_ms = interval.as_millis() as u64;
+        self
+    }
+
+    /// Starts the peer. Returns once it listens (and serves its API, if one was asked for).
+    pub async fn spawn(self) -> Result<Peer, PeerError> {
+        let key = self.load_key()?;
+        let mut swarm = network::build(keys::libp2p_keypair(&key))?;
+        let peer_id = *swarm.local_peer_id();
+        let listen = if self.listen.is_empty() {
+            vec![loopback_any_port()]
+        } else {
+            self.listen.clone()
+        };
+        for addr in listen {
+            swarm.listen_on(addr.clone()).map_err(|e| PeerError::Listen {
+                addr,
+                reason: e.to_string(),
+            })?;
+        }
+        let executor = Executor::new(self.handlers, self.allow_exec, self.output_cap);
+        let config = Config {
+            slots: self.slots,
+            capabilities: Capabilities {
+                exec: self.allow_exec,
+                handlers: executor.handler_names(),
+            },
+            ..self.scheduler
+        };
+        let (command_tx, command_rx) = mpsc::channel(1024);
+        let (listen_tx, mut listen_rx) = watch::channel(Vec::new());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let event_loop = EventLoop {
+            swarm,
+            scheduler: Scheduler::new(key.clone(), config),
+            key,
+            executor,
+            commands: command_rx,
+            listen: listen_tx,
+            bootstrap: self.bootstrap,
+            shutdown: shutdown_rx.clone(),
+        };
+        let event_loop = tokio::spawn(event_loop.run());
+        let client = Client::new(command_tx);
+        let wait = listen_rx.wait_for(|addrs| !addrs.is_empty());
+        let listen_addrs = match tokio::time::timeout(LISTEN_DEADLINE, wait).await {
+            Ok(Ok(addrs)) => addrs.clone(),
+            _ => return Err(PeerError::NotListening(LISTEN_DEADLINE)),
+        };
+        let (api_addr, api) = match self.api {
+            Some(addr) => {
+                let (bound, task) = serve_api(addr, client.clone(), shutdown_rx).await?;
+                (Some(bound), Some(task))
+            }
+            None => (None, None),
+        };
+        let peer = Peer {
+            peer_id,
+            listen_addrs,
+            api_addr,
+            client,
+            shutdown: shutdown_tx,
+            event_loop,
+            api,
+        };
+        if let Some(dir) = &self.data_dir {
+            peer.write_peer_json(dir)?;
+        }
+        Ok(peer)
+    }
+
+    fn load_key(&self) -> Result<Keypair, KeyError> {
+        if let Some(key) = &self.key {
+            return Ok(key.clone());
+        }
+        let file = self
+            .key_file
+            .clone()
+            .or_else(|| self.data_dir.as_ref().map(|d| d.join("key")));
+        match file {
+            Some(path) => keys::load_or_create(&path),
+            None => Ok(Keypair::generate(&mut rand::rng())),
+        }
+    }
+}
+
+fn loopback_any_port() -> Multiaddr {
+    Multiaddr::from(std::net::Ipv4Addr::LOCALHOST).with(libp2p::multiaddr::Protocol::Tcp(0))
+}
+
+async fn serve_api(
+    addr: SocketAddr,
+    client: Client,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), PeerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| PeerError::Api { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| PeerError::Api { addr, source })?;
+    let app = crate::api::router(client);
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// What `peer.json` in the data directory says.
+#[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq, Eq)]
+pub struct PeerFile {
+    /// The peer id.
+    pub peer_id: String,
+    /// Full dialable addresses, ending in `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// The API address, if served.
+    pub api: Option<String>,
+    /// The process id of the peer.
+    pub pid: u32,
+}
+
+/// A running peer.
+#[derive(Debug)]
+pub struct Peer {
+    peer_id: PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    api_addr: Option<SocketAddr>,
+    client: Client,
+    shutdown: watch::Sender<bool>,
+    event_loop: JoinHandle<()>,
+    api: Option<JoinHandle<()>>,
+}
+
+impl Peer {
+    /// A builder with the defaults.
+    pub fn builder() -> PeerBuilder {
+        PeerBuilder::default()
+    }
+
+    /// A handle to submit tasks and read results.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// This peer's libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Where it listens, as dialable addresses ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs
+            .iter()
+            .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(self.peer_id)))
+            .collect()
+    }
+
+    /// Where its HTTP API listens, if it serves one.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    fn write_peer_json(&self, dir: &std::path::Path) -> Result<(), PeerError> {
+        let err = |source| PeerError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let file = PeerFile {
+            peer_id: self.peer_id.to_string(),
+            listen: self.listen_addrs().iter().map(ToString::to_string).collect(),
+            api: self.api_addr.map(|a| a.to_string()),
+            pid: std::process::id(),
+        };
+        let text = serde_json::to_string_pretty(&file).map_err(|e| err(e.into()))?;
+        // Write then rename, so a reader never sees half a file.
+        let tmp = dir.join("peer.json.tmp");
+        std::fs::write(&tmp, text).map_err(err)?;
+        std::fs::rename(&tmp, dir.join("peer.json")).map_err(err)
+    }
+
+    /// Stops the API and the event loop, and waits for both.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Some(api) = self.api {
+            let _ = api.await;
+        }
+        let _ = self.event_loop.await;
+    }
+}

@@ -1,0 +1,362 @@
+//! The event loop: the one task that owns a peer's swarm and scheduler and carries out the
+//! scheduler's actions.
+//!
+//! Inputs (swarm events, client commands, finished attempts, the tick, shutdown) arrive on one
+//! `select!`; after each, the loop drains the scheduler's actions: it sends and broadcasts bytes,
+//! spawns attempts on the executor, wakes waiters when a record changes, and dials peers it
+//! learns of. Time for the scheduler is milliseconds since the loop started, on tokio's monotonic
+//! clock. Every channel is bounded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, Swarm, gossipsub, identify};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use taskswarm_protocol::{
+    Action, Keypair, Message, Millis, Outcome, PeerKey, Scheduler, Signed, TaskId, TaskSpec, wire,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::client::Command;
+use crate::executor::Executor;
+use crate::keys;
+use crate::network::{Behaviour, BehaviourEvent, LOAD_TOPIC};
+use crate::view::{ClusterView, CountersView, PeerInfo, TaskView};
+
+/// How often the scheduler is ticked.
+const TICK: Duration = Duration::from_millis(20);
+/// How often bootstrap peers are dialled again while none is connected.
+const REDIAL: Duration = Duration::from_secs(2);
+
+/// An attempt that ended.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    task: TaskId,
+    epoch: u64,
+    outcome: Outcome,
+}
+
+/// Everything the event loop owns.
+pub(crate) struct EventLoop {
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) key: Keypair,
+    pub(crate) executor: Executor,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) listen: watch::Sender<Vec<Multiaddr>>,
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+struct State {
+    rng: StdRng,
+    started: Instant,
+    finished_tx: mpsc::Sender<Finished>,
+    in_flight: HashMap<OutboundRequestId, (PeerKey, Message)>,
+    waiters: BTreeMap<TaskId, Vec<oneshot::Sender<Option<TaskView>>>>,
+    topic: gossipsub::IdentTopic,
+    nonce: u64,
+}
+
+impl EventLoop {
+    /// Runs until shutdown is signalled (or every handle to it is dropped).
+    pub(crate) async fn run(mut self) {
+        let slots = self.scheduler.config().slots as usize;
+        let (finished_tx, mut finished_rx) = mpsc::channel(slots + 1);
+        let mut rng = StdRng::from_os_rng();
+        let nonce = rand::Rng::random(&mut rng);
+        let mut state = State {
+            rng,
+            started: Instant::now(),
+            finished_tx,
+            in_flight: HashMap::new(),
+            waiters: BTreeMap::new(),
+            topic: gossipsub::IdentTopic::new(LOAD_TOPIC),
+            nonce,
+        };
+        self.dial_bootstrap();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_redial = Instant::now();
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(&mut state, event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(&mut state, command),
+                    None => break,
+                },
+                Some(done) = finished_rx.recv() => {
+                    let now = state.now();
+                    self.scheduler.handle_finished(now, &mut state.rng, done.task, done.epoch, done.outcome);
+                }
+                _ = tick.tick() => {
+                    let now = state.now();
+                    self.scheduler.tick(now, &mut state.rng);
+                    if last_redial.elapsed() >= REDIAL && self.swarm.connected_peers().next().is_none() {
+                        last_redial = Instant::now();
+                        self.dial_bootstrap();
+                    }
+                }
+                _ = self.shutdown.changed() => break,
+            }
+            self.apply_actions(&mut state);
+        }
+        tracing::info!("event loop stopped");
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for addr in self.bootstrap.clone() {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, state: &mut State, event: SwarmEvent<BehaviourEvent>) {
+        let now = state.now();
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen.send_modify(|addrs| addrs.push(address));
+                let addrs = self.listen.borrow().iter().map(|a| a.to_vec()).collect();
+                self.scheduler.set_addrs(addrs);
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                tracing::debug!(%peer_id, "connected");
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                tracing::debug!(%peer_id, ?cause, "disconnected");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message, ..
+            })) => {
+                self.scheduler.handle_gossip(now, &mut state.rng, &message.data);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Messages(event)) => {
+                self.on_message_event(state, event);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message_event(&mut self, state: &mut State, event: request_response::Event<Vec<u8>, ()>) {
+        let now = state.now();
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                // The acknowledgement only says the bytes arrived; a closed channel is harmless.
+                let _ = self.swarm.behaviour_mut().messages.send_response(channel, ());
+                match keys::peer_key(&peer) {
+                    Some(from) => self.scheduler.handle_message(now, &mut state.rng, from, &request),
+                    None => tracing::debug!(%peer, "message from a peer without an ed25519 id"),
+                }
+            }
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            } => {
+                state.in_flight.remove(&request_id);
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((to, message)) = state.in_flight.remove(&request_id) {
+                    tracing::debug!(%peer, %error, kind = message.kind(), "message not delivered");
+                    self.scheduler.handle_send_failed(now, &mut state.rng, to, message);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound message failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_command(&mut self, state: &mut State, command: Command) {
+        let now = state.now();
+        match command {
+            Command::Submit { tasks, reply } => {
+                let me = self.scheduler.me();
+                let specs = tasks
+                    .into_iter()
+                    .map(|task| {
+                        state.nonce = state.nonce.wrapping_add(1);
+                        let spec = TaskSpec {
+                            submitter: me,
+                            nonce: state.nonce,
+                            kind: task.kind,
+                            timeout_ms: task.timeout.map(|t| t.as_millis() as u64),
+                        };
+                        Signed::sign(&spec, &self.key)
+                    })
+                    .collect();
+                let ids = self
+                    .scheduler
+                    .submit(now, &mut state.rng, specs)
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .collect();
+                let _ = reply.send(ids);
+            }
+            Command::Task { id, reply } => {
+                let _ = reply.send(self.scheduler.task(&id).map(TaskView::of));
+            }
+            Command::Wait { id, reply } => match self.scheduler.task(&id) {
+                None => {
+                    let _ = reply.send(None);
+                }
+                Some(record) if record.state.is_final() => {
+                    let _ = reply.send(Some(TaskView::of(record)));
+                }
+                Some(_) => state.waiters.entry(id).or_default().push(reply),
+            },
+            Command::Tasks { state: wanted, reply } => {
+                let views = self
+                    .scheduler
+                    .tasks()
+                    .filter(|r| wanted.is_none_or(|s| r.state == s))
+                    .map(TaskView::of)
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Command::Cluster { reply } => {
+                let _ = reply.send(self.cluster(now));
+            }
+        }
+    }
+
+    fn cluster(&self, now: Millis) -> ClusterView {
+        let s = &self.scheduler;
+        let me = PeerInfo {
+            peer_id: self.swarm.local_peer_id().to_string(),
+            queued: s.queued() as u32,
+            running: s.running(),
+            slots: s.config().slots,
+            exec: s.config().capabilities.exec,
+            handlers: s.config().capabilities.handlers.clone(),
+            last_heard_ms: 0,
+        };
+        let peers = s
+            .peers()
+            .map(|(key, view)| PeerInfo {
+                peer_id: crate::view::peer_name(key),
+                queued: view.report.queued,
+                running: view.report.running,
+                slots: view.report.slots,
+                exec: view.report.capabilities.exec,
+                handlers: view.report.capabilities.handlers.clone(),
+                last_heard_ms: now.saturating_sub(view.heard_at),
+            })
+            .collect();
+        ClusterView {
+            me,
+            peers,
+            counters: CountersView::from(s.counters()),
+        }
+    }
+
+    fn apply_actions(&mut self, state: &mut State) {
+        while let Some(action) = self.scheduler.poll_action() {
+            match action {
+                Action::Send { to, message } => self.send(state, to, message),
+                Action::Broadcast { gossip } => {
+                    let bytes = wire::encode(&gossip);
+                    let topic = state.topic.clone();
+                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                        // Before any peer has subscribed there is nobody to tell; not an error.
+                        tracing::trace!(error = %e, "load report not published");
+                    }
+                }
+                Action::Execute { task, epoch, spec } => {
+                    let executor = self.executor.clone();
+                    let done = state.finished_tx.clone();
+                    tokio::spawn(async move {
+                        let outcome = executor.run(task, epoch, spec).await;
+                        let _ = done.send(Finished { task, epoch, outcome }).await;
+                    });
+                }
+                Action::Persist { task } => self.wake_waiters(state, task),
+                Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
+            }
+        }
+    }
+
+    fn send(&mut self, state: &mut State, to: PeerKey, message: Message) {
+        let now = state.now();
+        let Some(peer_id) = keys::peer_id(&to) else {
+            self.scheduler.handle_send_failed(now, &mut state.rng, to, message);
+            return;
+        };
+        let bytes = wire::encode(&message);
+        let id = self.swarm.behaviour_mut().messages.send_request(&peer_id, bytes);
+        state.in_flight.insert(id, (to, message));
+    }
+
+    fn wake_waiters(&mut self, state: &mut State, task: TaskId) {
+        let Some(record) = self.scheduler.task(&task) else {
+            return;
+        };
+        if record.state.is_final()
+            && let Some(waiters) = state.waiters.remove(&task)
+        {
+            let view = TaskView::of(record);
+            for waiter in waiters {
+                let _ = waiter.send(Some(view.clone()));
+            }
+        }
+    }
+
+    fn learn_peer(&mut self, peer: PeerKey, addrs: Vec<Vec<u8>>) {
+        let Some(peer_id) = keys::peer_id(&peer) else {
+            return;
+        };
+        let addrs: Vec<Multiaddr> = addrs
+            .into_iter()
+            .filter_map(|bytes| Multiaddr::try_from(bytes).ok())
+            .collect();
+        tracing::info!(%peer_id, ?addrs, "new peer");
+        for addr in &addrs {
+            self.swarm.add_peer_address(peer_id, addr.clone());
+        }
+        let dial = DialOpts::peer_id(peer_id)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(dial) {
+            tracing::debug!(%peer_id, error = %e, "not dialling a new peer");
+        }
+    }
+}
+
+impl State {
+    fn now(&self) -> Millis {
+        self.started.elapsed().as_millis() as Millis
+    }
+}

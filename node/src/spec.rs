@@ -1,0 +1,225 @@
+//! Task specs as people write them (JSON in the API, lines of a `.jsonl` file, CLI flags) and
+//! their conversion into the protocol's [`TaskKind`], with errors that name the offending field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use taskswarm_protocol::{ProcessSpec, TaskKind};
+
+/// A new task, before it is signed: what to run and its per-attempt time limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTask {
+    /// What to run.
+    pub kind: TaskKind,
+    /// The per-attempt time limit.
+    pub timeout: Option<Duration>,
+}
+
+impl NewTask {
+    /// A process task.
+    pub fn process(program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            kind: TaskKind::Process(ProcessSpec {
+                program: program.into(),
+                args: args.into_iter().map(Into::into).collect(),
+                env: Vec::new(),
+                stdin: Vec::new(),
+            }),
+            timeout: None,
+        }
+    }
+
+    /// A handler task.
+    pub fn handler(name: impl Into<String>, input: impl Into<Vec<u8>>) -> Self {
+        Self {
+            kind: TaskKind::Handler {
+                name: name.into(),
+                input: input.into(),
+            },
+            timeout: None,
+        }
+    }
+
+    /// Sets the per-attempt time limit.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// A task spec in JSON: either `program` (with optional `args`, `env`, `stdin`) or `handler`
+/// (with optional `input`), and an optional `timeout_ms`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecInput {
+    /// The program of a process task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// Its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Text written to its standard input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// The registered handler of a handler task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    /// The handler's input, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Per-attempt time limit in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A spec that cannot be accepted, naming the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// The field (a JSON path such as `[2].program`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error for the spec at `prefix` (for example `[3]`).
+    pub fn within(self, prefix: &str) -> Self {
+        let field = if self.field.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
+        Self { field, ..self }
+    }
+}
+
+impl SpecInput {
+    /// Checks the spec and builds the task.
+    pub fn into_task(self) -> Result<NewTask, SpecError> {
+        let kind = match (self.program, self.handler) {
+            (Some(_), Some(_)) => {
+                return Err(SpecError::new("handler", "give either program or handler, not both"));
+            }
+            (None, None) => return Err(SpecError::new("program", "give a program or a handler")),
+            (Some(program), None) => {
+                if program.trim().is_empty() {
+                    return Err(SpecError::new("program", "must not be empty"));
+                }
+                if self.input.is_some() {
+                    return Err(SpecError::new("input", "is for handler tasks; use stdin"));
+                }
+                TaskKind::Process(ProcessSpec {
+                    program,
+                    args: self.args,
+                    env: self.env.into_iter().collect(),
+                    stdin: self.stdin.unwrap_or_default().into_bytes(),
+                })
+            }
+            (None, Some(name)) => {
+                if name.trim().is_empty() {
+                    return Err(SpecError::new("handler", "must not be empty"));
+                }
+                for (field, given) in [
+                    ("args", !self.args.is_empty()),
+                    ("env", !self.env.is_empty()),
+                    ("stdin", self.stdin.is_some()),
+                ] {
+                    if given {
+                        return Err(SpecError::new(field, "is for process tasks; use input"));
+                    }
+                }
+                TaskKind::Handler {
+                    name,
+                    input: self.input.unwrap_or_default().into_bytes(),
+                }
+            }
+        };
+        if self.timeout_ms == Some(0) {
+            return Err(SpecError::new("timeout_ms", "must be at least 1"));
+        }
+        Ok(NewTask {
+            kind,
+            timeout: self.timeout_ms.map(Duration::from_millis),
+        })
+    }
+}
+
+/// Parses one JSON spec or an array of them. Returns the tasks and whether the input was an array.
+pub fn parse_json(body: &[u8]) -> Result<(Vec<NewTask>, bool), SpecError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<serde_json::Value>),
+        One(serde_json::Value),
+    }
+    let parsed: OneOrMany = serde_json::from_slice(body)
+        .map_err(|e| SpecError::new("", format!("not JSON: {e}")))?;
+    let (values, many) = match parsed {
+        OneOrMany::Many(values) => (values, true),
+        OneOrMany::One(value) => (vec![value], false),
+    };
+    if many && values.is_empty() {
+        return Err(SpecError::new("", "an empty array submits nothing"));
+    }
+    let tasks = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let prefix = if many { format!("[{i}]") } else { String::new() };
+            let at = |e: SpecError| if many { e.within(&prefix) } else { e };
+            let input: SpecInput = serde_path_to_error::deserialize(value).map_err(|e| {
+                let field = e.path().to_string();
+                let field = if field == "." { unknown_field(e.inner()) } else { field };
+                at(SpecError::new(&field, e.inner().to_string()))
+            })?;
+            input.into_task().map_err(at)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((tasks, many))
+}
+
+/// The field an "unknown field `x`" error names, if any.
+fn unknown_field(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    text.split('`').nth(1).unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_and_a_handler_spec() {
+        let (tasks, many) = parse_json(br#"{"program": "echo", "args": ["hi"], "timeout_ms": 5}"#).unwrap();
+        assert!(!many);
+        assert_eq!(tasks, vec![NewTask::process("echo", ["hi"]).with_timeout(Duration::from_millis(5))]);
+        let (tasks, many) = parse_json(br#"[{"handler": "echo", "input": "x"}]"#).unwrap();
+        assert!(many);
+        assert_eq!(tasks, vec![NewTask::handler("echo", "x")]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = |body: &str| parse_json(body.as_bytes()).unwrap_err().field;
+        assert_eq!(err(r#"{"program": "a", "progam": "b"}"#), "progam");
+        assert_eq!(err(r#"[{"program": "a"}, {"program": 5}]"#), "[1].program");
+        assert_eq!(err(r#"{"args": ["x"]}"#), "program");
+        assert_eq!(err(r#"{"program": "a", "handler": "b"}"#), "handler");
+        assert_eq!(err(r#"{"handler": "b", "stdin": "x"}"#), "stdin");
+        assert_eq!(err(r#"{"program": "a", "timeout_ms": -1}"#), "timeout_ms");
+        assert_eq!(err(r#"[]"#), "");
+        assert_eq!(err(r#"{"#), "");
+    }
+}
