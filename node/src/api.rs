@@ -89,7 +89,9 @@ pub fn router(client: Client) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/tasks", get(list_tasks).post(post_tasks))
         .route("/v1/tasks/{id}", get(get_task))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz") })
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz")
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(client)
 }
@@ -99,7 +101,10 @@ fn query(raw: Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>,
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::bad("", format!("bad query string: {e}")))?;
     if let Some((key, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad(key, format!("unknown query parameter; expected one of {allowed:?}")));
+        return Err(ApiError::bad(
+            key,
+            format!("unknown query parameter; expected one of {allowed:?}"),
+        ));
     }
     Ok(pairs)
 }
@@ -109,10 +114,15 @@ fn parse_id(id: &str) -> Result<TaskId, ApiError> {
 }
 
 fn parse_state(text: &str) -> Result<TaskState, ApiError> {
-    [TaskState::Waiting, TaskState::Running, TaskState::Completed, TaskState::Failed]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-        .ok_or_else(|| ApiError::bad("state", "expected waiting, running, completed or failed"))
+    [
+        TaskState::Waiting,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == text)
+    .ok_or_else(|| ApiError::bad("state", "expected waiting, running, completed or failed"))
 }
 
 async fn healthz(State(client): State<Client>) -> ApiResult<serde_json::Value> {
@@ -131,7 +141,10 @@ struct TaskList {
     tasks: Vec<crate::view::TaskView>,
 }
 
-async fn list_tasks(State(client): State<Client>, RawQuery(raw): RawQuery) -> Result<Json<TaskList>, ApiError> {
+async fn list_tasks(
+    State(client): State<Client>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<TaskList>, ApiError> {
     let mut state = None;
     for (key, value) in query(raw, &["state"])? {
         if key == "state" {

@@ -132,7 +132,9 @@ enum TaskCmd {
 
 /// Parses 250ms, 3s, 2m or 1h.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
@@ -222,12 +224,18 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         builder = builder.listen(addr);
     }
     for addr in args.bootstrap {
-        if !addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
+        if !addr
+            .iter()
+            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        {
             bail!("--bootstrap {addr}: the address must end in /p2p/<peer id>");
         }
         builder = builder.bootstrap(addr);
     }
-    let peer = builtin_handlers(builder).spawn().await.context("starting the peer")?;
+    let peer = builtin_handlers(builder)
+        .spawn()
+        .await
+        .context("starting the peer")?;
     println!("peer id: {}", peer.peer_id());
     for addr in peer.listen_addrs() {
         println!("listening on {addr}");
@@ -296,7 +304,11 @@ impl Api {
         Self::decode(response).await
     }
 
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<T> {
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let response = self
             .http
@@ -340,10 +352,15 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             timeout_ms,
             ..SpecInput::default()
         },
-        (None, None) => bail!("nothing to submit: give -- PROGRAM [ARGS…], --handler NAME or --file FILE"),
+        (None, None) => {
+            bail!("nothing to submit: give -- PROGRAM [ARGS…], --handler NAME or --file FILE")
+        }
     };
     let answer: serde_json::Value = api.post("/v1/tasks", &serde_json::to_value(&spec)?).await?;
-    let id = answer["id"].as_str().context("the peer returned no task id")?.to_string();
+    let id = answer["id"]
+        .as_str()
+        .context("the peer returned no task id")?
+        .to_string();
     if !args.wait {
         if args.json {
             println!("{}", serde_json::json!({ "id": id }));
@@ -354,10 +371,19 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let task = api.wait(&id).await?;
     print_task(&task, args.json)?;
-    Ok(if task.state == "completed" { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if task.state == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-async fn submit_file(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyhow::Result<ExitCode> {
+async fn submit_file(
+    api: &Api,
+    file: &PathBuf,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -380,7 +406,8 @@ async fn submit_file(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyho
     let bar = progress(specs.len() as u64, "submitted", json);
     let mut ids = Vec::with_capacity(specs.len());
     for chunk in specs.chunks(1000) {
-        let answer: serde_json::Value = api.post("/v1/tasks", &serde_json::to_value(chunk)?).await?;
+        let answer: serde_json::Value =
+            api.post("/v1/tasks", &serde_json::to_value(chunk)?).await?;
         let chunk_ids: Vec<String> = serde_json::from_value(answer["ids"].clone())?;
         bar.inc(chunk_ids.len() as u64);
         ids.extend(chunk_ids);
@@ -409,7 +436,11 @@ async fn submit_file(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyho
     } else {
         println!("{} completed, {failed} failed", tasks.len() - failed);
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn progress(len: u64, what: &str, hidden: bool) -> ProgressBar {
@@ -459,7 +490,11 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
         println!("took        {ms} ms");
     }
     show("error", &task.error);
-    for (label, text) in [("stdout", &task.stdout), ("stderr", &task.stderr), ("output", &task.output)] {
+    for (label, text) in [
+        ("stdout", &task.stdout),
+        ("stderr", &task.stderr),
+        ("output", &task.output),
+    ] {
         if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
             println!("--- {label} ---");
             print!("{text}");
@@ -477,12 +512,22 @@ async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&cluster)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}", "peer", "slots", "running", "queued", "exec", "heard");
-    let rows = std::iter::once((&cluster.me, "(this peer)".to_string()))
-        .chain(cluster.peers.iter().map(|p| (p, format!("{} ms ago", p.last_heard_ms))));
+    println!(
+        "{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}",
+        "peer", "slots", "running", "queued", "exec", "heard"
+    );
+    let rows = std::iter::once((&cluster.me, "(this peer)".to_string())).chain(
+        cluster
+            .peers
+            .iter()
+            .map(|p| (p, format!("{} ms ago", p.last_heard_ms))),
+    );
     for (p, heard) in rows {
         let exec = if p.exec { "yes" } else { "no" };
-        println!("{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}", p.peer_id, p.slots, p.running, p.queued, exec, heard);
+        println!(
+            "{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}",
+            p.peer_id, p.slots, p.running, p.queued, exec, heard
+        );
     }
     let c = &cluster.counters;
     println!(
@@ -490,7 +535,11 @@ async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
         c.tasks_executed,
         c.tasks_stolen,
         c.tasks_given,
-        c.rejected_malformed + c.rejected_oversize + c.rejected_signature + c.rejected_id_mismatch + c.rejected_unauthorized
+        c.rejected_malformed
+            + c.rejected_oversize
+            + c.rejected_signature
+            + c.rejected_id_mismatch
+            + c.rejected_unauthorized
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -54,7 +54,10 @@ impl Client {
         Self { commands }
     }
 
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ClientError> {
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(command(reply))

@@ -157,7 +157,10 @@ impl Executor {
                 };
             }
         };
-        let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+        let group = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw);
         if let Some(mut stdin) = child.stdin.take() {
             let input = spec.stdin;
             tokio::spawn(async move {
@@ -251,7 +254,9 @@ mod tests {
     async fn a_process_sees_its_input_environment_and_epoch() {
         let exec = Executor::new(BTreeMap::new(), true, 1024);
         let script = "cat; echo \" $GREETING $TASKSWARM_EPOCH\"; echo oops >&2; exit 3";
-        let outcome = exec.run(id(), 7, process("sh", &["-c", script], None)).await;
+        let outcome = exec
+            .run(id(), 7, process("sh", &["-c", script], None))
+            .await;
         assert_eq!(
             outcome,
             Outcome::Exited {
@@ -265,8 +270,15 @@ mod tests {
     #[tokio::test]
     async fn output_is_capped() {
         let exec = Executor::new(BTreeMap::new(), true, 10);
-        let outcome = exec.run(id(), 1, process("sh", &["-c", "seq 1 10000"], None)).await;
-        let Outcome::Exited { code: Some(0), stdout, .. } = outcome else {
+        let outcome = exec
+            .run(id(), 1, process("sh", &["-c", "seq 1 10000"], None))
+            .await;
+        let Outcome::Exited {
+            code: Some(0),
+            stdout,
+            ..
+        } = outcome
+        else {
             panic!("{outcome:?}");
         };
         assert_eq!(stdout, b"1\n2\n3\n4\n5\n");
@@ -276,7 +288,10 @@ mod tests {
     fn gone(pid: &str) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
-            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         }
     }
 
@@ -285,7 +300,9 @@ mod tests {
         let exec = Executor::new(BTreeMap::new(), true, 1024);
         // The task starts a grandchild that would live 30 s, prints its pid and waits.
         let script = "sleep 30 & echo $!; wait";
-        let outcome = exec.run(id(), 1, process("sh", &["-c", script], Some(300))).await;
+        let outcome = exec
+            .run(id(), 1, process("sh", &["-c", script], Some(300)))
+            .await;
         let Outcome::TimedOut { stdout, .. } = &outcome else {
             panic!("{outcome:?}");
         };
@@ -293,7 +310,10 @@ mod tests {
         assert!(!pid.is_empty());
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !gone(&pid) {
-            assert!(std::time::Instant::now() < deadline, "grandchild {pid} outlived the timeout");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "grandchild {pid} outlived the timeout"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -304,7 +324,9 @@ mod tests {
         let outcome = no_exec.run(id(), 1, process("true", &[], None)).await;
         assert!(matches!(outcome, Outcome::Error { .. }));
         let exec = Executor::new(BTreeMap::new(), true, 1024);
-        let outcome = exec.run(id(), 1, process("/no/such/program", &[], None)).await;
+        let outcome = exec
+            .run(id(), 1, process("/no/such/program", &[], None))
+            .await;
         assert!(matches!(outcome, Outcome::Error { message } if message.contains("cannot start")));
     }
 
@@ -317,16 +339,35 @@ mod tests {
                 Ok([input, ctx.epoch.to_string().into_bytes()].concat())
             }),
         );
-        handlers.insert("fail".to_string(), handler(|_, _| async { Err("no".to_string()) }));
+        handlers.insert(
+            "fail".to_string(),
+            handler(|_, _| async { Err("no".to_string()) }),
+        );
         let exec = Executor::new(handlers, false, 1024);
         let spec = |name: &str| TaskSpec {
             submitter: PeerKey::from_bytes([0; 32]),
             nonce: 0,
-            kind: TaskKind::Handler { name: name.into(), input: b"e=".to_vec() },
+            kind: TaskKind::Handler {
+                name: name.into(),
+                input: b"e=".to_vec(),
+            },
             timeout_ms: None,
         };
-        assert_eq!(exec.run(id(), 4, spec("epoch")).await, Outcome::Returned { output: b"e=4".to_vec() });
-        assert_eq!(exec.run(id(), 4, spec("fail")).await, Outcome::Error { message: "no".into() });
-        assert!(matches!(exec.run(id(), 4, spec("missing")).await, Outcome::Error { .. }));
+        assert_eq!(
+            exec.run(id(), 4, spec("epoch")).await,
+            Outcome::Returned {
+                output: b"e=4".to_vec()
+            }
+        );
+        assert_eq!(
+            exec.run(id(), 4, spec("fail")).await,
+            Outcome::Error {
+                message: "no".into()
+            }
+        );
+        assert!(matches!(
+            exec.run(id(), 4, spec("missing")).await,
+            Outcome::Error { .. }
+        ));
     }
 }

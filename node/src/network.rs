@@ -72,8 +72,10 @@ pub fn build(key: libp2p::identity::Keypair) -> Result<Swarm<Behaviour>, BuildEr
                 "/taskswarm/id/1".into(),
                 key.public(),
             ));
-            let gossipsub =
-                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
             let messages = request_response::Behaviour::with_codec(
                 Codec,
                 [(PROTOCOL, request_response::ProtocolSupport::Full)],

@@ -200,10 +200,12 @@ impl PeerBuilder {
             self.listen.clone()
         };
         for addr in listen {
-            swarm.listen_on(addr.clone()).map_err(|e| PeerError::Listen {
-                addr,
-                reason: e.to_string(),
-            })?;
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| PeerError::Listen {
+                    addr,
+                    reason: e.to_string(),
+                })?;
         }
         let executor = Executor::new(self.handlers, self.allow_exec, self.output_cap);
         let config = Config {
@@ -291,7 +293,10 @@ async fn serve_api(
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "API server stopped");
         }
     });
@@ -343,7 +348,10 @@ impl Peer {
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen_addrs
             .iter()
-            .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(self.peer_id)))
+            .map(|a| {
+                a.clone()
+                    .with(libp2p::multiaddr::Protocol::P2p(self.peer_id))
+            })
             .collect()
     }
 
@@ -360,7 +368,11 @@ impl Peer {
         std::fs::create_dir_all(dir).map_err(err)?;
         let file = PeerFile {
             peer_id: self.peer_id.to_string(),
-            listen: self.listen_addrs().iter().map(ToString::to_string).collect(),
+            listen: self
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             api: self.api_addr.map(|a| a.to_string()),
             pid: std::process::id(),
         };

@@ -137,9 +137,11 @@ impl EventLoop {
                 tracing::debug!(?peer_id, %error, "dial failed");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                message, ..
+                message,
+                ..
             })) => {
-                self.scheduler.handle_gossip(now, &mut state.rng, &message.data);
+                self.scheduler
+                    .handle_gossip(now, &mut state.rng, &message.data);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -169,9 +171,16 @@ impl EventLoop {
                 ..
             } => {
                 // The acknowledgement only says the bytes arrived; a closed channel is harmless.
-                let _ = self.swarm.behaviour_mut().messages.send_response(channel, ());
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .messages
+                    .send_response(channel, ());
                 match keys::peer_key(&peer) {
-                    Some(from) => self.scheduler.handle_message(now, &mut state.rng, from, &request),
+                    Some(from) => {
+                        self.scheduler
+                            .handle_message(now, &mut state.rng, from, &request)
+                    }
                     None => tracing::debug!(%peer, "message from a peer without an ed25519 id"),
                 }
             }
@@ -189,7 +198,8 @@ impl EventLoop {
             } => {
                 if let Some((to, message)) = state.in_flight.remove(&request_id) {
                     tracing::debug!(%peer, %error, kind = message.kind(), "message not delivered");
-                    self.scheduler.handle_send_failed(now, &mut state.rng, to, message);
+                    self.scheduler
+                        .handle_send_failed(now, &mut state.rng, to, message);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -237,7 +247,10 @@ impl EventLoop {
                 }
                 Some(_) => state.waiters.entry(id).or_default().push(reply),
             },
-            Command::Tasks { state: wanted, reply } => {
+            Command::Tasks {
+                state: wanted,
+                reply,
+            } => {
                 let views = self
                     .scheduler
                     .tasks()
@@ -299,7 +312,13 @@ impl EventLoop {
                     let done = state.finished_tx.clone();
                     tokio::spawn(async move {
                         let outcome = executor.run(task, epoch, spec).await;
-                        let _ = done.send(Finished { task, epoch, outcome }).await;
+                        let _ = done
+                            .send(Finished {
+                                task,
+                                epoch,
+                                outcome,
+                            })
+                            .await;
                     });
                 }
                 Action::Persist { task } => self.wake_waiters(state, task),
@@ -311,11 +330,16 @@ impl EventLoop {
     fn send(&mut self, state: &mut State, to: PeerKey, message: Message) {
         let now = state.now();
         let Some(peer_id) = keys::peer_id(&to) else {
-            self.scheduler.handle_send_failed(now, &mut state.rng, to, message);
+            self.scheduler
+                .handle_send_failed(now, &mut state.rng, to, message);
             return;
         };
         let bytes = wire::encode(&message);
-        let id = self.swarm.behaviour_mut().messages.send_request(&peer_id, bytes);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .messages
+            .send_request(&peer_id, bytes);
         state.in_flight.insert(id, (to, message));
     }
 

@@ -18,7 +18,10 @@ pub struct NewTask {
 
 impl NewTask {
     /// A process task.
-    pub fn process(program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn process(
+        program: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         Self {
             kind: TaskKind::Process(ProcessSpec {
                 program: program.into(),
@@ -110,7 +113,10 @@ impl SpecInput {
     pub fn into_task(self) -> Result<NewTask, SpecError> {
         let kind = match (self.program, self.handler) {
             (Some(_), Some(_)) => {
-                return Err(SpecError::new("handler", "give either program or handler, not both"));
+                return Err(SpecError::new(
+                    "handler",
+                    "give either program or handler, not both",
+                ));
             }
             (None, None) => return Err(SpecError::new("program", "give a program or a handler")),
             (Some(program), None) => {
@@ -164,8 +170,8 @@ pub fn parse_json(body: &[u8]) -> Result<(Vec<NewTask>, bool), SpecError> {
         Many(Vec<serde_json::Value>),
         One(serde_json::Value),
     }
-    let parsed: OneOrMany = serde_json::from_slice(body)
-        .map_err(|e| SpecError::new("", format!("not JSON: {e}")))?;
+    let parsed: OneOrMany =
+        serde_json::from_slice(body).map_err(|e| SpecError::new("", format!("not JSON: {e}")))?;
     let (values, many) = match parsed {
         OneOrMany::Many(values) => (values, true),
         OneOrMany::One(value) => (vec![value], false),
@@ -177,11 +183,19 @@ pub fn parse_json(body: &[u8]) -> Result<(Vec<NewTask>, bool), SpecError> {
         .into_iter()
         .enumerate()
         .map(|(i, value)| {
-            let prefix = if many { format!("[{i}]") } else { String::new() };
+            let prefix = if many {
+                format!("[{i}]")
+            } else {
+                String::new()
+            };
             let at = |e: SpecError| if many { e.within(&prefix) } else { e };
             let input: SpecInput = serde_path_to_error::deserialize(value).map_err(|e| {
                 let field = e.path().to_string();
-                let field = if field == "." { unknown_field(e.inner()) } else { field };
+                let field = if field == "." {
+                    unknown_field(e.inner())
+                } else {
+                    field
+                };
                 at(SpecError::new(&field, e.inner().to_string()))
             })?;
             input.into_task().map_err(at)
@@ -202,9 +216,13 @@ mod tests {
 
     #[test]
     fn a_process_and_a_handler_spec() {
-        let (tasks, many) = parse_json(br#"{"program": "echo", "args": ["hi"], "timeout_ms": 5}"#).unwrap();
+        let (tasks, many) =
+            parse_json(br#"{"program": "echo", "args": ["hi"], "timeout_ms": 5}"#).unwrap();
         assert!(!many);
-        assert_eq!(tasks, vec![NewTask::process("echo", ["hi"]).with_timeout(Duration::from_millis(5))]);
+        assert_eq!(
+            tasks,
+            vec![NewTask::process("echo", ["hi"]).with_timeout(Duration::from_millis(5))]
+        );
         let (tasks, many) = parse_json(br#"[{"handler": "echo", "input": "x"}]"#).unwrap();
         assert!(many);
         assert_eq!(tasks, vec![NewTask::handler("echo", "x")]);

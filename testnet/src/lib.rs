@@ -1,0 +1,363 @@
+//! # taskswarm-testnet
+//!
+//! Starts a local testnet of real `taskswarm` peer processes on 127.0.0.1, each with its own data
+//! directory and fresh key, and talks to them through their HTTP APIs. The testnet command
+//! (`testnet/run.sh`) and the multi-process tests in `tests/` both use it.
+//!
+//! A [`Cluster`] ends every process it started, by PID, when it is dropped, also when a test
+//! fails, unless it was [`Cluster::detach`]ed to keep running.
+
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::de::DeserializeOwned;
+use taskswarm::peer::PeerFile;
+use taskswarm::{ClusterView, TaskView};
+
+/// How to start a testnet.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How many peers.
+    pub peers: usize,
+    /// Slots per peer.
+    pub slots: u32,
+    /// Whether peers run process tasks.
+    pub allow_exec: bool,
+    /// The `taskswarm` binary.
+    pub binary: PathBuf,
+    /// Where the peers' data directories and logs go.
+    pub dir: PathBuf,
+    /// How long to wait for the peers to start and see each other.
+    pub ready_deadline: Duration,
+}
+
+/// One peer process.
+#[derive(Debug)]
+pub struct PeerProcess {
+    /// Its process.
+    pub child: Child,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// Its API base URL (`http://127.0.0.1:PORT`).
+    pub api: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its dialable listen address.
+    pub addr: String,
+    /// Whether it was killed.
+    pub killed: bool,
+}
+
+/// A running testnet.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The peers, in start order; peer 0 is everyone's bootstrap peer.
+    pub peers: Vec<PeerProcess>,
+    /// The testnet's directory.
+    pub dir: PathBuf,
+    http: reqwest::Client,
+    detached: bool,
+}
+
+/// Finds the `taskswarm` binary of this workspace for `profile` (`debug` or `release`), building
+/// it first with the cargo that runs us (if any) so it is never stale. `TASKSWARM_BIN` overrides.
+pub fn taskswarm_binary(profile: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(bin) = std::env::var("TASKSWARM_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "taskswarm",
+        "--bin",
+        "taskswarm",
+        "--manifest-path",
+    ]);
+    build.arg(&manifest);
+    if profile == "release" {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .context("running cargo build for the taskswarm binary")?;
+    if !status.success() {
+        bail!("building the taskswarm binary failed");
+    }
+    let bin = target.join(profile).join("taskswarm");
+    if !bin.exists() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+impl Cluster {
+    /// Starts the peers and waits until every one knows all the others.
+    pub async fn start(options: Options) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.dir)
+            .with_context(|| format!("creating {}", options.dir.display()))?;
+        let mut cluster = Cluster {
+            peers: Vec::new(),
+            dir: options.dir.clone(),
+            http: reqwest::Client::new(),
+            detached: false,
+        };
+        let deadline = Instant::now() + options.ready_deadline;
+        for i in 0..options.peers {
+            let bootstrap = cluster.peers.first().map(|p| p.addr.clone());
+            let peer = start_peer(&options, i, bootstrap.as_deref(), deadline).await?;
+            cluster.peers.push(peer);
+        }
+        cluster.write_pids()?;
+        cluster.await_membership(deadline).await?;
+        Ok(cluster)
+    }
+
+    fn write_pids(&self) -> anyhow::Result<()> {
+        let pids: Vec<String> = self
+            .peers
+            .iter()
+            .map(|p| p.child.id().to_string())
+            .collect();
+        std::fs::write(self.dir.join("pids"), pids.join("\n") + "\n")?;
+        Ok(())
+    }
+
+    /// Waits until every live peer lists every other live peer.
+    pub async fn await_membership(&self, deadline: Instant) -> anyhow::Result<()> {
+        let want = self.peers.iter().filter(|p| !p.killed).count() - 1;
+        for (i, peer) in self.peers.iter().enumerate().filter(|(_, p)| !p.killed) {
+            loop {
+                let seen = match self.cluster(i).await {
+                    Ok(view) => view.peers.len(),
+                    Err(_) => 0,
+                };
+                if seen >= want {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "peer {i} ({}) sees {seen} of {want} peers after the deadline",
+                        peer.peer_id
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// GETs a path of peer `i`'s API.
+    pub async fn get<T: DeserializeOwned>(&self, i: usize, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.peers[i].api);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {body}");
+        }
+        serde_json::from_str(&body).with_context(|| format!("GET {url}: unexpected answer {body}"))
+    }
+
+    /// POSTs JSON to a path of peer `i`'s API; returns the status and the JSON answer.
+    pub async fn post(
+        &self,
+        i: usize,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+        let url = format!("{}{path}", self.peers[i].api);
+        let response = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        let answer = response
+            .json()
+            .await
+            .with_context(|| format!("POST {url}: not JSON"))?;
+        Ok((status, answer))
+    }
+
+    /// Peer `i`'s view of the cluster.
+    pub async fn cluster(&self, i: usize) -> anyhow::Result<ClusterView> {
+        self.get(i, "/v1/cluster").await
+    }
+
+    /// Submits specs (JSON objects) to peer `i` in one request; returns the task ids.
+    pub async fn submit(
+        &self,
+        i: usize,
+        specs: &[serde_json::Value],
+    ) -> anyhow::Result<Vec<String>> {
+        let (status, answer) = self
+            .post(i, "/v1/tasks", &serde_json::Value::from(specs.to_vec()))
+            .await?;
+        if !status.is_success() {
+            bail!("submit: {status}: {answer}");
+        }
+        Ok(serde_json::from_value(answer["ids"].clone())?)
+    }
+
+    /// Waits until each task (submitted through peer `i`) has ended, or the deadline passes.
+    pub async fn wait_all(
+        &self,
+        i: usize,
+        ids: &[String],
+        deadline: Instant,
+    ) -> anyhow::Result<Vec<TaskView>> {
+        let mut done = Vec::with_capacity(ids.len());
+        for id in ids {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    bail!(
+                        "task {id} had not ended by the deadline ({} of {} ended)",
+                        done.len(),
+                        ids.len()
+                    );
+                }
+                let wait = left.min(Duration::from_secs(30)).as_millis();
+                let task: TaskView = self
+                    .get(i, &format!("/v1/tasks/{id}?wait_ms={wait}"))
+                    .await?;
+                if task.is_final() {
+                    done.push(task);
+                    break;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Kills peer `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        let peer = &mut self.peers[i];
+        peer.child.kill().context("killing a peer")?;
+        let _ = peer.child.wait();
+        peer.killed = true;
+        Ok(())
+    }
+
+    /// Leaves the peers running when this value is dropped; returns the file listing their PIDs.
+    pub fn detach(mut self) -> PathBuf {
+        self.detached = true;
+        self.dir.join("pids")
+    }
+
+    /// Stops every peer: SIGTERM, then SIGKILL for any still running after two seconds.
+    pub fn stop(&mut self) {
+        for peer in self.peers.iter_mut().filter(|p| !p.killed) {
+            if let Ok(pid) = i32::try_from(peer.child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for peer in self.peers.iter_mut().filter(|p| !p.killed) {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = peer.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = peer.child.kill();
+            let _ = peer.child.wait();
+            peer.killed = true;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.stop();
+        }
+    }
+}
+
+async fn start_peer(
+    options: &Options,
+    i: usize,
+    bootstrap: Option<&str>,
+    deadline: Instant,
+) -> anyhow::Result<PeerProcess> {
+    let dir = options.dir.join(format!("peer{}", i + 1));
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(options.dir.join(format!("peer{}.log", i + 1)))?;
+    let mut command = Command::new(&options.binary);
+    command
+        .arg("node")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--slots", &options.slots.to_string()]);
+    if options.allow_exec {
+        command.arg("--allow-exec");
+    }
+    if let Some(addr) = bootstrap {
+        command.args(["--bootstrap", addr]);
+    }
+    // Its own process group, so a Ctrl-C meant for the testnet command does not reach a detached
+    // testnet's peers.
+    use std::os::unix::process::CommandExt;
+    let child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", options.binary.display()))?;
+    let mut peer = PeerProcess {
+        child,
+        dir: dir.clone(),
+        api: String::new(),
+        peer_id: String::new(),
+        addr: String::new(),
+        killed: false,
+    };
+    let file = dir.join("peer.json");
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(info) = serde_json::from_str::<PeerFile>(&text)
+            && info.pid == peer.child.id()
+        {
+            peer.api = format!("http://{}", info.api.unwrap_or_default());
+            peer.addr = info.listen.first().cloned().unwrap_or_default();
+            peer.peer_id = info.peer_id;
+            return Ok(peer);
+        }
+        if let Ok(Some(status)) = peer.child.try_wait() {
+            bail!(
+                "peer {} exited at start ({status}); see its log in {}",
+                i + 1,
+                options.dir.display()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = peer.child.kill();
+            let _ = peer.child.wait();
+            bail!("peer {} wrote no peer.json by the deadline", i + 1);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,260 @@
+//! `taskswarm-testnet`: a local testnet of taskswarm peers with a demo workload.
+//! Usually run through `testnet/run.sh`.
+
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use taskswarm_testnet::{Cluster, Options, taskswarm_binary};
+
+/// Starts N taskswarm peers on 127.0.0.1, runs a demo workload and shows where each task ran.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    demo: DemoArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the peers and run the demo workload (the default).
+    Demo(DemoArgs),
+    /// Stop the peers of a testnet left running (the last one by default).
+    Stop {
+        /// The testnet directory printed when it started.
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct DemoArgs {
+    /// How many peers to start.
+    #[arg(long, default_value_t = 4)]
+    peers: usize,
+    /// Slots per peer.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    /// Run the demo, then stop every peer; exit 0 only if every task completed and every peer ran
+    /// some.
+    #[arg(long)]
+    once: bool,
+    /// The testnet directory (default: a new temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The taskswarm binary (default: build this workspace's, release profile).
+    #[arg(long, env = "TASKSWARM_BIN")]
+    bin: Option<PathBuf>,
+}
+
+fn last_run_file() -> PathBuf {
+    std::env::temp_dir().join("taskswarm-testnet-last")
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Some(Cmd::Stop { dir }) => stop(dir),
+        Some(Cmd::Demo(demo)) => run_demo(demo).await,
+        None => run_demo(args.demo).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn stop(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => PathBuf::from(
+            std::fs::read_to_string(last_run_file())
+                .context("no testnet was left running (give its directory)")?
+                .trim(),
+        ),
+    };
+    let pids = std::fs::read_to_string(dir.join("pids"))
+        .with_context(|| format!("{} has no pids file", dir.display()))?;
+    let mut stopped = 0;
+    for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        // Only signal processes that are still taskswarm peers (a PID may have been reused).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("taskswarm") {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            stopped += 1;
+        }
+    }
+    println!(
+        "stopped {stopped} peers of the testnet in {}",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo workload: process tasks and handler tasks of a few hundred milliseconds, and one
+/// `echo hello`.
+fn demo_specs() -> Vec<serde_json::Value> {
+    let mut specs = vec![json!({ "program": "echo", "args": ["hello from taskswarm"] })];
+    for n in 0..24 {
+        let script = "sleep 0.3; echo \"task $0 ran under lease epoch $TASKSWARM_EPOCH\"";
+        specs.push(
+            json!({ "program": "sh", "args": ["-c", script, n.to_string()], "timeout_ms": 10_000 }),
+        );
+    }
+    for _ in 0..16 {
+        specs.push(json!({ "handler": "sleep", "input": "200" }));
+    }
+    specs
+}
+
+async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.peers < 2 {
+        bail!("--peers must be at least 2");
+    }
+    if args.slots == 0 {
+        bail!("--slots must be at least 1");
+    }
+    let binary = match args.bin {
+        Some(bin) => bin,
+        None => taskswarm_binary("release")?,
+    };
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("taskswarm-testnet-{}", std::process::id())),
+    };
+    println!(
+        "starting {} peers ({} slots each) in {}",
+        args.peers,
+        args.slots,
+        dir.display()
+    );
+    let options = Options {
+        peers: args.peers,
+        slots: args.slots,
+        allow_exec: true,
+        binary,
+        dir: dir.clone(),
+        ready_deadline: Duration::from_secs(30),
+    };
+    let started = Instant::now();
+    let cluster = Cluster::start(options).await?;
+    println!(
+        "all {} peers see each other after {:.2} s",
+        args.peers,
+        started.elapsed().as_secs_f64()
+    );
+    for (i, peer) in cluster.peers.iter().enumerate() {
+        println!("  peer {}  {}  api {}", i + 1, peer.peer_id, peer.api);
+    }
+
+    let specs = demo_specs();
+    let work_ms = 24.0 * 300.0 + 16.0 * 200.0;
+    let ideal = work_ms / 1000.0 / f64::from(args.slots * args.peers as u32);
+    println!("submitting {} demo tasks to peer 1", specs.len());
+    let begun = Instant::now();
+    let ids = cluster.submit(0, &specs).await?;
+    let tasks = cluster
+        .wait_all(0, &ids, Instant::now() + Duration::from_secs(120))
+        .await?;
+    let makespan = begun.elapsed().as_secs_f64();
+
+    let mut table: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for peer in &cluster.peers {
+        table.insert(peer.peer_id.clone(), (0, 0));
+    }
+    for task in &tasks {
+        let row = table
+            .entry(
+                task.executed_by
+                    .clone()
+                    .unwrap_or_else(|| "(nobody)".into()),
+            )
+            .or_default();
+        if task.kind == "process" {
+            row.0 += 1
+        } else {
+            row.1 += 1
+        }
+    }
+    println!();
+    println!(
+        "{:<5} {:<54} {:>7} {:>7} {:>5}",
+        "peer", "peer id", "process", "handler", "total"
+    );
+    for (i, peer) in cluster.peers.iter().enumerate() {
+        let (p, h) = table.get(&peer.peer_id).copied().unwrap_or_default();
+        println!(
+            "{:<5} {:<54} {:>7} {:>7} {:>5}",
+            i + 1,
+            peer.peer_id,
+            p,
+            h,
+            p + h
+        );
+    }
+    let completed = tasks.iter().filter(|t| t.state == "completed").count();
+    let idle: Vec<usize> = cluster
+        .peers
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| table.get(&p.peer_id).is_none_or(|(a, b)| a + b == 0))
+        .map(|(i, _)| i + 1)
+        .collect();
+    if let Some(hello) = tasks.first() {
+        println!(
+            "\nfirst task said: {}",
+            hello.stdout.as_deref().unwrap_or("").trim_end()
+        );
+    }
+    println!(
+        "{completed}/{} tasks completed in {makespan:.2} s (ideal {ideal:.2} s, ratio {:.2})",
+        tasks.len(),
+        makespan / ideal
+    );
+    for task in tasks.iter().filter(|t| t.state != "completed") {
+        println!("  {} {}: {:?}", task.id, task.state, task.error);
+    }
+    if !idle.is_empty() {
+        println!("peers that ran nothing: {idle:?}");
+    }
+    let ok = completed == tasks.len() && idle.is_empty();
+
+    if args.once {
+        drop(cluster);
+        println!("stopped every peer");
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let first_api = cluster.peers[0].api.clone();
+    let pids = cluster.detach();
+    std::fs::write(last_run_file(), dir.display().to_string())?;
+    println!("\nthe peers keep running. Try:");
+    println!("  target/release/taskswarm status --api {first_api}");
+    println!("  target/release/taskswarm submit --api {first_api} --wait -- uname -a");
+    println!(
+        "stop them with: testnet/run.sh stop   (their PIDs are in {})",
+        pids.display()
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
