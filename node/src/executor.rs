@@ -201,10 +201,9 @@ impl Executor {
 fn kill_group(group: Option<Pid>) {
     if let Some(group) = group
         && let Err(e) = killpg(group, Signal::SIGKILL)
+        && e != nix::errno::Errno::ESRCH
     {
-        if e != nix::errno::Errno::ESRCH {
-            tracing::warn!(%group, error = %e, "could not kill the process group of a task");
-        }
+        tracing::warn!(%group, error = %e, "could not kill the process group of a task");
     }
 }
 

@@ -1,0 +1,56 @@
+//! Embeds two taskswarm peers in one tokio program.
+//!
+//! The "worker" peer registers a handler; the "front" peer registers none, so every task submitted
+//! through it is placed on (or stolen by) the worker. `.run()` is the embedding form of Celery's
+//! `.delay(...).get()`: submit, then wait for the result.
+//!
+//! Run it with `cargo run -p taskswarm --example embed`.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use taskswarm::{NewTask, Peer};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let worker = Peer::builder()
+        .slots(2)
+        .handler("word-count", |ctx, input: Vec<u8>| async move {
+            let text = String::from_utf8(input).map_err(|e| e.to_string())?;
+            let words = text.split_whitespace().count();
+            Ok(format!("{words} words (lease epoch {})", ctx.epoch).into_bytes())
+        })
+        .spawn()
+        .await?;
+    let front = Peer::builder()
+        .slots(1)
+        .bootstrap(worker.listen_addrs()[0].clone())
+        .spawn()
+        .await?;
+    println!("worker {} and front {} started", worker.peer_id(), front.peer_id());
+
+    // Wait (with a deadline) until the front peer has heard the worker's load report.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while front.client().cluster().await?.peers.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "the peers did not find each other");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let client = front.client();
+    let result = client
+        .run(NewTask::handler("word-count", "no broker and no head node"))
+        .await?;
+    println!(
+        "{} on {}: {}",
+        result.state,
+        result.executed_by.as_deref().unwrap_or("?"),
+        result.output.as_deref().unwrap_or("")
+    );
+    anyhow::ensure!(result.state == "completed", "the task did not complete: {result:?}");
+    anyhow::ensure!(result.executed_by == Some(worker.peer_id().to_string()));
+
+    front.shutdown().await;
+    worker.shutdown().await;
+    Ok(())
+}
