@@ -28,12 +28,19 @@ async fn main() -> anyhow::Result<()> {
         .bootstrap(worker.listen_addrs()[0].clone())
         .spawn()
         .await?;
-    println!("worker {} and front {} started", worker.peer_id(), front.peer_id());
+    println!(
+        "worker {} and front {} started",
+        worker.peer_id(),
+        front.peer_id()
+    );
 
     // Wait (with a deadline) until the front peer has heard the worker's load report.
     let deadline = Instant::now() + Duration::from_secs(10);
     while front.client().cluster().await?.peers.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "the peers did not find each other");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the peers did not find each other"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -47,7 +54,10 @@ async fn main() -> anyhow::Result<()> {
         result.executed_by.as_deref().unwrap_or("?"),
         result.output.as_deref().unwrap_or("")
     );
-    anyhow::ensure!(result.state == "completed", "the task did not complete: {result:?}");
+    anyhow::ensure!(
+        result.state == "completed",
+        "the task did not complete: {result:?}"
+    );
     anyhow::ensure!(result.executed_by == Some(worker.peer_id().to_string()));
 
     front.shutdown().await;

@@ -12,7 +12,9 @@ async fn spawn_peer(bootstrap: Option<libp2p::Multiaddr>) -> Peer {
         .slots(2)
         .report_interval(Duration::from_millis(100))
         .handler("nap", |ctx, input: Vec<u8>| async move {
-            let ms: u64 = String::from_utf8_lossy(&input).parse().map_err(|e| format!("{e}"))?;
+            let ms: u64 = String::from_utf8_lossy(&input)
+                .parse()
+                .map_err(|e| format!("{e}"))?;
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(ctx.epoch.to_string().into_bytes())
         });
@@ -43,18 +45,28 @@ async fn three_embedded_peers_share_handler_work() {
     let ids = client.submit(tasks).await.unwrap();
     let mut ran: BTreeMap<String, usize> = BTreeMap::new();
     for id in ids {
-        let view = tokio::time::timeout(Duration::from_secs(30), client.wait(id)).await.unwrap().unwrap();
+        let view = tokio::time::timeout(Duration::from_secs(30), client.wait(id))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(view.state, "completed", "{view:?}");
         // The handler saw the lease epoch the record holds.
         assert_eq!(view.output, Some(view.lease_epoch.to_string()));
         *ran.entry(view.executed_by.unwrap()).or_default() += 1;
     }
     for peer in peers {
-        assert!(ran.contains_key(&peer.peer_id().to_string()), "{} ran nothing: {ran:?}", peer.peer_id());
+        assert!(
+            ran.contains_key(&peer.peer_id().to_string()),
+            "{} ran nothing: {ran:?}",
+            peer.peer_id()
+        );
     }
 
     // No peer has this handler: the task waits, unplaced, for a peer that can run it.
-    let id = client.submit_one(NewTask::handler("no-such-handler", "")).await.unwrap();
+    let id = client
+        .submit_one(NewTask::handler("no-such-handler", ""))
+        .await
+        .unwrap();
     let view = client.task(id).await.unwrap().unwrap();
     assert_eq!((view.state.as_str(), view.holder), ("waiting", None));
 

@@ -28,10 +28,26 @@ async fn submit_wait_json_echo_hello_through_the_cli() {
     let (cluster, _dir) = three_peers("echo").await;
     let binary = taskswarm_binary("debug").unwrap();
     let output = tokio::process::Command::new(binary)
-        .args(["submit", "--api", &cluster.peers[0].api, "--wait", "--json", "--", "echo", "hello"])
+        .args([
+            "submit",
+            "--api",
+            &cluster.peers[0].api,
+            "--wait",
+            "--json",
+            "--",
+            "echo",
+            "hello",
+        ])
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output).await.unwrap().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let task: TaskView = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(task.state, "completed");
     assert_eq!(task.stdout.as_deref(), Some("hello\n"));
@@ -44,37 +60,67 @@ async fn submit_wait_json_echo_hello_through_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_short_tasks_submitted_to_one_peer_run_on_all_three() {
     let (cluster, _dir) = three_peers("sixty").await;
-    let specs: Vec<_> = (0..60).map(|_| json!({ "program": "sleep", "args": ["0.2"] })).collect();
+    let specs: Vec<_> = (0..60)
+        .map(|_| json!({ "program": "sleep", "args": ["0.2"] }))
+        .collect();
     let ids = cluster.submit(0, &specs).await.unwrap();
     assert_eq!(ids.len(), 60);
-    let tasks = cluster.wait_all(0, &ids, Instant::now() + Duration::from_secs(60)).await.unwrap();
+    let tasks = cluster
+        .wait_all(0, &ids, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
     let mut per_peer: BTreeMap<String, usize> = BTreeMap::new();
     for task in &tasks {
         assert_eq!(task.state, "completed", "{task:?}");
-        *per_peer.entry(task.executed_by.clone().unwrap()).or_default() += 1;
+        *per_peer
+            .entry(task.executed_by.clone().unwrap())
+            .or_default() += 1;
     }
     for peer in &cluster.peers {
         let ran = per_peer.get(&peer.peer_id).copied().unwrap_or(0);
-        assert!(ran >= 10, "peer {} ran only {ran} of 60: {per_peer:?}", peer.peer_id);
+        assert!(
+            ran >= 10,
+            "peer {} ran only {ran} of 60: {per_peer:?}",
+            peer.peer_id
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_4xx_that_names_the_field() {
     let (cluster, _dir) = three_peers("badinput").await;
-    let (status, body) = cluster.post(0, "/v1/tasks", &json!({ "progam": "echo" })).await.unwrap();
+    let (status, body) = cluster
+        .post(0, "/v1/tasks", &json!({ "progam": "echo" }))
+        .await
+        .unwrap();
     assert_eq!(status.as_u16(), 400);
     assert_eq!(body["field"], "progam");
-    let (status, body) = cluster.post(0, "/v1/tasks", &json!([{ "program": "echo" }, { "handler": 3 }])).await.unwrap();
+    let (status, body) = cluster
+        .post(
+            0,
+            "/v1/tasks",
+            &json!([{ "program": "echo" }, { "handler": 3 }]),
+        )
+        .await
+        .unwrap();
     assert_eq!(status.as_u16(), 400);
     assert_eq!(body["field"], "[1].handler");
 
-    let err = cluster.get::<serde_json::Value>(0, "/v1/tasks/not-an-id").await.unwrap_err();
+    let err = cluster
+        .get::<serde_json::Value>(0, "/v1/tasks/not-an-id")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("400"), "{err}");
     let unknown = "0".repeat(64);
-    let err = cluster.get::<serde_json::Value>(0, &format!("/v1/tasks/{unknown}")).await.unwrap_err();
+    let err = cluster
+        .get::<serde_json::Value>(0, &format!("/v1/tasks/{unknown}"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
-    let err = cluster.get::<serde_json::Value>(0, "/v1/tasks?state=sleeping").await.unwrap_err();
+    let err = cluster
+        .get::<serde_json::Value>(0, "/v1/tasks?state=sleeping")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("state"), "{err}");
 
     // The peer is still healthy and serving.
