@@ -4,7 +4,8 @@
 //!   `{"ids"}`.
 //! - `GET /v1/tasks/{id}[?wait_ms=N]`: a task's view; with `wait_ms`, waits up to N ms for it to
 //!   end.
-//! - `GET /v1/tasks[?state=S]`: the tasks submitted through this peer.
+//! - `DELETE /v1/tasks/{id}`: cancels a task wherever it runs.
+//! - `GET /v1/tasks[?state=S]`: the tasks whose records this peer keeps (its home sets).
 //! - `GET /v1/cluster`: this peer and the peers it knows, with their last load reports.
 //! - `GET /healthz`: liveness.
 //!
@@ -88,7 +89,7 @@ pub fn router(client: Client) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/cluster", get(cluster))
         .route("/v1/tasks", get(list_tasks).post(post_tasks))
-        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz")
         })
@@ -153,7 +154,7 @@ async fn list_tasks(
     }
     let tasks = client.tasks(state).await?;
     Ok(Json(TaskList {
-        scope: "tasks submitted through this peer",
+        scope: "tasks whose records this peer keeps (it is in their home sets)",
         tasks,
     }))
 }
@@ -194,4 +195,16 @@ async fn get_task(
         Some(view) => Ok(Json(view)),
         None => Err(ClientError::UnknownTask(id).into()),
     }
+}
+
+async fn cancel_task(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    if !client.cancel(id).await? {
+        return Err(ClientError::UnknownTask(id).into());
+    }
+    let body = json!({ "id": id.to_string(), "cancelling": true });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::Multiaddr;
 use serde::de::DeserializeOwned;
-use taskswarm::spec::SpecInput;
+use taskswarm::spec::{SpecInput, parse_backoff, parse_duration, parse_retry_on};
 use taskswarm::{ClusterView, Peer, TaskView};
 
 /// taskswarm: a peer-to-peer task scheduler with no broker and no head node.
@@ -68,6 +68,15 @@ struct NodeArgs {
     /// The key file (32-byte ed25519 secret as hex), created if missing [default: DATA_DIR/key].
     #[arg(long)]
     key: Option<PathBuf>,
+    /// How many peers keep each task's record, this one included.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// How often this peer sends its load report (its heartbeat), such as 200ms.
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    heartbeat: Duration,
+    /// How long a silent peer keeps its leases before its tasks are re-claimed, such as 1500ms.
+    #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
+    lease_ttl: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,14 +109,33 @@ struct SubmitArgs {
     /// A per-attempt time limit, such as 500ms, 30s or 2m.
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
+    /// At most N attempts in all [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    retries: Option<u32>,
+    /// The wait between attempts: fixed:DUR or exp:BASE[:MAX] [default: exp:100ms:10s].
+    #[arg(long, value_parser = check_backoff)]
+    backoff: Option<String>,
+    /// Which failed attempts are retried: failure, timeout, lost-lease (comma-separated), or none
+    /// [default: all three].
+    #[arg(long, value_parser = check_retry_on)]
+    retry_on: Option<String>,
     /// The program and its arguments, after `--`.
     #[arg(last = true, value_name = "PROGRAM [ARGS]")]
     command: Vec<String>,
 }
 
+fn check_backoff(text: &str) -> Result<String, String> {
+    parse_backoff(text).map(|_| text.to_string())
+}
+
+fn check_retry_on(text: &str) -> Result<String, String> {
+    parse_retry_on(&[text.to_string()]).map(|_| text.to_string())
+}
+
 #[derive(Debug, Subcommand)]
 enum TaskCmd {
-    /// Show one task submitted through this peer.
+    /// Show a task, with every attempt and transition (asked of its home set if this peer does
+    /// not keep it).
     Show {
         /// The task id.
         id: String,
@@ -117,7 +145,14 @@ enum TaskCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List the tasks submitted through this peer.
+    /// Cancel a task wherever it runs (its process group is killed).
+    Cancel {
+        /// The task id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// List the tasks whose records this peer keeps (it is in their home sets).
     List {
         /// Only tasks in this state: waiting, running, completed or failed.
         #[arg(long)]
@@ -130,28 +165,6 @@ enum TaskCmd {
     },
 }
 
-/// Parses 250ms, 3s, 2m or 1h.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number with a unit, such as 500ms or 30s"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
-    };
-    if ms == 0 {
-        return Err("a duration must be positive".into());
-    }
-    Ok(Duration::from_millis(ms))
-}
-
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Node(node) => run_node(node).await,
@@ -160,6 +173,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Task(TaskCmd::Show { id, api, json }) => {
             let task: TaskView = Api::new(&api.api)?.get(&format!("/v1/tasks/{id}")).await?;
             print_task(&task, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Task(TaskCmd::Cancel { id, api }) => {
+            let answer: serde_json::Value = Api::new(&api.api)?
+                .delete(&format!("/v1/tasks/{id}"))
+                .await?;
+            println!("cancelling {}", answer["id"].as_str().unwrap_or(&id));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Task(TaskCmd::List { state, api, json }) => {
@@ -172,7 +192,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let tasks: Vec<TaskView> = serde_json::from_value(list["tasks"].clone())?;
-                println!("{} tasks submitted through this peer", tasks.len());
+                println!("{} tasks whose records this peer keeps", tasks.len());
                 for t in tasks {
                     println!("{}  {:<9}  {}", t.id, t.state, describe(&t));
                 }
@@ -207,10 +227,19 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if args.replicas == 0 {
+        bail!("--replicas must be at least 1");
+    }
+    if args.lease_ttl < args.heartbeat * 3 {
+        bail!("--lease-ttl must be at least three heartbeats, or live peers lose their leases");
+    }
     let mut builder = Peer::builder()
         .data_dir(&args.data_dir)
         .api(args.api)
-        .allow_exec(args.allow_exec);
+        .allow_exec(args.allow_exec)
+        .replicas(args.replicas)
+        .report_interval(args.heartbeat)
+        .lease_ttl(args.lease_ttl);
     if let Some(slots) = args.slots {
         if slots == 0 {
             bail!("--slots must be at least 1");
@@ -304,6 +333,17 @@ impl Api {
         Self::decode(response).await
     }
 
+    async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the peer at {}", self.base))?;
+        Self::decode(response).await
+    }
+
     async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -338,19 +378,23 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.file {
         return submit_file(&api, file, args.wait, args.json).await;
     }
-    let timeout_ms = args.timeout.map(|t| t.as_millis() as u64);
+    let common = SpecInput {
+        timeout_ms: args.timeout.map(|t| t.as_millis() as u64),
+        retries: args.retries,
+        backoff: args.backoff.clone(),
+        retry_on: args.retry_on.clone().map(|r| vec![r]),
+        ..SpecInput::default()
+    };
     let spec = match (&args.handler, args.command.split_first()) {
         (Some(name), _) => SpecInput {
             handler: Some(name.clone()),
             input: args.input.clone(),
-            timeout_ms,
-            ..SpecInput::default()
+            ..common
         },
         (None, Some((program, rest))) => SpecInput {
             program: Some(program.clone()),
             args: rest.to_vec(),
-            timeout_ms,
-            ..SpecInput::default()
+            ..common
         },
         (None, None) => {
             bail!("nothing to submit: give -- PROGRAM [ARGS…], --handler NAME or --file FILE")
@@ -489,7 +533,42 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
     if let Some(ms) = task.duration_ms {
         println!("took        {ms} ms");
     }
+    println!("home set    {}", task.home.join(", "));
     show("error", &task.error);
+    if !task.attempts.is_empty() {
+        println!("attempts");
+        for (n, a) in task.attempts.iter().enumerate() {
+            let code = a
+                .exit_code
+                .map(|c| format!(" exit {c}"))
+                .unwrap_or_default();
+            let detail = a.detail.trim();
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", detail.replace('\n', " "))
+            };
+            println!(
+                "  {} {}  {:<10} epoch {} on {}{code}{detail}",
+                n + 1,
+                taskswarm::view::format_time(a.at_ms),
+                a.ending,
+                a.epoch,
+                a.peer
+            );
+        }
+    }
+    println!("history");
+    for t in &task.history {
+        println!(
+            "  {}  {:<9} epoch {} {} {}",
+            taskswarm::view::format_time(t.at_ms),
+            t.state,
+            t.epoch,
+            t.peer.as_deref().unwrap_or("-"),
+            t.note
+        );
+    }
     for (label, text) in [
         ("stdout", &task.stdout),
         ("stderr", &task.stderr),
@@ -547,16 +626,6 @@ async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("3 s").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("0s").is_err());
-    }
 
     #[test]
     fn the_command_line_is_well_formed() {

@@ -14,8 +14,8 @@ pub enum ClientError {
     /// The peer has shut down.
     #[error("the peer has stopped")]
     Stopped,
-    /// No task with this id was submitted through this peer.
-    #[error("no task {0} is known to this peer")]
+    /// No live peer keeps a task with this id.
+    #[error("no task {0} is known to the swarm")]
     UnknownTask(TaskId),
 }
 
@@ -37,6 +37,10 @@ pub(crate) enum Command {
     Tasks {
         state: Option<TaskState>,
         reply: oneshot::Sender<Vec<TaskView>>,
+    },
+    Cancel {
+        id: TaskId,
+        reply: oneshot::Sender<bool>,
     },
     Cluster {
         reply: oneshot::Sender<ClusterView>,
@@ -66,8 +70,8 @@ impl Client {
         answer.await.map_err(|_| ClientError::Stopped)
     }
 
-    /// Submits tasks through this peer (it signs them and keeps their records); returns their ids
-    /// in order.
+    /// Submits tasks through this peer (it signs them and leads their home sets); returns their
+    /// ids in order, once every task is stored on its home set.
     pub async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, ClientError> {
         self.ask(|reply| Command::Submit { tasks, reply }).await
     }
@@ -78,7 +82,8 @@ impl Client {
         ids.into_iter().next().ok_or(ClientError::Stopped)
     }
 
-    /// The current view of a task submitted through this peer.
+    /// The current view of a task: from this peer's record if it keeps one, otherwise from a peer
+    /// that does.
     pub async fn task(&self, id: TaskId) -> Result<Option<TaskView>, ClientError> {
         self.ask(|reply| Command::Task { id, reply }).await
     }
@@ -96,7 +101,13 @@ impl Client {
         self.wait(id).await
     }
 
-    /// The tasks submitted through this peer, optionally only those in one state.
+    /// Cancels a task wherever it runs (its process group is killed). False if no live peer
+    /// keeps the task.
+    pub async fn cancel(&self, id: TaskId) -> Result<bool, ClientError> {
+        self.ask(|reply| Command::Cancel { id, reply }).await
+    }
+
+    /// The tasks whose records this peer keeps, optionally only those in one state.
     pub async fn tasks(&self, state: Option<TaskState>) -> Result<Vec<TaskView>, ClientError> {
         self.ask(|reply| Command::Tasks { state, reply }).await
     }

@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use taskswarm_protocol::{Outcome, ProcessSpec, TaskId, TaskKind, TaskSpec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::oneshot;
 
 /// What a handler sees of the run it serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,18 +80,28 @@ impl Executor {
         self.handlers.keys().cloned().collect()
     }
 
-    /// Runs one attempt of `spec` under the lease at `epoch`.
-    pub async fn run(&self, task: TaskId, epoch: u64, spec: TaskSpec) -> Outcome {
+    /// Runs one attempt of `spec` under the lease at `epoch`. Sending on (or dropping the sender
+    /// of) `abort` stops it: a process's whole group is killed, a handler's future dropped.
+    pub async fn run(
+        &self,
+        task: TaskId,
+        epoch: u64,
+        spec: TaskSpec,
+        abort: oneshot::Receiver<()>,
+    ) -> Outcome {
         let timeout = spec.timeout_ms.map(Duration::from_millis);
         match spec.kind {
             TaskKind::Process(process) if self.allow_exec => {
-                self.run_process(task, epoch, process, timeout).await
+                self.run_process(task, epoch, process, timeout, abort).await
             }
             TaskKind::Process(_) => Outcome::Error {
                 message: "this peer does not run process tasks (start it with --allow-exec)".into(),
             },
             TaskKind::Handler { name, input } => {
-                self.run_handler(task, epoch, &name, input, timeout).await
+                tokio::select! {
+                    outcome = self.run_handler(task, epoch, &name, input, timeout) => outcome,
+                    _ = abort => Outcome::Error { message: "aborted".into() },
+                }
             }
         }
     }
@@ -133,6 +144,7 @@ impl Executor {
         epoch: u64,
         spec: ProcessSpec,
         timeout: Option<Duration>,
+        abort: oneshot::Receiver<()>,
     ) -> Outcome {
         let mut command = Command::new(&spec.program);
         command
@@ -171,9 +183,14 @@ impl Executor {
         let cap = self.output_cap;
         let stdout = tokio::spawn(capture(child.stdout.take(), cap));
         let stderr = tokio::spawn(capture(child.stderr.take(), cap));
-        let status = match timeout {
-            Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
-            None => Some(child.wait().await),
+        let limit = timeout.unwrap_or(Duration::MAX);
+        let mut aborted = false;
+        let status = tokio::select! {
+            status = tokio::time::timeout(limit, child.wait()) => status.ok(),
+            _ = abort => {
+                aborted = true;
+                None
+            }
         };
         // Whether it finished or timed out, nothing it started outlives the attempt (and holds
         // its output pipes open).
@@ -183,6 +200,11 @@ impl Executor {
         }
         let stdout = stdout.await.unwrap_or_default();
         let stderr = stderr.await.unwrap_or_default();
+        if aborted {
+            return Outcome::Error {
+                message: "aborted".into(),
+            };
+        }
         match status {
             None => Outcome::TimedOut { stdout, stderr },
             Some(Ok(status)) => Outcome::Exited {
@@ -242,6 +264,7 @@ mod tests {
                 stdin: b"from stdin".to_vec(),
             }),
             timeout_ms,
+            retry: taskswarm_protocol::RetryPolicy::default(),
         }
     }
 
@@ -249,12 +272,43 @@ mod tests {
         TaskId::from_bytes([1; 32])
     }
 
+    /// An abort signal that never fires (its sender is leaked for the test's lifetime).
+    fn never() -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        std::mem::forget(tx);
+        rx
+    }
+
+    #[tokio::test]
+    async fn an_abort_kills_a_running_process_group() {
+        let exec = Executor::new(BTreeMap::new(), true, 1024);
+        let (tx, rx) = oneshot::channel();
+        let run = tokio::spawn({
+            let exec = exec.clone();
+            async move {
+                exec.run(id(), 1, process("sh", &["-c", "sleep 30 & wait"], None), rx)
+                    .await
+            }
+        });
+        tx.send(()).unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Error {
+                message: "aborted".into()
+            }
+        );
+    }
+
     #[tokio::test]
     async fn a_process_sees_its_input_environment_and_epoch() {
         let exec = Executor::new(BTreeMap::new(), true, 1024);
         let script = "cat; echo \" $GREETING $TASKSWARM_EPOCH\"; echo oops >&2; exit 3";
         let outcome = exec
-            .run(id(), 7, process("sh", &["-c", script], None))
+            .run(id(), 7, process("sh", &["-c", script], None), never())
             .await;
         assert_eq!(
             outcome,
@@ -270,7 +324,12 @@ mod tests {
     async fn output_is_capped() {
         let exec = Executor::new(BTreeMap::new(), true, 10);
         let outcome = exec
-            .run(id(), 1, process("sh", &["-c", "seq 1 10000"], None))
+            .run(
+                id(),
+                1,
+                process("sh", &["-c", "seq 1 10000"], None),
+                never(),
+            )
             .await;
         let Outcome::Exited {
             code: Some(0),
@@ -300,7 +359,7 @@ mod tests {
         // The task starts a grandchild that would live 30 s, prints its pid and waits.
         let script = "sleep 30 & echo $!; wait";
         let outcome = exec
-            .run(id(), 1, process("sh", &["-c", script], Some(300)))
+            .run(id(), 1, process("sh", &["-c", script], Some(300)), never())
             .await;
         let Outcome::TimedOut { stdout, .. } = &outcome else {
             panic!("{outcome:?}");
@@ -320,11 +379,13 @@ mod tests {
     #[tokio::test]
     async fn processes_need_exec_allowed_and_programs_must_exist() {
         let no_exec = Executor::new(BTreeMap::new(), false, 1024);
-        let outcome = no_exec.run(id(), 1, process("true", &[], None)).await;
+        let outcome = no_exec
+            .run(id(), 1, process("true", &[], None), never())
+            .await;
         assert!(matches!(outcome, Outcome::Error { .. }));
         let exec = Executor::new(BTreeMap::new(), true, 1024);
         let outcome = exec
-            .run(id(), 1, process("/no/such/program", &[], None))
+            .run(id(), 1, process("/no/such/program", &[], None), never())
             .await;
         assert!(matches!(outcome, Outcome::Error { message } if message.contains("cannot start")));
     }
@@ -351,21 +412,22 @@ mod tests {
                 input: b"e=".to_vec(),
             },
             timeout_ms: None,
+            retry: taskswarm_protocol::RetryPolicy::default(),
         };
         assert_eq!(
-            exec.run(id(), 4, spec("epoch")).await,
+            exec.run(id(), 4, spec("epoch"), never()).await,
             Outcome::Returned {
                 output: b"e=4".to_vec()
             }
         );
         assert_eq!(
-            exec.run(id(), 4, spec("fail")).await,
+            exec.run(id(), 4, spec("fail"), never()).await,
             Outcome::Error {
                 message: "no".into()
             }
         );
         assert!(matches!(
-            exec.run(id(), 4, spec("missing")).await,
+            exec.run(id(), 4, spec("missing"), never()).await,
             Outcome::Error { .. }
         ));
     }

@@ -32,6 +32,7 @@
 //! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it.
 //! - [`spec`]: task specs as people write them; [`view`]: what the API shows.
 //! - [`keys`]: key files and the peer key ↔ libp2p peer id mapping.
+//! - [`store`]: the embedded, crash-safe store of the scheduler's durable tables.
 
 pub mod api;
 pub mod client;
@@ -42,6 +43,7 @@ pub mod network;
 pub mod peer;
 mod runtime;
 pub mod spec;
+pub mod store;
 pub mod view;
 
 pub use client::{Client, ClientError};

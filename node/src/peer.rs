@@ -62,6 +62,9 @@ pub enum PeerError {
     /// The swarm reported no listen address in time.
     #[error("no listen address after {0:?}")]
     NotListening(Duration),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Configures and starts a [`Peer`].
@@ -130,7 +133,9 @@ impl PeerBuilder {
         self
     }
 
-    /// Keeps the key and `peer.json` in this directory.
+    /// Keeps the key, the store (`store.redb`) and `peer.json` in this directory; a restarted
+    /// peer with the same directory has every task and result it kept. Without one, the peer
+    /// keeps its tables in memory.
     pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(path.into());
         self
@@ -183,15 +188,38 @@ impl PeerBuilder {
         self
     }
 
-    /// Sets how often the load report (heartbeat) is sent.
+    /// Sets how often the load report (heartbeat) is sent (default 200 ms).
     pub fn report_interval(mut self, interval: Duration) -> Self {
-        self.scheduler.report_interval_ms = interval.as_millis() as u64;
+        self.scheduler.report_interval_ms = (interval.as_millis() as u64).max(1);
+        self
+    }
+
+    /// Sets the lease TTL: a peer silent for this long is taken for dead and its tasks are
+    /// re-claimed (default 1.5 s). Keep it several heartbeats long.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.scheduler.lease_ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX).max(1);
+        self
+    }
+
+    /// Sets how many peers keep each task's record, this one included (default 3).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.scheduler.replicas = replicas.max(1);
         self
     }
 
     /// Starts the peer. Returns once it listens (and serves its API, if one was asked for).
     pub async fn spawn(self) -> Result<Peer, PeerError> {
         let key = self.load_key()?;
+        let store = match &self.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| PeerError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                crate::store::Store::open(&dir.join("store.redb"))?
+            }
+            None => crate::store::Store::in_memory()?,
+        };
         let mut swarm = network::build(keys::libp2p_keypair(&key))?;
         let peer_id = *swarm.local_peer_id();
         let listen = if self.listen.is_empty() {
@@ -219,9 +247,23 @@ impl PeerBuilder {
         let (command_tx, command_rx) = mpsc::channel(1024);
         let (listen_tx, mut listen_rx) = watch::channel(Vec::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut scheduler = Scheduler::new(key.clone(), config);
+        let rows = store.load()?;
+        let restored = rows.len();
+        for (table, bytes) in rows {
+            scheduler.restore(table, &bytes);
+        }
+        if restored > 0 {
+            tracing::info!(
+                rows = restored,
+                errors = scheduler.counters().restore_errors,
+                "restored from the store"
+            );
+        }
         let event_loop = EventLoop {
             swarm,
-            scheduler: Scheduler::new(key.clone(), config),
+            scheduler,
+            store,
             key,
             executor,
             commands: command_rx,

@@ -1,10 +1,10 @@
-//! The event loop: the one task that owns a peer's swarm and scheduler and carries out the
+//! The event loop: the one task that owns a peer's swarm, scheduler and store, and carries out the
 //! scheduler's actions.
 //!
 //! Inputs (swarm events, client commands, finished attempts, the tick, shutdown) arrive on one
-//! `select!`; after each, the loop drains the scheduler's actions: it sends and broadcasts bytes,
-//! spawns attempts on the executor, wakes waiters when a record changes, and dials peers it
-//! learns of. Time for the scheduler is milliseconds since the loop started, on tokio's monotonic
+//! `select!`; after each, the loop drains the scheduler's actions, commits their writes to the
+//! store in one transaction, and only then sends messages, starts or aborts attempts, and answers
+//! clients. Time for the scheduler is milliseconds since the loop started, on tokio's monotonic
 //! clock. Every channel is bounded.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +18,8 @@ use libp2p::{Multiaddr, Swarm, gossipsub, identify};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use taskswarm_protocol::{
-    Action, Keypair, Message, Millis, Outcome, PeerKey, Scheduler, Signed, TaskId, TaskSpec, wire,
+    Action, Keypair, Message, Millis, Outcome, PeerKey, Scheduler, Signed, TaskId, TaskRecord,
+    TaskSpec, wire,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -27,12 +28,15 @@ use crate::client::Command;
 use crate::executor::Executor;
 use crate::keys;
 use crate::network::{Behaviour, BehaviourEvent, LOAD_TOPIC};
+use crate::store::{Store, Write};
 use crate::view::{ClusterView, CountersView, PeerInfo, TaskView};
 
 /// How often the scheduler is ticked.
 const TICK: Duration = Duration::from_millis(20);
 /// How often bootstrap peers are dialled again while none is connected.
 const REDIAL: Duration = Duration::from_secs(2);
+/// How often a client waiting on a task this peer does not keep asks again.
+const REMOTE_POLL: Duration = Duration::from_millis(250);
 
 /// An attempt that ended.
 #[derive(Debug)]
@@ -46,6 +50,7 @@ pub(crate) struct Finished {
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) scheduler: Scheduler,
+    pub(crate) store: Store,
     pub(crate) key: Keypair,
     pub(crate) executor: Executor,
     pub(crate) commands: mpsc::Receiver<Command>,
@@ -54,18 +59,43 @@ pub(crate) struct EventLoop {
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
+/// What a query to other peers is for.
+enum Purpose {
+    Show(oneshot::Sender<Option<TaskView>>),
+    Wait(TaskId),
+    Cancel(TaskId, oneshot::Sender<bool>),
+}
+
+/// Clients waiting for a task's end.
+type Waiters = Vec<oneshot::Sender<Option<TaskView>>>;
+
+/// A submission waiting for its tasks to be stored on their home sets.
+struct PendingSubmit {
+    ids: Vec<TaskId>,
+    remaining: usize,
+    reply: oneshot::Sender<Vec<TaskId>>,
+}
+
 struct State {
     rng: StdRng,
     started: Instant,
     finished_tx: mpsc::Sender<Finished>,
     in_flight: HashMap<OutboundRequestId, (PeerKey, Message)>,
-    waiters: BTreeMap<TaskId, Vec<oneshot::Sender<Option<TaskView>>>>,
+    waiters: BTreeMap<TaskId, Waiters>,
+    /// Clients waiting on tasks this peer does not keep, with when it last asked about them.
+    remote_waiters: BTreeMap<TaskId, (Waiters, Instant)>,
+    submits: HashMap<u64, PendingSubmit>,
+    submit_of: HashMap<TaskId, u64>,
+    next_submit: u64,
+    queries: HashMap<u64, Purpose>,
+    aborts: HashMap<(TaskId, u64), oneshot::Sender<()>>,
     topic: gossipsub::IdentTopic,
     nonce: u64,
 }
 
 impl EventLoop {
-    /// Runs until shutdown is signalled (or every handle to it is dropped).
+    /// Runs until shutdown is signalled (or every handle to it is dropped), or until the store
+    /// fails (a peer that cannot store must not acknowledge anything).
     pub(crate) async fn run(mut self) {
         let slots = self.scheduler.config().slots as usize;
         let (finished_tx, mut finished_rx) = mpsc::channel(slots + 1);
@@ -77,9 +107,16 @@ impl EventLoop {
             finished_tx,
             in_flight: HashMap::new(),
             waiters: BTreeMap::new(),
+            remote_waiters: BTreeMap::new(),
+            submits: HashMap::new(),
+            submit_of: HashMap::new(),
+            next_submit: 0,
+            queries: HashMap::new(),
+            aborts: HashMap::new(),
             topic: gossipsub::IdentTopic::new(LOAD_TOPIC),
             nonce,
         };
+        self.scheduler.set_wall_offset(wall_clock_ms() as i64);
         self.dial_bootstrap();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -93,11 +130,13 @@ impl EventLoop {
                 },
                 Some(done) = finished_rx.recv() => {
                     let now = state.now();
+                    state.aborts.remove(&(done.task, done.epoch));
                     self.scheduler.handle_finished(now, &mut state.rng, done.task, done.epoch, done.outcome);
                 }
                 _ = tick.tick() => {
                     let now = state.now();
                     self.scheduler.tick(now, &mut state.rng);
+                    self.poll_remote_waiters(&mut state);
                     if last_redial.elapsed() >= REDIAL && self.swarm.connected_peers().next().is_none() {
                         last_redial = Instant::now();
                         self.dial_bootstrap();
@@ -105,7 +144,13 @@ impl EventLoop {
                 }
                 _ = self.shutdown.changed() => break,
             }
-            self.apply_actions(&mut state);
+            if let Err(e) = self.apply_actions(&mut state) {
+                tracing::error!(error = %e, "the store failed; stopping this peer");
+                break;
+            }
+        }
+        for (_, abort) in state.aborts.drain() {
+            let _ = abort.send(());
         }
         tracing::info!("event loop stopped");
     }
@@ -188,7 +233,10 @@ impl EventLoop {
                 message: request_response::Message::Response { request_id, .. },
                 ..
             } => {
-                state.in_flight.remove(&request_id);
+                if let Some((_, message)) = state.in_flight.remove(&request_id) {
+                    self.scheduler
+                        .handle_delivered(now, &mut state.rng, &message);
+                }
             }
             request_response::Event::OutboundFailure {
                 peer,
@@ -212,40 +260,28 @@ impl EventLoop {
     fn on_command(&mut self, state: &mut State, command: Command) {
         let now = state.now();
         match command {
-            Command::Submit { tasks, reply } => {
-                let me = self.scheduler.me();
-                let specs = tasks
-                    .into_iter()
-                    .map(|task| {
-                        state.nonce = state.nonce.wrapping_add(1);
-                        let spec = TaskSpec {
-                            submitter: me,
-                            nonce: state.nonce,
-                            kind: task.kind,
-                            timeout_ms: task.timeout.map(|t| t.as_millis() as u64),
-                        };
-                        Signed::sign(&spec, &self.key)
-                    })
-                    .collect();
-                let ids = self
-                    .scheduler
-                    .submit(now, &mut state.rng, specs)
-                    .into_iter()
-                    .filter_map(Result::ok)
-                    .collect();
-                let _ = reply.send(ids);
-            }
-            Command::Task { id, reply } => {
-                let _ = reply.send(self.scheduler.task(&id).map(TaskView::of));
-            }
-            Command::Wait { id, reply } => match self.scheduler.task(&id) {
-                None => {
-                    let _ = reply.send(None);
+            Command::Submit { tasks, reply } => self.submit(state, tasks, reply),
+            Command::Task { id, reply } => match self.scheduler.task(&id) {
+                Some(record) => {
+                    let _ = reply.send(Some(TaskView::of(record)));
                 }
+                None => {
+                    let query = self.scheduler.query(now, &mut state.rng, id);
+                    state.queries.insert(query, Purpose::Show(reply));
+                }
+            },
+            Command::Wait { id, reply } => match self.scheduler.task(&id) {
                 Some(record) if record.state.is_final() => {
                     let _ = reply.send(Some(TaskView::of(record)));
                 }
                 Some(_) => state.waiters.entry(id).or_default().push(reply),
+                None => {
+                    let entry = state
+                        .remote_waiters
+                        .entry(id)
+                        .or_insert_with(|| (Vec::new(), Instant::now() - REMOTE_POLL));
+                    entry.0.push(reply);
+                }
             },
             Command::Tasks {
                 state: wanted,
@@ -259,9 +295,83 @@ impl EventLoop {
                     .collect();
                 let _ = reply.send(views);
             }
+            Command::Cancel { id, reply } => {
+                if self.scheduler.cancel(now, &mut state.rng, id, None) {
+                    let _ = reply.send(true);
+                } else {
+                    let query = self.scheduler.query(now, &mut state.rng, id);
+                    state.queries.insert(query, Purpose::Cancel(id, reply));
+                }
+            }
             Command::Cluster { reply } => {
                 let _ = reply.send(self.cluster(now));
             }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        state: &mut State,
+        tasks: Vec<crate::spec::NewTask>,
+        reply: oneshot::Sender<Vec<TaskId>>,
+    ) {
+        let now = state.now();
+        let me = self.scheduler.me();
+        let specs = tasks
+            .into_iter()
+            .map(|task| {
+                state.nonce = state.nonce.wrapping_add(1);
+                let spec = TaskSpec {
+                    submitter: me,
+                    nonce: state.nonce,
+                    kind: task.kind,
+                    timeout_ms: task.timeout.map(|t| t.as_millis() as u64),
+                    retry: task.retry,
+                };
+                Signed::sign(&spec, &self.key)
+            })
+            .collect();
+        let ids: Vec<TaskId> = self
+            .scheduler
+            .submit(now, &mut state.rng, specs)
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        if ids.is_empty() {
+            let _ = reply.send(ids);
+            return;
+        }
+        state.next_submit += 1;
+        let number = state.next_submit;
+        for id in &ids {
+            state.submit_of.insert(*id, number);
+        }
+        let pending = PendingSubmit {
+            remaining: ids.len(),
+            ids,
+            reply,
+        };
+        state.submits.insert(number, pending);
+    }
+
+    fn poll_remote_waiters(&mut self, state: &mut State) {
+        let now = state.now();
+        state.remote_waiters.retain(|_, (waiters, _)| {
+            waiters.retain(|w| !w.is_closed());
+            !waiters.is_empty()
+        });
+        let due: Vec<TaskId> = state
+            .remote_waiters
+            .iter()
+            .filter(|(_, (_, asked))| asked.elapsed() >= REMOTE_POLL)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some((_, asked)) = state.remote_waiters.get_mut(&id) {
+                *asked = Instant::now();
+            }
+            let query = self.scheduler.query(now, &mut state.rng, id);
+            state.queries.insert(query, Purpose::Wait(id));
         }
     }
 
@@ -295,9 +405,20 @@ impl EventLoop {
         }
     }
 
-    fn apply_actions(&mut self, state: &mut State) {
-        while let Some(action) = self.scheduler.poll_action() {
+    /// Carries out the scheduler's actions: writes first, in one transaction, then the rest.
+    fn apply_actions(&mut self, state: &mut State) -> Result<(), crate::store::StoreError> {
+        let actions: Vec<Action> = std::iter::from_fn(|| self.scheduler.poll_action()).collect();
+        let writes: Vec<Write> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write { table, key, value } => Some((*table, *key, value.clone())),
+                _ => None,
+            })
+            .collect();
+        self.store.commit(&writes)?;
+        for action in actions {
             match action {
+                Action::Write { .. } => {}
                 Action::Send { to, message } => self.send(state, to, message),
                 Action::Broadcast { gossip } => {
                     let bytes = wire::encode(&gossip);
@@ -310,8 +431,10 @@ impl EventLoop {
                 Action::Execute { task, epoch, spec } => {
                     let executor = self.executor.clone();
                     let done = state.finished_tx.clone();
+                    let (abort_tx, abort_rx) = oneshot::channel();
+                    state.aborts.insert((task, epoch), abort_tx);
                     tokio::spawn(async move {
-                        let outcome = executor.run(task, epoch, spec).await;
+                        let outcome = executor.run(task, epoch, spec, abort_rx).await;
                         let _ = done
                             .send(Finished {
                                 task,
@@ -321,10 +444,19 @@ impl EventLoop {
                             .await;
                     });
                 }
-                Action::Persist { task } => self.wake_waiters(state, task),
+                Action::Abort { task, epoch } => {
+                    if let Some(abort) = state.aborts.remove(&(task, epoch)) {
+                        tracing::info!(task = %task.short(), epoch, "stopping an attempt");
+                        let _ = abort.send(());
+                    }
+                }
+                Action::Changed { task } => self.wake_waiters(state, task),
+                Action::Accepted { tasks } => accepted(state, &tasks),
+                Action::Answer { query, record } => self.answer(state, query, record),
                 Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
             }
         }
+        Ok(())
     }
 
     fn send(&mut self, state: &mut State, to: PeerKey, message: Message) {
@@ -357,6 +489,36 @@ impl EventLoop {
         }
     }
 
+    fn answer(&mut self, state: &mut State, query: u64, record: Option<Box<TaskRecord>>) {
+        let now = state.now();
+        match state.queries.remove(&query) {
+            Some(Purpose::Show(reply)) => {
+                let _ = reply.send(record.map(|r| TaskView::of(&r)));
+            }
+            Some(Purpose::Wait(id)) => {
+                let done = match &record {
+                    None => true,
+                    Some(r) => r.state.is_final(),
+                };
+                if done && let Some((waiters, _)) = state.remote_waiters.remove(&id) {
+                    let view = record.map(|r| TaskView::of(&r));
+                    for waiter in waiters {
+                        let _ = waiter.send(view.clone());
+                    }
+                }
+            }
+            Some(Purpose::Cancel(id, reply)) => {
+                let home = record.map(|r| r.envelope.home);
+                let known = home.is_some();
+                if known {
+                    self.scheduler.cancel(now, &mut state.rng, id, home);
+                }
+                let _ = reply.send(known);
+            }
+            None => {}
+        }
+    }
+
     fn learn_peer(&mut self, peer: PeerKey, addrs: Vec<Vec<u8>>) {
         let Some(peer_id) = keys::peer_id(&peer) else {
             return;
@@ -377,6 +539,28 @@ impl EventLoop {
             tracing::debug!(%peer_id, error = %e, "not dialling a new peer");
         }
     }
+}
+
+/// Answers the submissions whose every task is now stored on its home set.
+fn accepted(state: &mut State, tasks: &[TaskId]) {
+    for id in tasks {
+        let Some(number) = state.submit_of.remove(id) else {
+            continue;
+        };
+        let done = state.submits.get_mut(&number).is_some_and(|s| {
+            s.remaining = s.remaining.saturating_sub(1);
+            s.remaining == 0
+        });
+        if done && let Some(submit) = state.submits.remove(&number) {
+            let _ = submit.reply.send(submit.ids);
+        }
+    }
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl State {

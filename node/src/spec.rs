@@ -5,15 +5,94 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use taskswarm_protocol::{ProcessSpec, TaskKind};
+use taskswarm_protocol::{Backoff, ProcessSpec, RetryOn, RetryPolicy, TaskKind};
 
-/// A new task, before it is signed: what to run and its per-attempt time limit.
+/// A new task, before it is signed: what to run, its per-attempt time limit and its retry policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewTask {
     /// What to run.
     pub kind: TaskKind,
     /// The per-attempt time limit.
     pub timeout: Option<Duration>,
+    /// How failed attempts are retried (default: 3 attempts, exponential backoff from 100 ms).
+    pub retry: RetryPolicy,
+}
+
+/// Parses 250ms, 3s, 2m or 1h (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with a unit, such as 500ms or 30s"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    if ms == 0 {
+        return Err(format!("{text:?}: a duration must be positive"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Parses a backoff: `fixed:DUR` or `exp:BASE[:MAX]` (MAX defaults to 60 × BASE, at most 10 m).
+pub fn parse_backoff(text: &str) -> Result<Backoff, String> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let parts: Vec<&str> = text.split(':').collect();
+    match parts.as_slice() {
+        ["fixed", wait] => Ok(Backoff::Fixed {
+            ms: ms(parse_duration(wait)?),
+        }),
+        ["exp", base] => {
+            let base = ms(parse_duration(base)?);
+            Ok(Backoff::Exponential {
+                base_ms: base,
+                max_ms: (base * 60).min(600_000),
+            })
+        }
+        ["exp", base, max] => {
+            let (base, max) = (ms(parse_duration(base)?), ms(parse_duration(max)?));
+            if max < base {
+                return Err(format!("{text:?}: the maximum is below the base"));
+            }
+            Ok(Backoff::Exponential {
+                base_ms: base,
+                max_ms: max,
+            })
+        }
+        _ => Err(format!(
+            "{text:?}: expected fixed:DUR or exp:BASE[:MAX], such as fixed:200ms or exp:100ms:10s"
+        )),
+    }
+}
+
+/// Parses which failures are retried: a comma-separated list of `failure`, `timeout`,
+/// `lost-lease`, or `none`.
+pub fn parse_retry_on(items: &[String]) -> Result<RetryOn, String> {
+    let mut on = RetryOn {
+        failure: false,
+        timeout: false,
+        lost_lease: false,
+    };
+    for item in items.iter().flat_map(|i| i.split(',')) {
+        match item.trim() {
+            "failure" => on.failure = true,
+            "timeout" => on.timeout = true,
+            "lost-lease" => on.lost_lease = true,
+            "none" => {}
+            other => {
+                return Err(format!(
+                    "{other:?}: expected failure, timeout, lost-lease or none"
+                ));
+            }
+        }
+    }
+    Ok(on)
 }
 
 impl NewTask {
@@ -30,6 +109,7 @@ impl NewTask {
                 stdin: Vec::new(),
             }),
             timeout: None,
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -41,6 +121,7 @@ impl NewTask {
                 input: input.into(),
             },
             timeout: None,
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -49,10 +130,18 @@ impl NewTask {
         self.timeout = Some(timeout);
         self
     }
+
+    /// Sets the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
 }
 
 /// A task spec in JSON: either `program` (with optional `args`, `env`, `stdin`) or `handler`
-/// (with optional `input`), and an optional `timeout_ms`.
+/// (with optional `input`); optionally `timeout_ms`, `retries` (attempts in all), `backoff`
+/// (`fixed:DUR` or `exp:BASE[:MAX]`) and `retry_on` (a list of `failure`, `timeout`,
+/// `lost-lease`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpecInput {
@@ -77,6 +166,15 @@ pub struct SpecInput {
     /// Per-attempt time limit in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// At most this many attempts in all (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The wait between attempts: `fixed:DUR` or `exp:BASE[:MAX]` (default `exp:100ms:10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+    /// Which failed attempts are retried (default all three kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<Vec<String>>,
 }
 
 /// A spec that cannot be accepted, naming the field at fault.
@@ -155,9 +253,23 @@ impl SpecInput {
         if self.timeout_ms == Some(0) {
             return Err(SpecError::new("timeout_ms", "must be at least 1"));
         }
+        let mut retry = RetryPolicy::default();
+        if let Some(attempts) = self.retries {
+            if attempts == 0 {
+                return Err(SpecError::new("retries", "is attempts in all: at least 1"));
+            }
+            retry.max_attempts = attempts;
+        }
+        if let Some(backoff) = &self.backoff {
+            retry.backoff = parse_backoff(backoff).map_err(|e| SpecError::new("backoff", e))?;
+        }
+        if let Some(on) = &self.retry_on {
+            retry.retry_on = parse_retry_on(on).map_err(|e| SpecError::new("retry_on", e))?;
+        }
         Ok(NewTask {
             kind,
             timeout: self.timeout_ms.map(Duration::from_millis),
+            retry,
         })
     }
 }
@@ -239,5 +351,42 @@ mod tests {
         assert_eq!(err(r#"{"program": "a", "timeout_ms": -1}"#), "timeout_ms");
         assert_eq!(err(r#"[]"#), "");
         assert_eq!(err(r#"{"#), "");
+        assert_eq!(err(r#"{"program": "a", "backoff": "slow"}"#), "backoff");
+        assert_eq!(err(r#"{"program": "a", "retries": 0}"#), "retries");
+        assert_eq!(err(r#"{"program": "a", "retry_on": ["fire"]}"#), "retry_on");
+    }
+
+    #[test]
+    fn retry_settings_parse() {
+        let (tasks, _) = parse_json(br#"{"program": "false", "retries": 3, "backoff": "fixed:200ms", "retry_on": ["failure"]}"#).unwrap();
+        let retry = tasks[0].retry;
+        assert_eq!(retry.max_attempts, 3);
+        assert_eq!(retry.backoff, Backoff::Fixed { ms: 200 });
+        assert_eq!(
+            retry.retry_on,
+            RetryOn {
+                failure: true,
+                timeout: false,
+                lost_lease: false
+            }
+        );
+        assert_eq!(
+            parse_backoff("exp:100ms:5s"),
+            Ok(Backoff::Exponential {
+                base_ms: 100,
+                max_ms: 5000
+            })
+        );
+        assert!(parse_backoff("exp:5s:1s").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("3 s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("0s").is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! records. Bytes are shown as (lossy) UTF-8 text, which is what people submit and read.
 
 use serde::{Deserialize, Serialize};
-use taskswarm_protocol::{Counters, Millis, Outcome, PeerKey, TaskKind, TaskRecord};
+use taskswarm_protocol::{Counters, Outcome, PeerKey, TaskKind, TaskRecord};
 
 use crate::keys;
 
@@ -37,10 +37,50 @@ pub struct TaskView {
     pub holder: Option<String>,
     /// The epoch of the current lease (the fencing token the run saw).
     pub lease_epoch: u64,
-    /// The peer the task was submitted through (it keeps this record).
+    /// The peer the task was submitted through (first of its home set).
     pub origin: String,
-    /// Milliseconds from acceptance to the recorded result.
+    /// The peers that keep its record, in rank order.
+    pub home: Vec<String>,
+    /// When it was accepted (milliseconds since the Unix epoch).
+    pub submitted_ms: u64,
+    /// Milliseconds from acceptance to its end.
     pub duration_ms: Option<u64>,
+    /// Every attempt that ended, in order.
+    pub attempts: Vec<AttemptView>,
+    /// Every change of state, in order.
+    pub history: Vec<TransitionView>,
+}
+
+/// One ended attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// The peer that ran (or held) it.
+    pub peer: String,
+    /// The lease epoch it ran under.
+    pub epoch: u64,
+    /// `success`, `failure`, `timeout`, `lost-lease` or `cancelled`.
+    pub ending: String,
+    /// The exit code, for a process that exited.
+    pub exit_code: Option<i32>,
+    /// An error, or the tail of its standard error.
+    pub detail: String,
+    /// When it ended (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// One change of state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionView {
+    /// The new state.
+    pub state: String,
+    /// The peer concerned.
+    pub peer: Option<String>,
+    /// The lease epoch at the time.
+    pub epoch: u64,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Why.
+    pub note: String,
 }
 
 /// The libp2p peer id string of a peer key (hex of the key if it is not a valid key).
@@ -55,15 +95,17 @@ fn text(bytes: &[u8]) -> String {
 impl TaskView {
     /// The view of a record.
     pub fn of(record: &TaskRecord) -> Self {
-        let (command, handler, kind) = match &record.task.spec.kind {
-            TaskKind::Process(p) => {
+        let spec = record.envelope.spec.open().ok();
+        let (command, handler, kind) = match spec.as_ref().map(|s| &s.kind) {
+            None => (None, None, "unknown"),
+            Some(TaskKind::Process(p)) => {
                 let command = std::iter::once(p.program.clone()).chain(p.args.iter().cloned());
                 (Some(command.collect()), None, "process")
             }
-            TaskKind::Handler { name, .. } => (None, Some(name.clone()), "handler"),
+            Some(TaskKind::Handler { name, .. }) => (None, Some(name.clone()), "handler"),
         };
         let mut view = TaskView {
-            id: record.task.id.to_string(),
+            id: record.id().to_string(),
             state: record.state.as_str().to_string(),
             kind: kind.to_string(),
             command,
@@ -76,10 +118,35 @@ impl TaskView {
             executed_by: record.executed_by.as_ref().map(peer_name),
             holder: record.holder.as_ref().map(peer_name),
             lease_epoch: record.epoch,
-            origin: peer_name(&record.task.origin),
+            origin: record.home().first().map(peer_name).unwrap_or_default(),
+            home: record.home().iter().map(peer_name).collect(),
+            submitted_ms: record.submitted_wall_ms,
             duration_ms: record
-                .finished_at
-                .map(|at: Millis| at.saturating_sub(record.submitted_at)),
+                .finished_wall_ms
+                .map(|at| at.saturating_sub(record.submitted_wall_ms)),
+            attempts: record
+                .attempts
+                .iter()
+                .map(|a| AttemptView {
+                    peer: peer_name(&a.peer),
+                    epoch: a.epoch,
+                    ending: a.ending.as_str().to_string(),
+                    exit_code: a.exit_code,
+                    detail: a.detail.clone(),
+                    at_ms: a.at_wall_ms,
+                })
+                .collect(),
+            history: record
+                .history
+                .iter()
+                .map(|t| TransitionView {
+                    state: t.state.as_str().to_string(),
+                    peer: t.peer.as_ref().map(peer_name),
+                    epoch: t.epoch,
+                    at_ms: t.at_wall_ms,
+                    note: t.note.clone(),
+                })
+                .collect(),
         };
         match &record.outcome {
             None => {}
@@ -108,7 +175,7 @@ impl TaskView {
 
     /// Whether the task has ended.
     pub fn is_final(&self) -> bool {
-        self.state == "completed" || self.state == "failed"
+        matches!(self.state.as_str(), "completed" | "failed" | "cancelled")
     }
 }
 
@@ -156,8 +223,10 @@ pub struct CountersView {
     pub tasks_given: u64,
     /// Tasks started here.
     pub tasks_executed: u64,
-    /// Messages given up after repeated delivery failures.
-    pub messages_given_up: u64,
+    /// Leases re-claimed from silent holders.
+    pub leases_reclaimed: u64,
+    /// Tasks stopped because no home member could be reached.
+    pub tasks_abandoned: u64,
 }
 
 impl From<&Counters> for CountersView {
@@ -174,9 +243,32 @@ impl From<&Counters> for CountersView {
             tasks_stolen: c.tasks_stolen,
             tasks_given: c.tasks_given,
             tasks_executed: c.tasks_executed,
-            messages_given_up: c.messages_given_up,
+            leases_reclaimed: c.leases_reclaimed,
+            tasks_abandoned: c.tasks_abandoned,
         }
     }
+}
+
+/// Formats milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS.mmm` UTC.
+pub fn format_time(ms: u64) -> String {
+    let (days, rest) = (ms / 86_400_000, ms % 86_400_000);
+    let (h, m, s, milli) = (
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000,
+    );
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{milli:03}")
 }
 
 /// This peer and the peers it knows.
@@ -188,4 +280,15 @@ pub struct ClusterView {
     pub peers: Vec<PeerInfo>,
     /// This peer's counters.
     pub counters: CountersView,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_time(1_795_996_800_123), "2026-11-30 00:00:00.123");
+    }
 }

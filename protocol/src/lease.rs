@@ -1,7 +1,11 @@
 //! Leases: signed statements that a peer holds a task at an epoch.
 //!
 //! A [`Lease`] names the task, its epoch (a fencing token that only grows), the holder, the peer
-//! that granted it and its time to live. Leases travel in a [`Grant`], one signature over a batch
+//! that granted it and its time to live. An epoch has two parts, written `major.minor` and packed
+//! into one number (`major · 2³² + minor`) so that it compares as a pair: the task's primary
+//! raises the major part whenever it grants a lease (placement, retry, re-claim), a victim raises
+//! the minor part when it hands the task to a thief. So a primary that re-claims a task from a
+//! holder it believes dead never grants an epoch that a steal it has not heard of already used. Leases travel in a [`Grant`], one signature over a batch
 //! (signing is the costly part, so a steal of 50 tasks is signed once). The TTL is relative: each
 //! observer measures it on its own monotonic clock from when it last heard the holder, so no two
 //! wall clocks are ever compared. This module checks grants; who may grant what is the
@@ -13,6 +17,21 @@ use crate::identity::PeerKey;
 use crate::signed::{Signable, Signed};
 use crate::task::TaskId;
 use crate::wire::WireError;
+
+/// The epoch a primary grants after `epoch`: the next major epoch.
+pub fn next_major(epoch: u64) -> u64 {
+    ((epoch >> 32) + 1) << 32
+}
+
+/// The epoch a victim grants a thief after `epoch`: the next minor epoch.
+pub fn next_minor(epoch: u64) -> u64 {
+    epoch + 1
+}
+
+/// An epoch as people read it: `major.minor`.
+pub fn show_epoch(epoch: u64) -> String {
+    format!("{}.{}", epoch >> 32, epoch & 0xffff_ffff)
+}
 
 /// One task's lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
@@ -67,6 +86,17 @@ impl SignedGrant {
 mod tests {
     use super::*;
     use crate::identity::Keypair;
+
+    #[test]
+    fn epochs_order_as_major_then_minor() {
+        let first = next_major(0);
+        assert_eq!(show_epoch(first), "1.0");
+        let stolen_twice = next_minor(next_minor(first));
+        assert_eq!(show_epoch(stolen_twice), "1.2");
+        let reclaimed = next_major(first);
+        assert!(reclaimed > stolen_twice);
+        assert_eq!(show_epoch(next_major(stolen_twice)), "2.0");
+    }
 
     fn lease(granter: PeerKey, holder: PeerKey) -> Lease {
         Lease {

@@ -19,16 +19,22 @@
 //! - [`load`]: signed load reports (the heartbeat) and capabilities.
 //! - [`message`]: the vocabulary peers speak.
 //! - [`membership`]: who is alive and how loaded, as seen from here.
+//! - [`home`]: home sets (who keeps a task's record) and who is a task's primary.
+//! - [`record`]: task records, attempts and histories, and what a holder stores.
+//! - [`retry`]: retry policies and backoff.
 //! - [`placement`]: where a new task goes (power of two choices).
 //! - [`steal`]: whom an idle peer asks for work, and what a busy peer gives.
 //! - [`scheduler`]: the state machine that ties them together: events in, actions out.
 
+pub mod home;
 pub mod identity;
 pub mod lease;
 pub mod load;
 pub mod membership;
 pub mod message;
 pub mod placement;
+pub mod record;
+pub mod retry;
 pub mod scheduler;
 pub mod signed;
 pub mod steal;
@@ -43,7 +49,9 @@ pub use identity::{Keypair, PeerKey, Signature};
 pub use lease::{Grant, Lease, SignedGrant};
 pub use load::{Capabilities, LoadReport, SignedLoadReport};
 pub use message::{Gossip, Message};
-pub use scheduler::{Action, Config, Counters, Scheduler, TaskRecord, TaskState};
+pub use record::{Attempt, TaskRecord, TaskState, Transition};
+pub use retry::{Backoff, Ending, RetryOn, RetryPolicy};
+pub use scheduler::{Action, Config, Counters, Scheduler, Table};
 pub use signed::{Signable, Signed};
 pub use task::{Envelope, Outcome, ProcessSpec, SignedSpec, Task, TaskId, TaskKind, TaskSpec};
 pub use wire::WireError;

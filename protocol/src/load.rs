@@ -79,6 +79,7 @@ mod tests {
             nonce: 0,
             kind,
             timeout_ms: None,
+            retry: crate::retry::RetryPolicy::default(),
         }
     }
 

@@ -64,6 +64,13 @@ impl Membership {
         }
     }
 
+    /// Notes that a known peer was heard from directly (any message proves it alive).
+    pub fn touch(&mut self, peer: &PeerKey, now: Millis) {
+        if let Some(view) = self.peers.get_mut(peer) {
+            view.heard_at = view.heard_at.max(now);
+        }
+    }
+
     /// Forgets peers not heard from for `timeout` and returns them.
     pub fn expire(&mut self, now: Millis, timeout: Millis) -> Vec<PeerKey> {
         let gone: Vec<PeerKey> = self

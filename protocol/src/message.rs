@@ -8,12 +8,23 @@ use bincode::{Decode, Encode};
 
 use crate::lease::SignedGrant;
 use crate::load::{Capabilities, SignedLoadReport};
+use crate::record::TaskRecord;
 use crate::task::{Envelope, Outcome, TaskId};
 
 /// A message to one peer.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Message {
-    /// Origin → chosen peer: hold and run these tasks. `grant` (signed by the sender) gives the
+    /// Origin or primary → home member: keep these records (new tasks, or newer versions).
+    Store {
+        /// The records.
+        records: Vec<TaskRecord>,
+    },
+    /// Home member → sender of `Store`: these records are stored durably, at these versions.
+    Stored {
+        /// `(task, version)` pairs.
+        acks: Vec<(TaskId, u64)>,
+    },
+    /// Primary → chosen peer: hold and run these tasks. `grant` (signed by the sender) gives the
     /// receiver a lease on each, in the same order.
     Place {
         /// The tasks.
@@ -37,32 +48,76 @@ pub enum Message {
     },
     /// Victim → thief: nothing fits; ask someone else.
     NothingToSteal,
-    /// A peer that handed tasks over tells their origin who holds them now (the same signed
-    /// grant the new holder got; the origin reads the leases of its own tasks).
+    /// A peer that handed tasks over tells their home sets who holds them now (the same signed
+    /// grant the new holder got; each member reads the leases of the tasks it keeps).
     Transferred {
         /// The grant.
         grant: SignedGrant,
     },
-    /// Holder → origin: a task ran to an outcome under the lease at `epoch`.
+    /// Holder → home set: these tasks have started, each under the lease at the given epoch.
+    Started {
+        /// `(task, epoch)` pairs.
+        tasks: Vec<(TaskId, u64)>,
+    },
+    /// Holder → home set: an attempt ended under the lease at `epoch`. Sent again until the
+    /// primary answers [`Message::Recorded`].
     Completed {
         /// The task.
         task: TaskId,
         /// The epoch of the lease it ran under.
         epoch: u64,
-        /// What the run produced.
+        /// What the attempt produced.
         outcome: Outcome,
     },
-    /// Holder → origin: these tasks have started, each under the lease at the given epoch.
-    Started {
+    /// Primary → holder: these completions are settled (recorded and replicated, or rejected as
+    /// stale); stop sending them.
+    Recorded {
         /// `(task, epoch)` pairs.
         tasks: Vec<(TaskId, u64)>,
     },
-    /// Holder → origin: cannot run this task; the lease goes back to the origin.
+    /// Holder → home set: cannot run this task; the lease goes back to the primary.
     Refused {
         /// The task.
         task: TaskId,
         /// The epoch of the refused lease.
         epoch: u64,
+    },
+    /// Primary → holder: do you still hold these tasks under these epochs (or have their
+    /// results, or handed them on)? Sent for leases that have not changed for a while.
+    Confirm {
+        /// `(task, epoch)` pairs.
+        tasks: Vec<(TaskId, u64)>,
+    },
+    /// Holder → primary: of the tasks you asked about, these I do not hold; re-claim them.
+    Missing {
+        /// `(task, epoch)` pairs.
+        tasks: Vec<(TaskId, u64)>,
+    },
+    /// Any peer → home set: cancel this task.
+    Cancel {
+        /// The task.
+        task: TaskId,
+    },
+    /// Primary → holder: stop this task (it was cancelled); the lease at `epoch` is void.
+    Abort {
+        /// The task.
+        task: TaskId,
+        /// The epoch of the voided lease.
+        epoch: u64,
+    },
+    /// Any peer → any peer: do you keep the record of this task?
+    Query {
+        /// The asker's number for the question.
+        query: u64,
+        /// The task.
+        task: TaskId,
+    },
+    /// The answer to a [`Message::Query`].
+    Answer {
+        /// The question's number.
+        query: u64,
+        /// The record, if this peer keeps it.
+        record: Option<Box<TaskRecord>>,
     },
 }
 
@@ -70,14 +125,23 @@ impl Message {
     /// A short name for logs and counters.
     pub fn kind(&self) -> &'static str {
         match self {
+            Message::Store { .. } => "store",
+            Message::Stored { .. } => "stored",
             Message::Place { .. } => "place",
             Message::StealRequest { .. } => "steal-request",
             Message::StealGrant { .. } => "steal-grant",
             Message::NothingToSteal => "nothing-to-steal",
             Message::Transferred { .. } => "transferred",
-            Message::Completed { .. } => "completed",
             Message::Started { .. } => "started",
+            Message::Completed { .. } => "completed",
+            Message::Recorded { .. } => "recorded",
             Message::Refused { .. } => "refused",
+            Message::Confirm { .. } => "confirm",
+            Message::Missing { .. } => "missing",
+            Message::Cancel { .. } => "cancel",
+            Message::Abort { .. } => "abort",
+            Message::Query { .. } => "query",
+            Message::Answer { .. } => "answer",
         }
     }
 }

@@ -71,6 +71,7 @@ mod tests {
                 input: vec![],
             },
             timeout_ms: None,
+            retry: crate::retry::RetryPolicy::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use bincode::{Decode, Encode};
 use sha2::{Digest, Sha256};
 
 use crate::identity::PeerKey;
+use crate::retry::RetryPolicy;
 use crate::signed::{Signable, Signed};
 use crate::wire::WireError;
 
@@ -112,6 +113,8 @@ pub struct TaskSpec {
     pub kind: TaskKind,
     /// Per-attempt time limit in milliseconds; `None` runs without one.
     pub timeout_ms: Option<u64>,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
 }
 
 impl Signable for TaskSpec {
@@ -124,16 +127,16 @@ impl Signable for TaskSpec {
 /// A task spec signed by its submitter.
 pub type SignedSpec = Signed<TaskSpec>;
 
-/// A task as it travels between peers: its id, its signed spec and the peer that keeps its record
-/// (where results are reported).
+/// A task as it travels between peers: its id, its signed spec and its home set (the peers that
+/// keep its record and receive its results, in rank order; see [`crate::home`]).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Envelope {
     /// The task's id, which must be the hash of `spec`'s bytes.
     pub id: TaskId,
     /// The signed spec.
     pub spec: SignedSpec,
-    /// The peer that keeps the task's record and receives its result.
-    pub origin: PeerKey,
+    /// The home set, in rank order; the first member is the peer the task was submitted through.
+    pub home: Vec<PeerKey>,
 }
 
 /// A task whose signature and id have been checked.
@@ -145,26 +148,30 @@ pub struct Task {
     pub spec: TaskSpec,
     /// The signed spec, to pass on unchanged.
     pub signed: SignedSpec,
-    /// The peer that keeps its record.
-    pub origin: PeerKey,
+    /// Its home set, in rank order.
+    pub home: Vec<PeerKey>,
 }
 
 impl Task {
     /// Verifies a signed spec and derives its id.
-    pub fn from_signed(signed: SignedSpec, origin: PeerKey) -> Result<Self, WireError> {
+    pub fn from_signed(signed: SignedSpec, home: Vec<PeerKey>) -> Result<Self, WireError> {
         let spec = signed.open()?;
         let id = TaskId::of_spec_bytes(signed.bytes());
         Ok(Self {
             id,
             spec,
             signed,
-            origin,
+            home,
         })
     }
 
-    /// Verifies an envelope: the spec's signature, and that the id is the hash of the spec.
+    /// Verifies an envelope: the spec's signature, that the id is the hash of the spec, and that
+    /// it names a home set.
     pub fn from_envelope(envelope: Envelope) -> Result<Self, WireError> {
-        let task = Self::from_signed(envelope.spec, envelope.origin)?;
+        if envelope.home.is_empty() {
+            return Err(WireError::Unauthorized("a task with no home set"));
+        }
+        let task = Self::from_signed(envelope.spec, envelope.home)?;
         if task.id != envelope.id {
             return Err(WireError::IdMismatch);
         }
@@ -176,7 +183,7 @@ impl Task {
         Envelope {
             id: self.id,
             spec: self.signed.clone(),
-            origin: self.origin,
+            home: self.home.clone(),
         }
     }
 }
@@ -236,15 +243,16 @@ mod tests {
                 input: b"hi".to_vec(),
             },
             timeout_ms: None,
+            retry: RetryPolicy::default(),
         }
     }
 
     #[test]
     fn id_is_stable_and_depends_on_the_nonce() {
         let key = Keypair::from_secret([1; 32]);
-        let a = Task::from_signed(Signed::sign(&spec(&key, 1), &key), key.public()).unwrap();
-        let b = Task::from_signed(Signed::sign(&spec(&key, 1), &key), key.public()).unwrap();
-        let c = Task::from_signed(Signed::sign(&spec(&key, 2), &key), key.public()).unwrap();
+        let a = Task::from_signed(Signed::sign(&spec(&key, 1), &key), vec![key.public()]).unwrap();
+        let b = Task::from_signed(Signed::sign(&spec(&key, 1), &key), vec![key.public()]).unwrap();
+        let c = Task::from_signed(Signed::sign(&spec(&key, 2), &key), vec![key.public()]).unwrap();
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
     }
@@ -252,7 +260,8 @@ mod tests {
     #[test]
     fn envelope_with_a_foreign_id_is_rejected() {
         let key = Keypair::from_secret([1; 32]);
-        let task = Task::from_signed(Signed::sign(&spec(&key, 1), &key), key.public()).unwrap();
+        let task =
+            Task::from_signed(Signed::sign(&spec(&key, 1), &key), vec![key.public()]).unwrap();
         let mut envelope = task.envelope();
         envelope.id = TaskId::from_bytes([0; 32]);
         assert_eq!(Task::from_envelope(envelope), Err(WireError::IdMismatch));
@@ -265,7 +274,7 @@ mod tests {
         let honest = Signed::sign(&spec(&key, 1), &key);
         let forged = SignedSpec::from_parts(honest.bytes().to_vec(), mallory.sign(honest.bytes()));
         assert_eq!(
-            Task::from_signed(forged, key.public()),
+            Task::from_signed(forged, vec![key.public()]),
             Err(WireError::BadSignature)
         );
     }

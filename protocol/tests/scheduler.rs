@@ -6,10 +6,14 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{
-    Action, Capabilities, Config, Envelope, Gossip, Grant, Keypair, Lease, LoadReport, Message,
-    Outcome, PeerKey, ProcessSpec, Scheduler, Signed, SignedSpec, Task, TaskId, TaskKind, TaskSpec,
-    TaskState, wire,
+    Action, Backoff, Capabilities, Config, Envelope, Gossip, Grant, Keypair, Lease, LoadReport,
+    Message, Outcome, PeerKey, ProcessSpec, RetryPolicy, Scheduler, Signed, SignedSpec, Table,
+    Task, TaskId, TaskKind, TaskSpec, TaskState, lease::show_epoch, wire,
 };
+
+/// The first epoch a primary grants (1.0), and the second (2.0).
+const E1: u64 = 1 << 32;
+const E2: u64 = 2 << 32;
 
 fn key(n: u8) -> Keypair {
     Keypair::from_secret([n; 32])
@@ -35,7 +39,30 @@ fn drain(s: &mut Scheduler) -> Vec<Action> {
     std::iter::from_fn(|| s.poll_action()).collect()
 }
 
-fn process_spec(submitter: &Keypair, nonce: u64) -> SignedSpec {
+/// A one-line name of each action, to assert sequences.
+fn kinds(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Send { message, .. } => format!("send {}", message.kind()),
+            Action::Broadcast { .. } => "broadcast".into(),
+            Action::Execute { epoch, .. } => format!("execute@{}", show_epoch(*epoch)),
+            Action::Abort { epoch, .. } => format!("abort@{}", show_epoch(*epoch)),
+            Action::Write { table, value, .. } => {
+                format!(
+                    "{} {table:?}",
+                    if value.is_some() { "write" } else { "delete" }
+                )
+            }
+            Action::Changed { .. } => "changed".into(),
+            Action::Accepted { tasks } => format!("accepted {}", tasks.len()),
+            Action::Answer { record, .. } => format!("answer {}", record.is_some()),
+            Action::PeerDiscovered { .. } => "discovered".into(),
+        })
+        .collect()
+}
+
+fn process_spec(submitter: &Keypair, nonce: u64, retry: RetryPolicy) -> SignedSpec {
     let spec = TaskSpec {
         submitter: submitter.public(),
         nonce,
@@ -46,8 +73,13 @@ fn process_spec(submitter: &Keypair, nonce: u64) -> SignedSpec {
             stdin: vec![],
         }),
         timeout_ms: None,
+        retry,
     };
     Signed::sign(&spec, submitter)
+}
+
+fn spec(submitter: &Keypair, nonce: u64) -> SignedSpec {
+    process_spec(submitter, nonce, RetryPolicy::default())
 }
 
 fn report(from: &Keypair, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
@@ -66,7 +98,7 @@ fn report(from: &Keypair, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }
 
-/// Returns the only `Send` in `actions` to `to`, encoded as it would travel.
+/// The messages in `actions` sent to `to`, encoded as they would travel.
 fn sent_to(actions: &[Action], to: PeerKey) -> Vec<Vec<u8>> {
     actions
         .iter()
@@ -77,41 +109,83 @@ fn sent_to(actions: &[Action], to: PeerKey) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn a_lone_peer_runs_what_it_is_given() {
-    let mut a = peer(1, 2, true);
-    let mut rng = rng();
-    let ids = a.submit(0, &mut rng, vec![process_spec(&key(1), 1)]);
-    let id = *ids[0].as_ref().unwrap();
-    let actions = drain(&mut a);
-    assert_eq!(actions.len(), 3, "{actions:?}");
-    assert_eq!(actions[0], Action::Persist { task: id });
-    assert!(matches!(&actions[1], Action::Execute { task, epoch: 1, .. } if *task == id));
-    assert_eq!(actions[2], Action::Persist { task: id });
-    assert_eq!(a.task(&id).unwrap().state, TaskState::Running);
+/// Delivers every message in `bytes` from `from` to `to`, returning what `to` emitted.
+fn deliver_bytes(to: &mut Scheduler, from: PeerKey, bytes: &[Vec<u8>], now: u64) -> Vec<Action> {
+    for b in bytes {
+        to.handle_message(now, &mut rng(), from, b);
+    }
+    drain(to)
+}
 
-    let done = Outcome::Exited {
+/// Delivers the messages among `actions` that are addressed to `to`.
+fn deliver(to: &mut Scheduler, from: PeerKey, actions: &[Action], now: u64) -> Vec<Action> {
+    let bytes = sent_to(actions, to.me());
+    deliver_bytes(to, from, &bytes, now)
+}
+
+fn ok() -> Outcome {
+    Outcome::Exited {
         code: Some(0),
         stdout: b"ok".to_vec(),
         stderr: vec![],
-    };
-    a.handle_finished(5, &mut rng, id, 1, done.clone());
-    assert_eq!(drain(&mut a), vec![Action::Persist { task: id }]);
+    }
+}
+
+fn exit1() -> Outcome {
+    Outcome::Exited {
+        code: Some(1),
+        stdout: vec![],
+        stderr: b"boom".to_vec(),
+    }
+}
+
+#[test]
+fn a_lone_peer_stores_runs_and_records_what_it_is_given() {
+    let mut a = peer(1, 2, true);
+    let mut rng = rng();
+    let id = *a.submit(0, &mut rng, vec![spec(&key(1), 1)])[0]
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        kinds(&drain(&mut a)),
+        [
+            "write Records",
+            "changed",
+            "write Held",
+            "execute@1.0",
+            "write Records",
+            "changed",
+            "accepted 1"
+        ]
+    );
+    assert_eq!(a.task(&id).unwrap().state, TaskState::Running);
+    assert_eq!(a.task(&id).unwrap().envelope.home, vec![a.me()]);
+
+    a.handle_finished(5, &mut rng, id, E1, ok());
+    assert_eq!(
+        kinds(&drain(&mut a)),
+        ["delete Held", "write Records", "changed"]
+    );
     let record = a.task(&id).unwrap();
     assert_eq!(record.state, TaskState::Completed);
-    assert_eq!(record.outcome, Some(done));
+    assert_eq!(record.outcome, Some(ok()));
     assert_eq!(record.executed_by, Some(a.me()));
+    let states: Vec<TaskState> = record.history.iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        [TaskState::Waiting, TaskState::Running, TaskState::Completed]
+    );
 }
 
 #[test]
 fn submitting_the_same_spec_twice_is_one_task() {
     let mut a = peer(1, 2, true);
-    let spec = process_spec(&key(1), 1);
+    let spec = spec(&key(1), 1);
     let first = a.submit(0, &mut rng(), vec![spec.clone()]);
     drain(&mut a);
     let second = a.submit(0, &mut rng(), vec![spec]);
     assert_eq!(first, second);
-    assert!(drain(&mut a).is_empty());
+    assert_eq!(kinds(&drain(&mut a)), ["accepted 1"]);
     assert_eq!(a.tasks().count(), 1);
 }
 
@@ -131,154 +205,396 @@ fn a_new_peer_is_announced_once() {
     assert_eq!(a.peers().count(), 1);
 }
 
-/// A submits a process task it cannot run; B, which can, gets it, runs it and reports back.
+/// A (no exec) submits a process task; B stores a copy, runs it, reports; A acknowledges the
+/// submission only once B stored it, and the result only once B stored that too.
 #[test]
-fn placement_execution_and_result_across_two_peers() {
+fn a_task_is_stored_on_its_home_set_placed_run_and_recorded() {
     let (mut a, mut b) = (peer(1, 2, false), peer(2, 2, true));
     let mut rng = rng();
     a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, false));
     drain(&mut a);
-    let id = *a.submit(1, &mut rng, vec![process_spec(&key(1), 7)])[0]
+    drain(&mut b);
+    let id = *a.submit(1, &mut rng, vec![spec(&key(1), 7)])[0]
         .as_ref()
         .unwrap();
     let actions = drain(&mut a);
-    assert_eq!(actions[0], Action::Persist { task: id });
-    let place = sent_to(&actions, b.me());
-    assert_eq!(place.len(), 1);
-    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert_eq!(
+        kinds(&actions),
+        ["write Records", "changed", "send place", "send store"]
+    );
     let record = a.task(&id).unwrap();
-    assert_eq!((record.epoch, record.holder), (1, Some(b.me())));
+    assert_eq!(record.envelope.home, vec![a.me(), b.me()]);
+    assert_eq!((record.epoch, record.holder), (E1, Some(b.me())));
 
-    b.handle_message(2, &mut rng, a.me(), &place[0]);
-    let actions = drain(&mut b);
-    assert!(matches!(&actions[0], Action::Execute { task, epoch: 1, .. } if *task == id));
-    let started = sent_to(&actions, a.me());
-    assert_eq!(started.len(), 1);
-    a.handle_message(3, &mut rng, b.me(), &started[0]);
-    assert_eq!(drain(&mut a), vec![Action::Persist { task: id }]);
+    // B stores the record and acknowledges it; only then is the submission accepted.
+    let to_b = sent_to(&actions, b.me());
+    let from_b = deliver_bytes(&mut b, a.me(), &to_b, 2);
+    assert!(
+        kinds(&from_b).contains(&"execute@1.0".to_string()),
+        "{:?}",
+        kinds(&from_b)
+    );
+    assert!(b.task(&id).is_some(), "B keeps a copy of the record");
+    let back = deliver(&mut a, b.me(), &from_b, 3);
+    assert!(
+        kinds(&back).contains(&"accepted 1".to_string()),
+        "{:?}",
+        kinds(&back)
+    );
     assert_eq!(a.task(&id).unwrap().state, TaskState::Running);
+    deliver(&mut b, a.me(), &back, 3);
 
-    let failed = Outcome::Exited {
-        code: Some(1),
-        stdout: vec![],
-        stderr: b"no".to_vec(),
-    };
-    b.handle_finished(4, &mut rng, id, 1, failed.clone());
-    let completed = sent_to(&drain(&mut b), a.me());
-    a.handle_message(5, &mut rng, b.me(), &completed[0]);
-    assert_eq!(drain(&mut a), vec![Action::Persist { task: id }]);
+    // B is a home member but not the primary: it keeps the result until A settles it.
+    b.handle_finished(4, &mut rng, id, E1, exit1());
+    let from_b = drain(&mut b);
+    assert_eq!(
+        kinds(&from_b),
+        ["delete Held", "write Outbox", "send completed"]
+    );
+    let from_a = deliver(&mut a, b.me(), &from_b, 5);
+    assert_eq!(kinds(&from_a), ["write Records", "changed", "send store"]);
     let record = a.task(&id).unwrap();
-    assert_eq!(record.state, TaskState::Failed);
-    assert_eq!(record.executed_by, Some(b.me()));
-    assert_eq!(record.outcome, Some(failed));
-
-    // The same completion again is a duplicate and changes nothing.
-    a.handle_message(6, &mut rng, b.me(), &completed[0]);
-    assert!(drain(&mut a).is_empty());
-    assert_eq!(a.counters().completions_duplicate, 1);
+    assert_eq!(
+        record.state,
+        TaskState::Waiting,
+        "exit 1 is retried by default"
+    );
+    assert_eq!(record.attempts.len(), 1);
+    let stored = deliver(&mut b, a.me(), &from_a, 6);
+    let recorded = deliver(&mut a, b.me(), &stored, 7);
+    assert_eq!(kinds(&recorded), ["send recorded"]);
+    let done = deliver(&mut b, a.me(), &recorded, 8);
+    assert_eq!(kinds(&done), ["delete Outbox"]);
 }
 
-/// B holds queued work; idle A steals half of it; B tells the origin C; C records A's result.
+/// B holds queued work; idle A steals half; B tells the home set once A has the grant; the
+/// primary C records A's result even when it arrives before the transfer notice.
 #[test]
-fn an_idle_peer_steals_and_the_origin_follows_the_lease() {
+fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
     let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
     let mut rng = rng();
     c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
-    drain(&mut c);
-    let specs = (0..5).map(|n| process_spec(&key(3), n)).collect();
-    let ids: Vec<TaskId> = c
-        .submit(0, &mut rng, specs)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    for bytes in sent_to(&drain(&mut c), b.me()) {
-        b.handle_message(1, &mut rng, c.me(), &bytes);
+    b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
+    a.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
+    for s in [&mut a, &mut b, &mut c] {
+        drain(s);
     }
-    drain(&mut b);
+    let specs = (0..5).map(|n| spec(&key(3), n)).collect();
+    c.submit(0, &mut rng, specs)
+        .into_iter()
+        .for_each(|r| assert!(r.is_ok()));
+    let to_b = sent_to(&drain(&mut c), b.me());
+    deliver_bytes(&mut b, c.me(), &to_b, 1);
     assert_eq!((b.running(), b.queued()), (1, 4));
 
     a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
-    let actions = drain(&mut a);
-    let request = sent_to(&actions, b.me());
-    assert_eq!(request.len(), 1, "{actions:?}");
-    assert_eq!(a.counters().steal_requests, 1);
-
-    b.handle_message(3, &mut rng, a.me(), &request[0]);
-    let actions = drain(&mut b);
+    let request = sent_to(&drain(&mut a), b.me());
+    assert_eq!(request.len(), 1);
+    let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
     assert_eq!(b.queued(), 2, "half of 4 queued tasks go");
-    let grant = sent_to(&actions, a.me());
-    let notice = sent_to(&actions, c.me());
-    assert_eq!((grant.len(), notice.len()), (1, 1), "{actions:?}");
+    let Some(Action::Send { message: grant, .. }) = from_b.iter().find(|a| {
+        matches!(
+            a,
+            Action::Send {
+                message: Message::StealGrant { .. },
+                ..
+            }
+        )
+    }) else {
+        panic!("{:?}", kinds(&from_b));
+    };
+    assert!(
+        sent_to(&from_b, c.me()).is_empty(),
+        "no notice before the thief has the grant"
+    );
 
-    a.handle_message(4, &mut rng, b.me(), &grant[0]);
-    let executed: Vec<(TaskId, u64)> = drain(&mut a)
-        .into_iter()
+    let executed = deliver_bytes(&mut a, b.me(), &[wire::encode(grant)], 4);
+    let executed: Vec<(TaskId, u64)> = executed
+        .iter()
         .filter_map(|a| match a {
-            Action::Execute { task, epoch, .. } => Some((task, epoch)),
+            Action::Execute { task, epoch, .. } => Some((*task, *epoch)),
             _ => None,
         })
         .collect();
     assert_eq!(executed.len(), 2);
-    assert!(executed.iter().all(|(_, epoch)| *epoch == 2));
+    assert!(executed.iter().all(|(_, epoch)| *epoch == E1 + 1));
     assert_eq!(a.counters().tasks_stolen, 2);
+    b.handle_delivered(5, &mut rng, grant);
+    let notice = sent_to(&drain(&mut b), c.me());
+    assert_eq!(notice.len(), 1);
 
-    // A's completion reaches C before B's transfer notice: C waits for the notice, then records.
+    // A's completion reaches C before B's notice: C waits for the notice, then records.
     let (stolen, epoch) = executed[0];
-    let ok = Outcome::Returned { output: vec![] };
-    a.handle_finished(5, &mut rng, stolen, epoch, ok);
+    a.handle_finished(6, &mut rng, stolen, epoch, ok());
     let completed = sent_to(&drain(&mut a), c.me());
-    c.handle_message(6, &mut rng, a.me(), &completed[0]);
-    drain(&mut c);
-    assert_eq!(c.task(&stolen).unwrap().state, TaskState::Waiting);
-    c.handle_message(7, &mut rng, b.me(), &notice[0]);
-    drain(&mut c);
+    deliver_bytes(&mut c, a.me(), &completed, 7);
+    assert_ne!(c.task(&stolen).unwrap().state, TaskState::Completed);
+    deliver_bytes(&mut c, b.me(), &notice, 8);
     let record = c.task(&stolen).unwrap();
     assert_eq!(record.state, TaskState::Completed);
-    assert_eq!((record.epoch, record.executed_by), (2, Some(a.me())));
+    assert_eq!((record.epoch, record.executed_by), (E1 + 1, Some(a.me())));
 
-    // B finishing a task it no longer holds is a stale completion at the origin.
-    let old = Outcome::Returned { output: vec![] };
-    let stale = wire::encode(&Message::Completed {
+    // B reporting the task under its old lease is a duplicate now.
+    let old = wire::encode(&Message::Completed {
         task: stolen,
-        epoch: 1,
-        outcome: old,
+        epoch: E1,
+        outcome: ok(),
     });
-    c.handle_message(8, &mut rng, b.me(), &stale);
-    assert_eq!(
-        c.counters().completions_stale,
-        0,
-        "already final: counted as duplicate"
-    );
+    deliver_bytes(&mut c, b.me(), &[old], 9);
     assert_eq!(c.counters().completions_duplicate, 1);
-    assert!(ids.contains(&stolen));
+}
+
+/// B falls silent: after the lease TTL, A (primary) re-claims B's task at a higher epoch and runs
+/// it; B's late completion is rejected as stale and told to stop.
+#[test]
+fn a_silent_holder_loses_its_lease_and_its_late_completion_is_stale() {
+    let (mut a, b) = (peer(1, 1, true), key(2));
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&b, 1, 0, true));
+    drain(&mut a);
+    // Fill A's only slot so the task goes to B.
+    let first = a.submit(0, &mut rng, vec![spec(&key(1), 1)]);
+    let second = a.submit(0, &mut rng, vec![spec(&key(1), 2)]);
+    drain(&mut a);
+    let on_b = [first, second]
+        .into_iter()
+        .map(|r| *r[0].as_ref().unwrap())
+        .find(|id| a.task(id).unwrap().holder == Some(b.public()))
+        .expect("one task is placed on B");
+
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    for now in (100..ttl).step_by(100) {
+        a.tick(now, &mut rng);
+    }
+    drain(&mut a);
+    assert_eq!(a.task(&on_b).unwrap().holder, Some(b.public()), "not yet");
+    for now in (ttl..ttl + 400).step_by(100) {
+        a.tick(now, &mut rng);
+    }
+    drain(&mut a);
+    let record = a.task(&on_b).unwrap();
+    assert_eq!(
+        record.holder,
+        Some(a.me()),
+        "re-claimed and placed on the only live peer"
+    );
+    assert_eq!(record.epoch, E2);
+    assert_eq!(record.attempts.len(), 1);
+    assert_eq!(a.counters().leases_reclaimed, 1);
+
+    let late = wire::encode(&Message::Completed {
+        task: on_b,
+        epoch: E1,
+        outcome: ok(),
+    });
+    let reply = deliver_bytes(&mut a, b.public(), &[late], ttl + 500);
+    assert_eq!(a.counters().completions_stale, 1);
+    assert_eq!(
+        kinds(&reply),
+        ["send recorded"],
+        "the stale holder is told to stop"
+    );
+    assert_ne!(a.task(&on_b).unwrap().state, TaskState::Completed);
 }
 
 #[test]
-fn a_completion_from_an_older_epoch_is_rejected_as_stale() {
+fn a_failing_task_is_retried_after_its_backoff_then_fails_with_every_attempt() {
+    let mut a = peer(1, 1, true);
+    let mut rng = rng();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        backoff: Backoff::Fixed { ms: 200 },
+        ..RetryPolicy::default()
+    };
+    let id = *a.submit(0, &mut rng, vec![process_spec(&key(1), 1, policy)])[0]
+        .as_ref()
+        .unwrap();
+    drain(&mut a);
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    let mut now = ttl; // past the start-up grace
+    for attempt in 1..=3u64 {
+        a.handle_finished(now, &mut rng, id, attempt << 32, exit1());
+        drain(&mut a);
+        if attempt < 3 {
+            assert_eq!(a.task(&id).unwrap().state, TaskState::Waiting);
+            a.tick(now + 100, &mut rng);
+            assert!(
+                !kinds(&drain(&mut a))
+                    .iter()
+                    .any(|k| k.starts_with("execute")),
+                "too early"
+            );
+            now += 400;
+            a.tick(now, &mut rng);
+            let next = format!("execute@{}.0", attempt + 1);
+            assert!(
+                kinds(&drain(&mut a)).contains(&next),
+                "attempt {}",
+                attempt + 1
+            );
+        }
+    }
+    let record = a.task(&id).unwrap();
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(record.attempts.len(), 3);
+    assert!(
+        record
+            .attempts
+            .iter()
+            .all(|t| t.exit_code == Some(1) && t.detail == "boom")
+    );
+}
+
+#[test]
+fn a_holder_cut_off_from_every_home_member_stops_the_task() {
+    let (a, mut b) = (key(1), peer(2, 1, true));
+    let mut rng = rng();
+    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
+    b.handle_gossip(0, &mut rng, &report(&a, 1, 0, false));
+    let grant = Grant {
+        granted_by: a.public(),
+        leases: vec![lease(task.id, b.me(), a.public())],
+    };
+    let place = Message::Place {
+        tasks: vec![task.envelope()],
+        grant: Signed::sign(&grant, &a),
+    };
+    let started = deliver_bytes(&mut b, a.public(), &[wire::encode(&place)], 10);
+    assert!(kinds(&started).contains(&"execute@1.0".to_string()));
+    // A keeps reporting for a while, then falls silent; B stops the task after 2/3 of the TTL.
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    b.handle_gossip(ttl, &mut rng, &report(&a, 2, 0, false));
+    b.tick(ttl + ttl / 2, &mut rng);
+    assert!(!kinds(&drain(&mut b)).contains(&"abort@1.0".to_string()));
+    b.tick(ttl + ttl * 2 / 3 + 250, &mut rng);
+    let actions = kinds(&drain(&mut b));
+    assert!(actions.contains(&"abort@1.0".to_string()), "{actions:?}");
+    assert_eq!(b.counters().tasks_abandoned, 1);
+    assert_eq!(b.running(), 0);
+}
+
+#[test]
+fn what_a_peer_wrote_restores_it_after_a_restart() {
+    let mut a = peer(1, 1, true);
+    let mut rng = rng();
+    let ids: Vec<TaskId> = a
+        .submit(0, &mut rng, (0..3).map(|n| spec(&key(1), n)).collect())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let running = ids
+        .iter()
+        .copied()
+        .find(|id| a.task(id).unwrap().state == TaskState::Running);
+    a.handle_finished(1, &mut rng, running.unwrap(), E1, ok());
+    let mut disk = std::collections::BTreeMap::new();
+    for action in drain(&mut a) {
+        if let Action::Write { table, key, value } = action {
+            match value {
+                Some(v) => disk.insert((table, key), v),
+                None => disk.remove(&(table, key)),
+            };
+        }
+    }
+    let mut restarted = peer(1, 1, true);
+    for ((table, _), bytes) in &disk {
+        restarted.restore(*table, bytes);
+    }
+    assert_eq!(restarted.counters().restore_errors, 0);
+    for id in &ids {
+        assert_eq!(restarted.task(id), a.task(id));
+    }
+    assert_eq!(
+        restarted.queued(),
+        2,
+        "the two tasks it held come back ready to run"
+    );
+    assert!(disk.keys().any(|(t, _)| *t == Table::Held));
+    restarted.tick(2, &mut rng);
+    assert!(kinds(&drain(&mut restarted)).contains(&"execute@1.0".to_string()));
+}
+
+#[test]
+fn cancelling_a_task_voids_its_holders_lease() {
     let (mut a, mut b) = (peer(1, 1, false), peer(2, 1, true));
     let mut rng = rng();
     a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
     drain(&mut a);
-    let id = *a.submit(1, &mut rng, vec![process_spec(&key(1), 1)])[0]
+    let id = *a.submit(0, &mut rng, vec![spec(&key(1), 1)])[0]
+        .as_ref()
+        .unwrap();
+    let from_b = deliver(&mut b, a.me(), &drain(&mut a), 1);
+    assert!(kinds(&from_b).contains(&"execute@1.0".to_string()));
+    assert!(a.cancel(2, &mut rng, id, None));
+    let actions = drain(&mut a);
+    assert_eq!(a.task(&id).unwrap().state, TaskState::Cancelled);
+    let aborted = deliver(&mut b, a.me(), &actions, 3);
+    assert!(
+        kinds(&aborted).contains(&"abort@1.0".to_string()),
+        "{:?}",
+        kinds(&aborted)
+    );
+    // Its end, when the killed process is reaped, is not reported.
+    b.handle_finished(4, &mut rng, id, E1, exit1());
+    assert!(sent_to(&drain(&mut b), a.me()).is_empty());
+}
+
+#[test]
+fn a_peer_that_keeps_no_record_asks_the_others() {
+    let (mut a, mut b) = (peer(1, 1, true), peer(2, 1, true));
+    let mut rng = rng();
+    let id = *a.submit(0, &mut rng, vec![spec(&key(1), 1)])[0]
         .as_ref()
         .unwrap();
     drain(&mut a);
-    // The lease is at epoch 1; a completion naming epoch 0 is stale.
-    let outcome = Outcome::Exited {
-        code: Some(0),
-        stdout: vec![],
-        stderr: vec![],
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
+    drain(&mut b);
+    let query = b.query(1, &mut rng, id);
+    let asked = sent_to(&drain(&mut b), a.me());
+    let answer = deliver_bytes(&mut a, b.me(), &asked, 2);
+    let answered = deliver(&mut b, a.me(), &answer, 3);
+    let [
+        Action::Answer {
+            query: q,
+            record: Some(record),
+        },
+    ] = answered.as_slice()
+    else {
+        panic!("{:?}", kinds(&answered));
     };
+    assert_eq!((*q, record.id()), (query, id));
+    let unknown = b.query(4, &mut rng, TaskId::from_bytes([0; 32]));
+    let asked = sent_to(&drain(&mut b), a.me());
+    let answer = deliver_bytes(&mut a, b.me(), &asked, 5);
+    let answered = deliver(&mut b, a.me(), &answer, 6);
+    assert_eq!(
+        answered,
+        vec![Action::Answer {
+            query: unknown,
+            record: None
+        }]
+    );
+}
+
+#[test]
+fn a_completion_from_an_older_epoch_is_rejected_as_stale() {
+    let mut a = peer(1, 1, false);
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    drain(&mut a);
+    let id = *a.submit(1, &mut rng, vec![spec(&key(1), 1)])[0]
+        .as_ref()
+        .unwrap();
+    drain(&mut a);
     let stale = wire::encode(&Message::Completed {
         task: id,
         epoch: 0,
-        outcome,
+        outcome: ok(),
     });
-    a.handle_message(2, &mut rng, b.me(), &stale);
-    assert!(drain(&mut a).is_empty());
+    a.handle_message(2, &mut rng, key(2).public(), &stale);
     assert_eq!(a.counters().completions_stale, 1);
     assert_eq!(a.task(&id).unwrap().state, TaskState::Waiting);
-    let _ = &mut b;
 }
 
 #[test]
@@ -325,7 +641,7 @@ fn truncated_and_oversized_messages_are_counted_and_dropped() {
 fn lease(task: TaskId, holder: PeerKey, granted_by: PeerKey) -> Lease {
     Lease {
         task,
-        epoch: 1,
+        epoch: E1,
         holder,
         granted_by,
         ttl_ms: 2000,
@@ -335,7 +651,7 @@ fn lease(task: TaskId, holder: PeerKey, granted_by: PeerKey) -> Lease {
 #[test]
 fn a_placed_task_whose_id_does_not_match_its_spec_is_rejected() {
     let (mut b, a) = (peer(2, 1, true), key(1));
-    let task = Task::from_signed(process_spec(&a, 1), a.public()).unwrap();
+    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
     let wrong = TaskId::from_bytes([9; 32]);
     let envelope = Envelope {
         id: wrong,
@@ -362,7 +678,7 @@ fn a_placed_task_whose_id_does_not_match_its_spec_is_rejected() {
 #[test]
 fn a_lease_with_a_bad_signature_or_from_a_third_party_is_rejected() {
     let (mut b, a, mallory) = (peer(2, 1, true), key(1), key(9));
-    let task = Task::from_signed(process_spec(&a, 1), a.public()).unwrap();
+    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
     let grant = Grant {
         granted_by: a.public(),
         leases: vec![lease(task.id, b.me(), a.public())],
@@ -392,23 +708,39 @@ fn a_lease_with_a_bad_signature_or_from_a_third_party_is_rejected() {
 }
 
 #[test]
-fn a_peer_that_cannot_run_a_task_refuses_it_and_the_origin_places_it_again() {
-    let (mut a, mut b) = (peer(1, 1, true), peer(2, 1, false));
-    let mut rng = rng();
-    let task = Task::from_signed(process_spec(&key(1), 1), a.me()).unwrap();
-    // A believes B can exec (an old report); B cannot.
-    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
-    drain(&mut a);
+fn a_forged_record_is_not_stored() {
+    let (mut b, a) = (peer(2, 1, true), key(1));
+    let mut a_sched = peer(1, 1, true);
+    a_sched.handle_gossip(0, &mut rng(), &report(&key(2), 1, 0, true));
+    drain(&mut a_sched);
+    a_sched.submit(0, &mut rng(), vec![spec(&a, 1)]);
+    let store = sent_to(&drain(&mut a_sched), b.me());
+    let Ok(Message::Store { mut records }) = wire::decode::<Message>(store.last().unwrap()) else {
+        panic!("a store message");
+    };
+    records[0].envelope.id = TaskId::from_bytes([7; 32]);
+    let forged = wire::encode(&Message::Store { records });
+    b.handle_message(1, &mut rng(), a.public(), &forged);
+    assert_eq!(b.counters().rejected_id_mismatch, 1);
+    assert_eq!(b.tasks().count(), 0);
+}
+
+#[test]
+fn a_peer_that_cannot_run_a_task_refuses_it() {
+    let (a, mut b) = (key(1), peer(2, 1, false));
+    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
     let grant = Grant {
-        granted_by: a.me(),
-        leases: vec![lease(task.id, b.me(), a.me())],
+        granted_by: a.public(),
+        leases: vec![lease(task.id, b.me(), a.public())],
     };
     let place = Message::Place {
         tasks: vec![task.envelope()],
-        grant: Signed::sign(&grant, &key(1)),
+        grant: Signed::sign(&grant, &a),
     };
-    b.handle_message(0, &mut rng, a.me(), &wire::encode(&place));
-    let refusal = sent_to(&drain(&mut b), a.me());
+    let refusal = sent_to(
+        &deliver_bytes(&mut b, a.public(), &[wire::encode(&place)], 0),
+        a.public(),
+    );
     assert_eq!(refusal.len(), 1);
     assert_eq!(
         wire::decode::<Message>(&refusal[0]).unwrap().kind(),
@@ -422,24 +754,32 @@ fn an_unreachable_peer_gets_its_placement_back() {
     let mut rng = rng();
     a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
     drain(&mut a);
-    let id = *a.submit(1, &mut rng, vec![process_spec(&key(1), 1)])[0]
+    let id = *a.submit(1, &mut rng, vec![spec(&key(1), 1)])[0]
         .as_ref()
         .unwrap();
     let place = drain(&mut a)
         .into_iter()
         .find_map(|a| match a {
-            Action::Send { message, .. } => Some(message),
+            Action::Send {
+                message: m @ Message::Place { .. },
+                ..
+            } => Some(m),
             _ => None,
         })
         .unwrap();
     a.handle_send_failed(2, &mut rng, key(2).public(), place);
-    let record = a.task(&id).unwrap();
-    assert_eq!(record.holder, None, "nobody else can run it: it waits");
+    assert_eq!(
+        a.task(&id).unwrap().holder,
+        None,
+        "nobody else can run it: it waits"
+    );
     assert_eq!(a.peers().count(), 0);
-    // When an exec peer appears, the task is placed on it.
-    a.handle_gossip(3, &mut rng, &report(&key(3), 1, 0, true));
+    // When an exec peer appears, the task is placed on it (at the next scan).
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    a.handle_gossip(ttl, &mut rng, &report(&key(3), 1, 0, true));
+    a.tick(ttl + 1, &mut rng);
     assert_eq!(a.task(&id).unwrap().holder, Some(key(3).public()));
-    assert_eq!(a.task(&id).unwrap().epoch, 2);
+    assert_eq!(a.task(&id).unwrap().epoch, E2);
 }
 
 #[test]

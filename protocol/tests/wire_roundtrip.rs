@@ -5,8 +5,9 @@
 
 use proptest::prelude::*;
 use taskswarm_protocol::{
-    Capabilities, Envelope, Gossip, Grant, Keypair, Lease, LoadReport, Message, Outcome, PeerKey,
-    ProcessSpec, Signed, Task, TaskId, TaskKind, TaskSpec, wire,
+    Attempt, Capabilities, Ending, Envelope, Gossip, Grant, Keypair, Lease, LoadReport, Message,
+    Outcome, PeerKey, ProcessSpec, RetryPolicy, Signed, Task, TaskId, TaskKind, TaskRecord,
+    TaskSpec, TaskState, Transition, wire,
 };
 
 fn key() -> Keypair {
@@ -51,8 +52,9 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                 nonce,
                 kind,
                 timeout_ms,
+                retry: RetryPolicy::default(),
             };
-            Task::from_signed(Signed::sign(&spec, &k), k.public())
+            Task::from_signed(Signed::sign(&spec, &k), vec![k.public()])
                 .map(|t| t.envelope())
                 .unwrap()
         },
@@ -103,6 +105,36 @@ fn arb_outcome() -> impl Strategy<Value = Outcome> {
     ]
 }
 
+fn record(envelope: Envelope, version: u64, outcome: Outcome) -> TaskRecord {
+    let peer = envelope.home[0];
+    TaskRecord {
+        envelope,
+        state: TaskState::Failed,
+        epoch: 3,
+        holder: Some(peer),
+        version,
+        attempts: vec![Attempt {
+            peer,
+            epoch: 3,
+            ending: Ending::Failure,
+            exit_code: Some(2),
+            detail: "x".into(),
+            at_wall_ms: 5,
+        }],
+        history: vec![Transition {
+            state: TaskState::Failed,
+            peer: None,
+            epoch: 3,
+            at_wall_ms: 9,
+            note: "n".into(),
+        }],
+        outcome: Some(outcome),
+        executed_by: Some(peer),
+        submitted_wall_ms: 1,
+        finished_wall_ms: Some(9),
+    }
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (prop::collection::vec(arb_envelope(), 0..3), arb_grant())
@@ -125,6 +157,30 @@ fn arb_message() -> impl Strategy<Value = Message> {
         prop::collection::vec((arb_id(), any::<u64>()), 0..4)
             .prop_map(|tasks| Message::Started { tasks }),
         (arb_id(), any::<u64>()).prop_map(|(task, epoch)| Message::Refused { task, epoch }),
+        prop::collection::vec((arb_id(), any::<u64>()), 0..4)
+            .prop_map(|acks| Message::Stored { acks }),
+        prop::collection::vec((arb_id(), any::<u64>()), 0..4)
+            .prop_map(|tasks| Message::Recorded { tasks }),
+        arb_id().prop_map(|task| Message::Cancel { task }),
+        prop::collection::vec((arb_id(), any::<u64>()), 0..4)
+            .prop_map(|tasks| Message::Confirm { tasks }),
+        prop::collection::vec((arb_id(), any::<u64>()), 0..4)
+            .prop_map(|tasks| Message::Missing { tasks }),
+        (arb_id(), any::<u64>()).prop_map(|(task, epoch)| Message::Abort { task, epoch }),
+        (any::<u64>(), arb_id()).prop_map(|(query, task)| Message::Query { query, task }),
+        (arb_envelope(), any::<u64>(), arb_outcome()).prop_map(|(envelope, version, outcome)| {
+            let record = record(envelope, version, outcome);
+            Message::Store {
+                records: vec![record.clone()],
+            }
+        }),
+        (any::<u64>(), proptest::option::of(arb_envelope())).prop_map(|(query, envelope)| {
+            Message::Answer {
+                query,
+                record: envelope
+                    .map(|e| Box::new(record(e, 1, Outcome::Returned { output: vec![] }))),
+            }
+        }),
     ]
 }
 

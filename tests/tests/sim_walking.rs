@@ -1,10 +1,10 @@
 //! The in-memory harness: peers that share work through placement and stealing, on a simulated
-//! network, deterministic per seed.
+//! network, deterministic per seed, with the invariants checked after every step.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use taskswarm_protocol::TaskState;
-use taskswarm_tests::{NetConfig, Sim};
+use taskswarm_tests::{NetConfig, Sim, invariants};
 
 /// One peer gets all the work before it has heard of anyone; the four idle peers steal it.
 #[test]
@@ -12,11 +12,14 @@ fn idle_peers_steal_from_the_one_that_was_given_everything() {
     for seed in 0..10 {
         let mut sim = Sim::new(seed, 5, 2, NetConfig::default());
         let ids = sim.submit_sleeps(0, 200, 20);
-        let done = sim.run_until(60_000, |s| s.all_final(0, &ids));
+        let done = sim.run_until(60_000, |s| s.all_final(&ids));
         assert!(done, "seed {seed}: not every task ended by t={}", sim.now);
         for id in &ids {
-            let record = sim.peers[0].scheduler.task(id).unwrap();
-            assert_eq!(record.state, TaskState::Completed, "seed {seed}");
+            assert_eq!(
+                sim.record(id).unwrap().state,
+                TaskState::Completed,
+                "seed {seed}"
+            );
         }
         for (i, peer) in sim.peers.iter().enumerate() {
             assert!(
@@ -32,6 +35,11 @@ fn idle_peers_steal_from_the_one_that_was_given_everything() {
         );
         // 200 tasks × 20 ms over 10 slots is 400 ms of ideal makespan.
         assert!(sim.now < 600, "seed {seed}: makespan {} ms", sim.now);
+        assert_eq!(
+            sim.accepted.len(),
+            ids.len(),
+            "seed {seed}: every submission acknowledged"
+        );
     }
 }
 
@@ -41,15 +49,12 @@ fn a_burst_after_gossip_is_spread_by_placement() {
     for seed in 0..10 {
         let mut sim = Sim::new(seed, 5, 2, NetConfig::default());
         let everyone_known = sim.run_until(5_000, |s| {
-            s.peers.iter().all(|p| p.scheduler.peers().count() == 4)
+            (0..5).all(|i| s.scheduler(i).unwrap().peers().count() == 4)
         });
         assert!(everyone_known, "seed {seed}");
         let start = sim.now;
         let ids = sim.submit_sleeps(0, 100, 50);
-        assert!(
-            sim.run_until(60_000, |s| s.all_final(0, &ids)),
-            "seed {seed}"
-        );
+        assert!(sim.run_until(60_000, |s| s.all_final(&ids)), "seed {seed}");
         for (i, peer) in sim.peers.iter().enumerate() {
             assert!(
                 peer.executed.len() >= 10,
@@ -63,6 +68,14 @@ fn a_burst_after_gossip_is_spread_by_placement() {
             "seed {seed}: makespan {} ms",
             sim.now - start
         );
+        // Every record is kept by three peers.
+        for id in &ids {
+            let keepers = (0..5)
+                .filter(|&i| sim.scheduler(i).unwrap().task(id).is_some())
+                .count();
+            assert_eq!(keepers, 3, "seed {seed}");
+        }
+        invariants::ends::check(&sim).unwrap();
     }
 }
 
@@ -72,7 +85,7 @@ fn a_seed_replays_exactly() {
     let run = |seed| {
         let mut sim = Sim::new(seed, 4, 2, NetConfig::default());
         let ids = sim.submit_sleeps(0, 50, 10);
-        sim.run_until(10_000, |s| s.all_final(0, &ids));
+        sim.run_until(10_000, |s| s.all_final(&ids));
         (
             sim.now,
             sim.peers

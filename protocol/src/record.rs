@@ -1,0 +1,180 @@
+//! Task records: what a task's home set keeps of it — its spec, where it stands, its lease epoch
+//! and holder, every attempt and every transition — and the persisted forms of what a holder keeps
+//! (held tasks, and results not yet acknowledged).
+//!
+//! A record carries a version that its primary raises on every change; a home member takes a
+//! replicated record only if its version is higher than the one it has. Owns the record's shape and
+//! its encoding for storage; the rules that change it are the scheduler's.
+
+use bincode::{Decode, Encode};
+
+use crate::identity::PeerKey;
+use crate::retry::Ending;
+use crate::task::{Envelope, Outcome, TaskId};
+use crate::wire::{self, WireError};
+
+/// Where a task stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum TaskState {
+    /// Accepted, not running: being placed, queued at its holder, or waiting to be retried.
+    Waiting,
+    /// Its holder has started it.
+    Running,
+    /// It succeeded (exit code 0, or its handler returned).
+    Completed,
+    /// Its last attempt failed and no attempt is left.
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Waiting,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    /// Whether the task has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    /// The lower-case name used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One attempt that ended.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Attempt {
+    /// The peer that ran it (or held it, for a lost lease).
+    pub peer: PeerKey,
+    /// The epoch of the lease it ran under.
+    pub epoch: u64,
+    /// How it ended.
+    pub ending: Ending,
+    /// The exit code, for a process that exited.
+    pub exit_code: Option<i32>,
+    /// An error message, or the last bytes of its standard error.
+    pub detail: String,
+    /// When it ended (wall-clock milliseconds since the Unix epoch, as the recording peer saw it).
+    pub at_wall_ms: u64,
+}
+
+/// One change of a task's state.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Transition {
+    /// The new state.
+    pub state: TaskState,
+    /// The peer concerned (the holder, the runner, the re-claimer).
+    pub peer: Option<PeerKey>,
+    /// The lease epoch at the time.
+    pub epoch: u64,
+    /// When (wall-clock milliseconds since the Unix epoch, as the recording peer saw it).
+    pub at_wall_ms: u64,
+    /// Why, in a few words.
+    pub note: String,
+}
+
+/// Everything a home member keeps of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TaskRecord {
+    /// The task, its signed spec and its home set.
+    pub envelope: Envelope,
+    /// Where it stands.
+    pub state: TaskState,
+    /// The epoch of the current lease (0 before the first placement).
+    pub epoch: u64,
+    /// The current lease holder, if placed.
+    pub holder: Option<PeerKey>,
+    /// Raised by the primary on every change.
+    pub version: u64,
+    /// Every attempt that ended, in order.
+    pub attempts: Vec<Attempt>,
+    /// Every change of state, in order.
+    pub history: Vec<Transition>,
+    /// The recorded result (of the last attempt).
+    pub outcome: Option<Outcome>,
+    /// Who ran the recorded attempt.
+    pub executed_by: Option<PeerKey>,
+    /// When the task was accepted (wall-clock ms, as its origin saw it).
+    pub submitted_wall_ms: u64,
+    /// When it ended (wall-clock ms, as its primary saw it).
+    pub finished_wall_ms: Option<u64>,
+}
+
+impl TaskRecord {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.envelope.id
+    }
+
+    /// The home set, in rank order.
+    pub fn home(&self) -> &[PeerKey] {
+        &self.envelope.home
+    }
+
+    /// Appends a transition.
+    pub fn transition(
+        &mut self,
+        state: TaskState,
+        peer: Option<PeerKey>,
+        at_wall_ms: u64,
+        note: &str,
+    ) {
+        self.state = state;
+        self.history.push(Transition {
+            state,
+            peer,
+            epoch: self.epoch,
+            at_wall_ms,
+            note: note.to_string(),
+        });
+    }
+
+    /// The stored form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+
+    /// Reads a stored record.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, WireError> {
+        wire::decode(bytes)
+    }
+}
+
+/// A task a peer holds a lease on, as it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct HeldEntry {
+    /// The task.
+    pub envelope: Envelope,
+    /// The lease epoch.
+    pub epoch: u64,
+}
+
+/// A result a holder keeps until the task's primary acknowledges it, as it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct OutboxEntry {
+    /// The task.
+    pub task: TaskId,
+    /// Its home set.
+    pub home: Vec<PeerKey>,
+    /// The epoch the attempt ran under.
+    pub epoch: u64,
+    /// What it produced.
+    pub outcome: Outcome,
+}

@@ -1,0 +1,293 @@
+//! The holder's side: tasks this peer holds leases on, its slots, the results it keeps until their
+//! primary acknowledges them, and the rule that a peer cut off from every home member of a task
+//! stops it (the home set is about to re-claim it).
+
+use rand::RngCore;
+
+use super::{Action, Held, Pending, Scheduler, Table};
+use crate::Millis;
+use crate::identity::PeerKey;
+use crate::lease::SignedGrant;
+use crate::message::Message;
+use crate::record::{HeldEntry, OutboxEntry};
+use crate::task::{Envelope, Outcome, Task, TaskId};
+use crate::wire::WireError;
+
+impl Scheduler {
+    /// Queues a task under the lease at `epoch` (or moves a queued one to a newer epoch).
+    pub(super) fn hold(&mut self, task: Task, epoch: u64) {
+        match self.held.get_mut(&task.id) {
+            Some(held) if held.epoch >= epoch => {}
+            Some(held) => held.epoch = epoch,
+            None => {
+                self.ready.push_back(task.id);
+                let entry = HeldEntry {
+                    envelope: task.envelope(),
+                    epoch,
+                };
+                self.write(Table::Held, task.id, Some(&entry));
+                self.held.insert(
+                    task.id,
+                    Held {
+                        task,
+                        epoch,
+                        running: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets a held task (it ended, moved on, or was abandoned).
+    pub(super) fn release(&mut self, id: TaskId) -> Option<Held> {
+        let held = self.held.remove(&id)?;
+        if held.running {
+            self.running = self.running.saturating_sub(1);
+        } else {
+            self.ready.retain(|r| *r != id);
+        }
+        self.write::<HeldEntry>(Table::Held, id, None);
+        Some(held)
+    }
+
+    /// Starts ready tasks while slots are free, and tells their primaries.
+    pub(super) fn dispatch(&mut self, now: Millis) {
+        let mut started: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
+            std::collections::BTreeMap::new();
+        while self.running < self.config.slots {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(held) = self.held.get_mut(&id) else {
+                continue;
+            };
+            held.running = true;
+            self.running += 1;
+            self.counters.tasks_executed += 1;
+            let (epoch, spec) = (held.epoch, held.task.spec.clone());
+            let home = held.task.home.clone();
+            self.actions.push_back(Action::Execute {
+                task: id,
+                epoch,
+                spec,
+            });
+            match self.primary_of(&home) {
+                Some(primary) if primary == self.me => {
+                    self.on_started(now, self.me, &[(id, epoch)])
+                }
+                Some(primary) => started.entry(primary).or_default().push((id, epoch)),
+                None => {}
+            }
+        }
+        for (primary, tasks) in started {
+            self.send(primary, Message::Started { tasks });
+        }
+    }
+
+    /// Verifies tasks handed over by `from` (placed or stolen) and queues them here.
+    pub(super) fn on_tasks_granted(
+        &mut self,
+        from: PeerKey,
+        tasks: Vec<Envelope>,
+        grant: &SignedGrant,
+        stolen: bool,
+    ) {
+        let grant = match self.verify_grant_from(from, grant) {
+            Ok(grant) => grant,
+            Err(error) => return self.counters.count(&error),
+        };
+        if grant.leases.len() != tasks.len() {
+            return self
+                .counters
+                .count(&WireError::Unauthorized("leases do not match tasks"));
+        }
+        for (envelope, lease) in tasks.into_iter().zip(grant.leases) {
+            let task = match Task::from_envelope(envelope) {
+                Ok(task) => task,
+                Err(error) => {
+                    self.counters.count(&error);
+                    continue;
+                }
+            };
+            if lease.task != task.id || lease.holder != self.me {
+                self.counters.count(&WireError::Unauthorized(
+                    "lease is not for this task and peer",
+                ));
+                continue;
+            }
+            if !self.config.capabilities.can_run(&task.spec) {
+                let refusal = Message::Refused {
+                    task: task.id,
+                    epoch: lease.epoch,
+                };
+                for member in task.home.clone() {
+                    self.send(member, refusal.clone());
+                }
+                continue;
+            }
+            if stolen {
+                self.counters.tasks_stolen += 1;
+            }
+            self.hold(task, lease.epoch);
+        }
+    }
+
+    /// An attempt ended here: record it if this peer is the primary, otherwise keep the result
+    /// and send it to the home set until the primary acknowledges it.
+    pub(super) fn on_finished(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        id: TaskId,
+        epoch: u64,
+        outcome: Outcome,
+    ) {
+        match self.held.get(&id) {
+            Some(held) if held.epoch == epoch && held.running => {}
+            // Aborted, re-leased or moved on while it ran: its result is not ours to report.
+            _ => return,
+        }
+        let Some(held) = self.release(id) else {
+            return;
+        };
+        let home = held.task.home;
+        if self.is_primary(&home, now) && self.records.contains_key(&id) {
+            self.on_completed(now, rng, self.me, id, epoch, outcome);
+            return;
+        }
+        let entry = OutboxEntry {
+            task: id,
+            home,
+            epoch,
+            outcome,
+        };
+        self.write(Table::Outbox, id, Some(&entry));
+        let pending = Pending {
+            entry,
+            last_sent: now,
+        };
+        self.send_completion(&pending.entry);
+        self.outbox.insert(id, pending);
+    }
+
+    /// Sends a kept result to every live home member (the primary records it; the others will
+    /// need it only if they become primary before it is settled).
+    fn send_completion(&mut self, entry: &OutboxEntry) {
+        let message = Message::Completed {
+            task: entry.task,
+            epoch: entry.epoch,
+            outcome: entry.outcome.clone(),
+        };
+        let members: Vec<PeerKey> = entry
+            .home
+            .iter()
+            .filter(|m| **m != self.me && self.alive(m))
+            .copied()
+            .collect();
+        for member in members {
+            self.send(member, message.clone());
+        }
+    }
+
+    /// The primary settled these completions: stop sending them.
+    pub(super) fn on_recorded(&mut self, tasks: &[(TaskId, u64)]) {
+        for (id, epoch) in tasks {
+            if self.outbox.get(id).is_some_and(|p| p.entry.epoch == *epoch) {
+                self.outbox.remove(id);
+                self.write::<OutboxEntry>(Table::Outbox, *id, None);
+            }
+        }
+    }
+
+    /// The primary asks whether this peer still holds tasks: answer with the ones it does not
+    /// (neither queued nor running under that epoch or a later one, nor handed on, nor finished
+    /// with a result waiting to be acknowledged).
+    pub(super) fn on_confirm(&mut self, from: PeerKey, tasks: &[(TaskId, u64)]) {
+        let missing: Vec<(TaskId, u64)> = tasks
+            .iter()
+            .filter(|(id, epoch)| {
+                let held = self.held.get(id).is_some_and(|h| h.epoch >= *epoch);
+                let done = self.outbox.get(id).is_some_and(|p| p.entry.epoch >= *epoch);
+                !held && !done && !self.given.contains_key(id)
+            })
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            self.send(from, Message::Missing { tasks: missing });
+        }
+    }
+
+    /// The primary voided the lease (the task was cancelled): stop it.
+    pub(super) fn on_abort(&mut self, from: PeerKey, id: TaskId, epoch: u64) {
+        let Some(held) = self.held.get(&id) else {
+            return;
+        };
+        if held.epoch != epoch || !held.task.home.contains(&from) {
+            self.counters.rejected_unauthorized += 1;
+            return;
+        }
+        self.abort_held(id);
+    }
+
+    pub(super) fn abort_held(&mut self, id: TaskId) {
+        if let Some(held) = self.release(id)
+            && held.running
+        {
+            self.actions.push_back(Action::Abort {
+                task: id,
+                epoch: held.epoch,
+            });
+        }
+    }
+
+    /// Stops held tasks none of whose home members was heard from for two thirds of the lease
+    /// TTL: the home set is about to re-claim them, and their results could not be reported.
+    pub(super) fn scan_held(&mut self, now: Millis) {
+        if !self.settled(now) {
+            return;
+        }
+        let window = Millis::from(self.config.lease_ttl_ms) * 2 / 3;
+        let cut_off: Vec<TaskId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                !h.task
+                    .home
+                    .iter()
+                    .any(|m| self.heard_within(m, now, window))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in cut_off {
+            self.counters.tasks_abandoned += 1;
+            self.abort_held(id);
+        }
+    }
+
+    /// Sends again the results and records that wait for an acknowledgement. A kept result of a
+    /// task this peer has since become primary of is recorded here.
+    pub(super) fn resend_due(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        let after = self.config.resend_after_ms;
+        let due: Vec<TaskId> = self
+            .outbox
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.last_sent) >= after)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(pending) = self.outbox.get_mut(&id) else {
+                continue;
+            };
+            pending.last_sent = now;
+            let entry = pending.entry.clone();
+            if self.is_primary(&entry.home, now) && self.records.contains_key(&id) {
+                self.outbox.remove(&id);
+                self.write::<OutboxEntry>(Table::Outbox, id, None);
+                self.on_completed(now, rng, self.me, id, entry.epoch, entry.outcome);
+            } else {
+                self.send_completion(&entry);
+            }
+        }
+        self.resend_replication(now);
+    }
+}

@@ -1,0 +1,882 @@
+//! The scheduler state machine: one per peer, the same code under libp2p and in the simulator.
+//!
+//! It owns every decision a peer makes about tasks, in three roles that every peer plays at once:
+//! - **home member** ([`records`](self)): keeps the records of the tasks whose home set it is in;
+//!   as a task's *primary* (first live member) it places it, records its results, re-claims it
+//!   when its holder dies, retries and cancels it, and replicates each change to the other members
+//!   before it acknowledges anything;
+//! - **holder**: queues the tasks it holds leases on, runs them in its slots, keeps each result
+//!   until the primary acknowledges it, and stops work it can no longer report (cut off from every
+//!   home member);
+//! - **thief and victim**: steals work when idle, gives work when asked.
+//!
+//! It never performs IO, reads a clock or draws OS randomness: the caller hands in `now` and an
+//! RNG, and carries out the [`Action`]s it emits.
+
+mod holding;
+mod placing;
+mod records;
+mod stealing;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::RngCore;
+
+use crate::Millis;
+use crate::identity::{Keypair, PeerKey};
+use crate::lease::{Grant, Lease, SignedGrant};
+use crate::load::{Capabilities, LoadReport};
+use crate::membership::{Membership, Observed, PeerView};
+use crate::message::{Gossip, Message};
+use crate::record::{HeldEntry, OutboxEntry, TaskRecord};
+use crate::signed::Signed;
+use crate::task::{Outcome, SignedSpec, Task, TaskId, TaskSpec};
+use crate::wire::{self, WireError};
+
+pub use crate::record::TaskState;
+
+/// Settings of one peer's scheduler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// How many tasks this peer runs at once.
+    pub slots: u32,
+    /// What this peer can run.
+    pub capabilities: Capabilities,
+    /// Where this peer listens, advertised in its load reports (opaque bytes for the node).
+    pub addrs: Vec<Vec<u8>>,
+    /// How many peers keep each task's record (the home set), this one included.
+    pub replicas: usize,
+    /// How often the peer broadcasts its load report (its heartbeat).
+    pub report_interval_ms: Millis,
+    /// The lease time to live: a peer not heard from for this long is taken for dead, and the
+    /// tasks it held are re-claimed.
+    pub lease_ttl_ms: u32,
+    /// How long a steal request may go unanswered before another is sent.
+    pub steal_timeout_ms: Millis,
+    /// The most tasks in one placement message.
+    pub place_batch_max: usize,
+    /// How long to wait before sending an unacknowledged message again.
+    pub resend_after_ms: Millis,
+    /// The most completions and transfers held while waiting for an earlier hand-over notice.
+    pub early_max: usize,
+    /// How long a query for a task this peer does not keep may wait for answers.
+    pub query_timeout_ms: Millis,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            slots: 4,
+            capabilities: Capabilities::default(),
+            addrs: Vec::new(),
+            replicas: crate::home::DEFAULT_REPLICAS,
+            report_interval_ms: 200,
+            lease_ttl_ms: 1_500,
+            steal_timeout_ms: 1_000,
+            place_batch_max: 256,
+            resend_after_ms: 500,
+            early_max: 10_000,
+            query_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// The durable tables a peer keeps. Every row is keyed by task id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Records of the tasks whose home set this peer is in ([`TaskRecord`]).
+    Records,
+    /// Tasks this peer holds leases on ([`HeldEntry`]).
+    Held,
+    /// Results this peer produced that their primary has not yet acknowledged ([`OutboxEntry`]).
+    Outbox,
+}
+
+/// What the driver must do. Poll them with [`Scheduler::poll_action`] after every input, and carry
+/// them out in order; make every [`Action::Write`] durable before sending any message that
+/// follows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message to one peer. If it cannot be delivered, tell
+    /// [`Scheduler::handle_send_failed`].
+    Send {
+        /// The receiver.
+        to: PeerKey,
+        /// The message.
+        message: Message,
+    },
+    /// Broadcast to every peer.
+    Broadcast {
+        /// The gossip.
+        gossip: Gossip,
+    },
+    /// Start a task in a free slot; report its end with [`Scheduler::handle_finished`].
+    Execute {
+        /// The task.
+        task: TaskId,
+        /// The epoch of the lease it runs under (the task may use it to fence side effects).
+        epoch: u64,
+        /// What to run.
+        spec: TaskSpec,
+    },
+    /// Stop a running attempt (its lease is void: cancelled, or this peer was cut off).
+    Abort {
+        /// The task.
+        task: TaskId,
+        /// The epoch it runs under.
+        epoch: u64,
+    },
+    /// Write (or, with `None`, delete) a row of a durable table.
+    Write {
+        /// The table.
+        table: Table,
+        /// The row.
+        key: TaskId,
+        /// The encoded row, or `None` to delete it.
+        value: Option<Vec<u8>>,
+    },
+    /// A task's record here changed (see [`Scheduler::task`]): wake anyone waiting on it.
+    Changed {
+        /// The task.
+        task: TaskId,
+    },
+    /// These submissions are stored on their home sets: acknowledge them to the client.
+    Accepted {
+        /// The tasks.
+        tasks: Vec<TaskId>,
+    },
+    /// The answer to a [`Scheduler::query`].
+    Answer {
+        /// The query's number.
+        query: u64,
+        /// The record, if some peer keeps it.
+        record: Option<Box<TaskRecord>>,
+    },
+    /// A peer was heard from for the first time; these are its advertised addresses.
+    PeerDiscovered {
+        /// The peer.
+        peer: PeerKey,
+        /// Its addresses.
+        addrs: Vec<Vec<u8>>,
+    },
+}
+
+/// Counts of what this peer rejected, dropped or did. Monotonic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages that did not decode (truncated, unknown, trailing bytes, not canonical).
+    pub rejected_malformed: u64,
+    /// Messages over the size limit.
+    pub rejected_oversize: u64,
+    /// Specs, leases or load reports whose signature did not verify.
+    pub rejected_signature: u64,
+    /// Tasks whose id did not match their spec.
+    pub rejected_id_mismatch: u64,
+    /// Well-formed messages their sender may not send (a lease granted by a third party, a
+    /// completion from a peer that does not hold the lease, …).
+    pub rejected_unauthorized: u64,
+    /// Completions under an epoch older than the task's current one (a re-claimed lease).
+    pub completions_stale: u64,
+    /// Completions of tasks that already have a result.
+    pub completions_duplicate: u64,
+    /// Completions and transfers dropped because too many were waiting.
+    pub early_dropped: u64,
+    /// Steal requests sent.
+    pub steal_requests: u64,
+    /// Tasks received by stealing.
+    pub tasks_stolen: u64,
+    /// Tasks given to thieves.
+    pub tasks_given: u64,
+    /// Tasks started in this peer's slots.
+    pub tasks_executed: u64,
+    /// Leases this peer re-claimed from holders it took for dead.
+    pub leases_reclaimed: u64,
+    /// Tasks this peer stopped because it could reach none of their home members.
+    pub tasks_abandoned: u64,
+    /// Stored rows that could not be read back.
+    pub restore_errors: u64,
+}
+
+impl Counters {
+    fn count(&mut self, error: &WireError) {
+        let counter = match error {
+            WireError::Oversize { .. } => &mut self.rejected_oversize,
+            WireError::Malformed(_) | WireError::TrailingBytes(_) | WireError::NonCanonical => {
+                &mut self.rejected_malformed
+            }
+            WireError::BadSignature => &mut self.rejected_signature,
+            WireError::IdMismatch => &mut self.rejected_id_mismatch,
+            WireError::Unauthorized(_) => &mut self.rejected_unauthorized,
+        };
+        *counter += 1;
+    }
+
+    /// All rejected messages and parts of messages.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_malformed
+            + self.rejected_oversize
+            + self.rejected_signature
+            + self.rejected_id_mismatch
+            + self.rejected_unauthorized
+    }
+}
+
+/// A record with its decoded spec.
+#[derive(Clone, Debug)]
+struct Entry {
+    record: TaskRecord,
+    spec: TaskSpec,
+}
+
+/// A task this peer holds a lease on.
+#[derive(Clone, Debug)]
+struct Held {
+    task: Task,
+    epoch: u64,
+    running: bool,
+}
+
+/// A result waiting for its primary's acknowledgement.
+#[derive(Clone, Debug)]
+struct Pending {
+    entry: OutboxEntry,
+    last_sent: Millis,
+}
+
+/// Replication in progress of one record, as its primary tracks it.
+#[derive(Clone, Debug, Default)]
+struct Replication {
+    /// The highest version each other home member has acknowledged.
+    acked: BTreeMap<PeerKey, u64>,
+    /// When the record was last sent to the members that lag.
+    last_sent: Millis,
+    /// The version every live member must have before the submitting client is told the task
+    /// is accepted, if the client waits.
+    client_waits: Option<u64>,
+    /// Holders waiting to hear that their completion is settled: `(holder, epoch, version)`,
+    /// told once every live member has `version`.
+    holders: Vec<(PeerKey, u64, u64)>,
+}
+
+/// A completion that names an epoch this peer has not yet heard of.
+#[derive(Clone, Debug)]
+struct EarlyCompletion {
+    from: PeerKey,
+    epoch: u64,
+    outcome: Outcome,
+}
+
+/// A query for a task this peer does not keep.
+#[derive(Clone, Debug)]
+struct Query {
+    asked_at: Millis,
+    waiting_for: usize,
+}
+
+/// One peer's scheduler.
+///
+/// # How it is driven
+/// The driver (the node's event loop, or the simulator) owns the scheduler and calls:
+/// - **once at start**: [`set_wall_offset`](Self::set_wall_offset) (for timestamps shown to
+///   people) and [`restore`](Self::restore) for every row of its durable tables;
+/// - **inputs**, each with the current monotonic time in milliseconds and, where a choice is
+///   random, an RNG: [`submit`](Self::submit), [`cancel`](Self::cancel) and
+///   [`query`](Self::query) for clients; [`handle_message`](Self::handle_message) and
+///   [`handle_gossip`](Self::handle_gossip) with the exact bytes received and the authenticated
+///   sender; [`handle_finished`](Self::handle_finished) when an executed attempt ends;
+///   [`handle_delivered`](Self::handle_delivered) and
+///   [`handle_send_failed`](Self::handle_send_failed) when a message was or could not be
+///   delivered; and
+///   [`tick`](Self::tick) regularly (every few tens of milliseconds: it reports load, re-claims,
+///   resends and steals);
+/// - **then outputs**: [`poll_action`](Self::poll_action) until it returns `None`, carrying out each
+///   [`Action`] in order (writes durable before the sends after them);
+/// - **getters** at any time: [`task`](Self::task), [`tasks`](Self::tasks),
+///   [`peers`](Self::peers), [`counters`](Self::counters), [`queued`](Self::queued),
+///   [`running`](Self::running).
+///
+/// It never blocks and never fails on network input: bad bytes are counted and dropped.
+#[derive(Debug)]
+pub struct Scheduler {
+    key: Keypair,
+    me: PeerKey,
+    config: Config,
+    wall_offset_ms: i64,
+    restored_any: bool,
+    booted_at: Option<Millis>,
+    last_scan_at: Millis,
+    members: Membership,
+    // As a home member.
+    records: BTreeMap<TaskId, Entry>,
+    active: BTreeSet<TaskId>,
+    replication: BTreeMap<TaskId, Replication>,
+    retry_at: BTreeMap<TaskId, Millis>,
+    confirmed_at: BTreeMap<TaskId, Millis>,
+    early_completions: BTreeMap<TaskId, EarlyCompletion>,
+    early_transfers: BTreeMap<TaskId, Vec<Lease>>,
+    // As a holder.
+    held: BTreeMap<TaskId, Held>,
+    ready: VecDeque<TaskId>,
+    running: u32,
+    outbox: BTreeMap<TaskId, Pending>,
+    // As a thief, and as a victim whose grant is on its way.
+    steal_pending: Option<(PeerKey, Millis)>,
+    given: BTreeMap<TaskId, Held>,
+    // As an asker.
+    next_query: u64,
+    queries: BTreeMap<u64, Query>,
+    // Batched outgoing messages, flushed at the end of every input.
+    out_store: BTreeMap<PeerKey, BTreeSet<TaskId>>,
+    out_stored: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
+    out_recorded: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
+    out_accepted: Vec<TaskId>,
+    report_seq: u64,
+    last_report_at: Option<Millis>,
+    counters: Counters,
+    actions: VecDeque<Action>,
+}
+
+impl Scheduler {
+    /// A scheduler for the peer with key `key`.
+    pub fn new(key: Keypair, mut config: Config) -> Self {
+        config.capabilities.handlers.sort();
+        config.capabilities.handlers.dedup();
+        config.slots = config.slots.max(1);
+        config.replicas = config.replicas.max(1);
+        Self {
+            me: key.public(),
+            key,
+            config,
+            wall_offset_ms: 0,
+            restored_any: false,
+            booted_at: None,
+            last_scan_at: 0,
+            members: Membership::default(),
+            records: BTreeMap::new(),
+            active: BTreeSet::new(),
+            replication: BTreeMap::new(),
+            retry_at: BTreeMap::new(),
+            confirmed_at: BTreeMap::new(),
+            early_completions: BTreeMap::new(),
+            early_transfers: BTreeMap::new(),
+            held: BTreeMap::new(),
+            ready: VecDeque::new(),
+            running: 0,
+            outbox: BTreeMap::new(),
+            steal_pending: None,
+            given: BTreeMap::new(),
+            next_query: 0,
+            queries: BTreeMap::new(),
+            out_store: BTreeMap::new(),
+            out_stored: BTreeMap::new(),
+            out_recorded: BTreeMap::new(),
+            out_accepted: Vec::new(),
+            report_seq: 0,
+            last_report_at: None,
+            counters: Counters::default(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    // ----- getters -----
+
+    /// This peer's identity.
+    pub fn me(&self) -> PeerKey {
+        self.me
+    }
+
+    /// This peer's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The record of a task whose home set this peer is in.
+    pub fn task(&self, id: &TaskId) -> Option<&TaskRecord> {
+        self.records.get(id).map(|e| &e.record)
+    }
+
+    /// Every record this peer keeps, in id order.
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.records.values().map(|e| &e.record)
+    }
+
+    /// The peers this peer knows, with their last load reports.
+    pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerView)> {
+        self.members.iter()
+    }
+
+    /// What was rejected and done so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Tasks waiting in this peer's ready queue.
+    pub fn queued(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Tasks running in this peer's slots.
+    pub fn running(&self) -> u32 {
+        self.running
+    }
+
+    /// The tasks this peer holds leases on, with their epochs.
+    pub fn held(&self) -> impl Iterator<Item = (TaskId, u64)> + '_ {
+        self.held.iter().map(|(id, h)| (*id, h.epoch))
+    }
+
+    // ----- outputs -----
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ----- set-up -----
+
+    /// Tells the scheduler the wall clock minus the monotonic clock, in milliseconds. Used only to
+    /// timestamp histories shown to people; no decision reads it.
+    pub fn set_wall_offset(&mut self, offset_ms: i64) {
+        self.wall_offset_ms = offset_ms;
+    }
+
+    /// Replaces the advertised addresses (the node learns them after the scheduler is built).
+    pub fn set_addrs(&mut self, addrs: Vec<Vec<u8>>) {
+        self.config.addrs = addrs;
+    }
+
+    /// Takes back one row of a durable table, at start. Rows that cannot be read are counted and
+    /// skipped. Held tasks come back ready to run again (at-least-once execution).
+    pub fn restore(&mut self, table: Table, bytes: &[u8]) {
+        let restored = match table {
+            Table::Records => TaskRecord::from_bytes(bytes).and_then(|r| self.restore_record(r)),
+            Table::Held => wire::decode::<HeldEntry>(bytes).and_then(|h| self.restore_held(h)),
+            Table::Outbox => wire::decode::<OutboxEntry>(bytes).map(|o| {
+                let pending = Pending {
+                    entry: o,
+                    last_sent: 0,
+                };
+                self.outbox.insert(pending.entry.task, pending);
+            }),
+        };
+        if restored.is_err() {
+            self.counters.restore_errors += 1;
+        }
+        self.restored_any = true;
+    }
+
+    fn restore_record(&mut self, record: TaskRecord) -> Result<(), WireError> {
+        let spec = record.envelope.spec.open()?;
+        let id = record.id();
+        if !record.state.is_final() {
+            self.active.insert(id);
+        }
+        self.records.insert(id, Entry { record, spec });
+        Ok(())
+    }
+
+    fn restore_held(&mut self, held: HeldEntry) -> Result<(), WireError> {
+        let task = Task::from_envelope(held.envelope)?;
+        self.hold(task, held.epoch);
+        Ok(())
+    }
+
+    // ----- inputs -----
+
+    /// Accepts tasks signed by their submitters, with this peer first in their home sets, and
+    /// places them. Returns each task's id, or why its spec was rejected; an
+    /// [`Action::Accepted`] follows once each is stored on its home set. Submitting a task that
+    /// is already recorded returns its id again.
+    pub fn submit(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        specs: Vec<SignedSpec>,
+    ) -> Vec<Result<TaskId, WireError>> {
+        self.boot(now);
+        let results = self.accept(now, rng, specs);
+        self.finish_input(now, rng);
+        results
+    }
+
+    /// Cancels a task. `home` is its home set if this peer does not keep its record (learn it
+    /// with [`query`](Self::query)). Returns false if the home set is unknown.
+    pub fn cancel(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        task: TaskId,
+        home: Option<Vec<PeerKey>>,
+    ) -> bool {
+        self.boot(now);
+        let home = match self.records.get(&task) {
+            Some(entry) => entry.record.home().to_vec(),
+            None => match home {
+                Some(home) => home,
+                None => return false,
+            },
+        };
+        for member in home {
+            if member == self.me {
+                self.on_cancel(now, task);
+            } else {
+                self.send(member, Message::Cancel { task });
+            }
+        }
+        self.finish_input(now, rng);
+        true
+    }
+
+    /// Looks a task up: answered at once (with [`Action::Answer`]) if this peer keeps its record,
+    /// otherwise by asking every live peer. Returns the query's number.
+    pub fn query(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
+        self.boot(now);
+        self.next_query += 1;
+        let query = self.next_query;
+        if let Some(entry) = self.records.get(&task) {
+            let record = Some(Box::new(entry.record.clone()));
+            self.actions.push_back(Action::Answer { query, record });
+            return query;
+        }
+        let peers: Vec<PeerKey> = self.members.iter().map(|(p, _)| *p).collect();
+        if peers.is_empty() {
+            self.actions.push_back(Action::Answer {
+                query,
+                record: None,
+            });
+            return query;
+        }
+        for peer in &peers {
+            self.send(*peer, Message::Query { query, task });
+        }
+        let waiting = Query {
+            asked_at: now,
+            waiting_for: peers.len(),
+        };
+        self.queries.insert(query, waiting);
+        self.finish_input(now, rng);
+        query
+    }
+
+    /// Takes a direct message with its authenticated sender. Bad bytes are counted and dropped.
+    pub fn handle_message(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        bytes: &[u8],
+    ) {
+        self.boot(now);
+        let message = match wire::decode::<Message>(bytes) {
+            Ok(message) => message,
+            Err(error) => return self.counters.count(&error),
+        };
+        self.members.touch(&from, now);
+        match message {
+            Message::Store { records } => self.on_store(now, from, records),
+            Message::Stored { acks } => self.on_stored(now, from, &acks),
+            Message::Place { tasks, grant } => self.on_tasks_granted(from, tasks, &grant, false),
+            Message::StealRequest {
+                free_slots,
+                capabilities,
+            } => self.on_steal_request(now, from, free_slots, &capabilities),
+            Message::StealGrant { tasks, grant } => {
+                self.clear_steal(from);
+                self.on_tasks_granted(from, tasks, &grant, true);
+            }
+            Message::NothingToSteal => self.on_nothing_to_steal(from),
+            Message::Transferred { grant } => self.on_transferred(now, rng, from, &grant),
+            Message::Started { tasks } => self.on_started(now, from, &tasks),
+            Message::Completed {
+                task,
+                epoch,
+                outcome,
+            } => self.on_completed(now, rng, from, task, epoch, outcome),
+            Message::Recorded { tasks } => self.on_recorded(&tasks),
+            Message::Refused { task, epoch } => self.on_refused(now, rng, from, task, epoch),
+            Message::Confirm { tasks } => self.on_confirm(from, &tasks),
+            Message::Missing { tasks } => self.on_missing(now, rng, from, &tasks),
+            Message::Cancel { task } => self.on_cancel(now, task),
+            Message::Abort { task, epoch } => self.on_abort(from, task, epoch),
+            Message::Query { query, task } => {
+                let record = self.records.get(&task).map(|e| Box::new(e.record.clone()));
+                self.send(from, Message::Answer { query, record });
+            }
+            Message::Answer { query, record } => self.on_answer(query, record),
+        }
+        self.finish_input(now, rng);
+    }
+
+    /// Takes a broadcast message. Bad bytes and bad signatures are counted and dropped.
+    pub fn handle_gossip(&mut self, now: Millis, rng: &mut dyn RngCore, bytes: &[u8]) {
+        self.boot(now);
+        let report = match wire::decode::<Gossip>(bytes).and_then(|Gossip::Load(r)| r.open()) {
+            Ok(report) => report,
+            Err(error) => return self.counters.count(&error),
+        };
+        if report.peer == self.me {
+            return;
+        }
+        let (peer, addrs) = (report.peer, report.addrs.clone());
+        if self.members.observe(report, now) == Observed::New {
+            self.actions
+                .push_back(Action::PeerDiscovered { peer, addrs });
+            self.catch_up(peer);
+        }
+        self.finish_input(now, rng);
+    }
+
+    /// An attempt this peer executed has ended.
+    pub fn handle_finished(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        task: TaskId,
+        epoch: u64,
+        outcome: Outcome,
+    ) {
+        self.boot(now);
+        self.on_finished(now, rng, task, epoch, outcome);
+        self.finish_input(now, rng);
+    }
+
+    /// A message this peer sent could not be delivered.
+    pub fn handle_send_failed(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        to: PeerKey,
+        message: Message,
+    ) {
+        self.boot(now);
+        match message {
+            Message::StealRequest { .. } => {
+                self.clear_steal(to);
+                self.members.remove(&to);
+            }
+            Message::Place { tasks, grant } => {
+                self.members.remove(&to);
+                self.on_placement_failed(now, rng, to, &tasks, &grant);
+            }
+            Message::StealGrant { tasks, .. } => self.on_grant_undelivered(&tasks),
+            Message::Query { query, .. } => self.on_answer(query, None),
+            // Everything else is sent again on a timer until acknowledged, or is advisory.
+            _ => {}
+        }
+        self.finish_input(now, rng);
+    }
+
+    /// A message this peer sent was delivered (the receiver acknowledged the bytes).
+    pub fn handle_delivered(&mut self, now: Millis, rng: &mut dyn RngCore, message: &Message) {
+        self.boot(now);
+        if let Message::StealGrant { tasks, grant } = message {
+            self.on_grant_delivered(now, rng, tasks, grant);
+            self.finish_input(now, rng);
+        }
+    }
+
+    /// Time passes: report load, forget silent peers, re-claim, retry, resend, steal, dispatch.
+    pub fn tick(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        self.boot(now);
+        if self
+            .last_report_at
+            .is_none_or(|at| now.saturating_sub(at) >= self.config.report_interval_ms)
+        {
+            self.report(now);
+        }
+        self.members
+            .expire(now, Millis::from(self.config.lease_ttl_ms));
+        if let Some((_, asked_at)) = self.steal_pending
+            && now.saturating_sub(asked_at) >= self.config.steal_timeout_ms
+        {
+            self.steal_pending = None;
+        }
+        if now.saturating_sub(self.last_scan_at) >= self.config.report_interval_ms {
+            self.last_scan_at = now;
+            self.scan_records(now, rng);
+            self.scan_held(now);
+        }
+        self.resend_due(now, rng);
+        self.expire_queries(now);
+        self.finish_input(now, rng);
+    }
+
+    // ----- shared helpers -----
+
+    fn boot(&mut self, now: Millis) {
+        if self.booted_at.is_none() {
+            self.booted_at = Some(now);
+        }
+    }
+
+    /// Whether this peer has been up long enough to have heard every live peer, so that its view
+    /// of who is dead can be acted on.
+    fn settled(&self, now: Millis) -> bool {
+        self.booted_at
+            .is_some_and(|at| now.saturating_sub(at) >= Millis::from(self.config.lease_ttl_ms))
+    }
+
+    fn wall(&self, now: Millis) -> u64 {
+        (now as i64).saturating_add(self.wall_offset_ms).max(0) as u64
+    }
+
+    /// Whether `peer` is alive in this peer's view (this peer always is).
+    fn alive(&self, peer: &PeerKey) -> bool {
+        *peer == self.me || self.members.get(peer).is_some()
+    }
+
+    /// Whether `peer` was heard from within `window` ms (this peer always was).
+    fn heard_within(&self, peer: &PeerKey, now: Millis, window: Millis) -> bool {
+        *peer == self.me
+            || self
+                .members
+                .get(peer)
+                .is_some_and(|v| now.saturating_sub(v.heard_at) <= window)
+    }
+
+    /// The first live member of a home set, in this peer's view.
+    fn primary_of(&self, home: &[PeerKey]) -> Option<PeerKey> {
+        home.iter().find(|m| self.alive(m)).copied()
+    }
+
+    /// Whether this peer acts as the primary of a task with this home set: it is the first live
+    /// member in its view, and either leads the set (rank 0, so nobody else can be primary while
+    /// it lives) or has been up long enough for that view to be trusted. A peer that has just
+    /// restarted has heard nobody yet and must not take every task it keeps for its own.
+    fn is_primary(&self, home: &[PeerKey], now: Millis) -> bool {
+        let leads = home.first() == Some(&self.me) && !self.restored_any;
+        self.primary_of(home) == Some(self.me) && (leads || self.settled(now))
+    }
+
+    fn can_run(&self, peer: &PeerKey, spec: &TaskSpec) -> bool {
+        if *peer == self.me {
+            return self.config.capabilities.can_run(spec);
+        }
+        self.members
+            .get(peer)
+            .is_some_and(|v| v.report.capabilities.can_run(spec))
+    }
+
+    fn sign_grant(&self, leases: Vec<Lease>) -> SignedGrant {
+        Signed::sign(
+            &Grant {
+                granted_by: self.me,
+                leases,
+            },
+            &self.key,
+        )
+    }
+
+    fn verify_grant_from(&self, from: PeerKey, grant: &SignedGrant) -> Result<Grant, WireError> {
+        let grant = grant.verify()?;
+        if grant.granted_by != from {
+            return Err(WireError::Unauthorized(
+                "grant signed by someone other than the sender",
+            ));
+        }
+        Ok(grant)
+    }
+
+    fn send(&mut self, to: PeerKey, message: Message) {
+        self.actions.push_back(Action::Send { to, message });
+    }
+
+    fn write<T: bincode::Encode>(&mut self, table: Table, key: TaskId, value: Option<&T>) {
+        let value = value.map(wire::encode);
+        self.actions.push_back(Action::Write { table, key, value });
+    }
+
+    /// Ends every input: steal if idle, start what fits, send what was batched.
+    fn finish_input(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        self.maybe_steal(now, rng);
+        self.dispatch(now);
+        self.flush(now);
+    }
+
+    /// Sends the messages batched during this input, one per receiver and kind.
+    fn flush(&mut self, now: Millis) {
+        for (to, ids) in std::mem::take(&mut self.out_store) {
+            let records: Vec<TaskRecord> = ids
+                .iter()
+                .filter_map(|id| self.records.get(id).map(|e| e.record.clone()))
+                .collect();
+            for chunk in records.chunks(self.config.place_batch_max.max(1)) {
+                self.send(
+                    to,
+                    Message::Store {
+                        records: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+        for (to, acks) in std::mem::take(&mut self.out_stored) {
+            self.send(to, Message::Stored { acks });
+        }
+        for (to, tasks) in std::mem::take(&mut self.out_recorded) {
+            self.send(to, Message::Recorded { tasks });
+        }
+        let accepted = std::mem::take(&mut self.out_accepted);
+        if !accepted.is_empty() {
+            self.actions.push_back(Action::Accepted { tasks: accepted });
+        }
+        let _ = now;
+    }
+
+    fn report(&mut self, now: Millis) {
+        self.report_seq += 1;
+        self.last_report_at = Some(now);
+        let report = LoadReport {
+            peer: self.me,
+            seq: self.report_seq,
+            queued: self.ready.len() as u32,
+            running: self.running,
+            slots: self.config.slots,
+            capabilities: self.config.capabilities.clone(),
+            addrs: self.config.addrs.clone(),
+        };
+        let gossip = Gossip::Load(Signed::sign(&report, &self.key));
+        self.actions.push_back(Action::Broadcast { gossip });
+    }
+
+    /// A peer (re)appeared: send it the records of the home sets it shares with this peer, so a
+    /// member that was away catches up before it acts as anyone's primary.
+    fn catch_up(&mut self, peer: PeerKey) {
+        let shared: Vec<TaskId> = self
+            .records
+            .iter()
+            .filter(|(_, e)| e.record.home().contains(&peer))
+            .map(|(id, _)| *id)
+            .collect();
+        if !shared.is_empty() {
+            self.out_store.entry(peer).or_default().extend(shared);
+        }
+    }
+
+    fn on_answer(&mut self, query: u64, record: Option<Box<TaskRecord>>) {
+        let Some(waiting) = self.queries.get_mut(&query) else {
+            return;
+        };
+        waiting.waiting_for = waiting.waiting_for.saturating_sub(1);
+        if record.is_some() || waiting.waiting_for == 0 {
+            self.queries.remove(&query);
+            self.actions.push_back(Action::Answer { query, record });
+        }
+    }
+
+    fn expire_queries(&mut self, now: Millis) {
+        let timeout = self.config.query_timeout_ms;
+        let expired: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| now.saturating_sub(q.asked_at) >= timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for query in expired {
+            self.queries.remove(&query);
+            self.actions.push_back(Action::Answer {
+                query,
+                record: None,
+            });
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Placement as the primary does it: choose a peer for each task (power of two choices over the
+//! loads it knows, among peers that can run the task), raise the epoch, and hand the tasks over
+//! under one signed grant per peer.
+
+use std::collections::BTreeMap;
+
+use rand::RngCore;
+
+use super::{Scheduler, TaskState};
+use crate::Millis;
+use crate::identity::PeerKey;
+use crate::lease::{Lease, SignedGrant};
+use crate::message::Message;
+use crate::placement::{self, Candidate};
+use crate::task::{Envelope, Task, TaskId};
+
+impl Scheduler {
+    /// Places tasks whose records this peer keeps as primary. A task no live peer can run stays
+    /// unplaced (holder `None`) and is tried again on later ticks.
+    pub(super) fn place(&mut self, now: Millis, rng: &mut dyn RngCore, ids: Vec<TaskId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut candidates = self.candidates();
+        let mut batches: BTreeMap<PeerKey, Vec<TaskId>> = BTreeMap::new();
+        for id in ids {
+            let Some(entry) = self.records.get(&id) else {
+                continue;
+            };
+            let fitting: Vec<usize> = (0..candidates.len())
+                .filter(|&i| self.can_run(&candidates[i].peer, &entry.spec))
+                .collect();
+            let subset: Vec<Candidate> = fitting.iter().map(|&i| candidates[i]).collect();
+            let Some(choice) = placement::power_of_two(rng, &subset) else {
+                continue;
+            };
+            let chosen = &mut candidates[fitting[choice]];
+            chosen.load += 1;
+            batches.entry(chosen.peer).or_default().push(id);
+        }
+        for (peer, ids) in batches {
+            if let Some(view) = self.members.get_mut(&peer) {
+                view.estimated_load = view.estimated_load.saturating_add(ids.len() as u32);
+            }
+            self.place_on(now, peer, ids);
+        }
+    }
+
+    /// Everyone who could take work, with this peer first.
+    fn candidates(&self) -> Vec<Candidate> {
+        let mine = Candidate {
+            peer: self.me,
+            load: self.ready.len() as u32 + self.running,
+            slots: self.config.slots,
+        };
+        std::iter::once(mine)
+            .chain(self.members.iter().map(|(peer, view)| Candidate {
+                peer: *peer,
+                load: view.estimated_load,
+                slots: view.report.slots,
+            }))
+            .collect()
+    }
+
+    /// Gives the tasks to `peer` under new leases at the next epoch, and replicates the change.
+    fn place_on(&mut self, now: Millis, peer: PeerKey, ids: Vec<TaskId>) {
+        let mut leases = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let Some(entry) = self.records.get_mut(id) else {
+                continue;
+            };
+            let record = &mut entry.record;
+            record.epoch = crate::lease::next_major(record.epoch);
+            record.holder = Some(peer);
+            if record.state != TaskState::Waiting {
+                record.state = TaskState::Waiting;
+            }
+            leases.push(Lease {
+                task: *id,
+                epoch: record.epoch,
+                holder: peer,
+                granted_by: self.me,
+                ttl_ms: self.config.lease_ttl_ms,
+            });
+            self.changed(now, *id);
+        }
+        if peer == self.me {
+            for lease in leases {
+                if let Some(task) = self.task_of(&lease.task) {
+                    self.hold(task, lease.epoch);
+                }
+            }
+            return;
+        }
+        for chunk in leases.chunks(self.config.place_batch_max.max(1)) {
+            let tasks: Vec<Envelope> = chunk
+                .iter()
+                .filter_map(|l| self.records.get(&l.task).map(|e| e.record.envelope.clone()))
+                .collect();
+            let grant = self.sign_grant(chunk.to_vec());
+            self.send(peer, Message::Place { tasks, grant });
+        }
+    }
+
+    /// The verified task of a record this peer keeps.
+    pub(super) fn task_of(&self, id: &TaskId) -> Option<Task> {
+        self.records.get(id).map(|e| Task {
+            id: *id,
+            spec: e.spec.clone(),
+            signed: e.record.envelope.spec.clone(),
+            home: e.record.envelope.home.clone(),
+        })
+    }
+
+    /// A placement could not be delivered: take the tasks back (if nothing moved them since)
+    /// and place them again.
+    pub(super) fn on_placement_failed(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        to: PeerKey,
+        tasks: &[Envelope],
+        _grant: &SignedGrant,
+    ) {
+        let ids: Vec<TaskId> = tasks
+            .iter()
+            .map(|t| t.id)
+            .filter(|id| {
+                self.records
+                    .get(id)
+                    .is_some_and(|e| e.record.holder == Some(to) && !e.record.state.is_final())
+            })
+            .collect();
+        for id in &ids {
+            if let Some(entry) = self.records.get_mut(id) {
+                entry.record.holder = None;
+            }
+        }
+        self.place(now, rng, ids);
+    }
+}

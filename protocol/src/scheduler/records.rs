@@ -1,0 +1,724 @@
+//! The home member's side: the records of the tasks whose home set this peer is in.
+//!
+//! As a task's *primary* (the first member of its home set this peer believes alive) it records
+//! transitions and results, re-claims the task when its holder falls silent for the lease TTL,
+//! retries failed attempts by the task's policy, cancels, and replicates every change to the other
+//! live members; it acknowledges a submission to the client, and a result to its holder, only once
+//! every live member has stored the change. As a backup it stores what the primary sends and keeps
+//! transfer notices and results that it would need if it became primary.
+
+use rand::RngCore;
+
+use super::{Action, EarlyCompletion, Entry, Scheduler, Table, TaskState};
+use crate::Millis;
+use crate::home;
+use crate::identity::PeerKey;
+use crate::lease::{Lease, SignedGrant};
+use crate::record::{Attempt, TaskRecord, Transition};
+use crate::retry::Ending;
+use crate::task::{Envelope, Outcome, SignedSpec, Task, TaskId};
+use crate::wire::WireError;
+
+/// How much of a failed attempt's standard error its history keeps.
+const STDERR_TAIL: usize = 400;
+
+impl Scheduler {
+    /// Records new tasks with this peer as origin and primary, stores them on their home sets and
+    /// places them.
+    pub(super) fn accept(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        specs: Vec<SignedSpec>,
+    ) -> Vec<Result<TaskId, WireError>> {
+        let live: Vec<PeerKey> = self.members.iter().map(|(p, _)| *p).collect();
+        let mut fresh = Vec::new();
+        let mut results = Vec::with_capacity(specs.len());
+        for signed in specs {
+            let task = match Task::from_signed(signed, Vec::new()) {
+                Ok(task) => task,
+                Err(error) => {
+                    results.push(Err(error));
+                    continue;
+                }
+            };
+            let id = task.id;
+            results.push(Ok(id));
+            if self.records.contains_key(&id) {
+                match self.replication.get_mut(&id) {
+                    Some(rep) => rep.client_waits = Some(rep.client_waits.unwrap_or(1)),
+                    None => self.out_accepted.push(id),
+                }
+                continue;
+            }
+            let home = home::home_set(&id, self.me, live.iter().copied(), self.config.replicas);
+            let wall = self.wall(now);
+            let record = TaskRecord {
+                envelope: Envelope {
+                    id,
+                    spec: task.signed,
+                    home,
+                },
+                state: TaskState::Waiting,
+                epoch: 0,
+                holder: None,
+                version: 0,
+                attempts: Vec::new(),
+                history: vec![Transition {
+                    state: TaskState::Waiting,
+                    peer: Some(self.me),
+                    epoch: 0,
+                    at_wall_ms: wall,
+                    note: "accepted".into(),
+                }],
+                outcome: None,
+                executed_by: None,
+                submitted_wall_ms: wall,
+                finished_wall_ms: None,
+            };
+            self.records.insert(
+                id,
+                Entry {
+                    record,
+                    spec: task.spec,
+                },
+            );
+            self.active.insert(id);
+            self.replication.entry(id).or_default().client_waits = Some(1);
+            fresh.push(id);
+        }
+        self.place(now, rng, fresh.clone());
+        for id in fresh {
+            if self.records.get(&id).is_some_and(|e| e.record.version == 0) {
+                self.changed(now, id);
+            }
+        }
+        results
+    }
+
+    /// A record changed here (as origin or primary): raise its version, store it, and send it to
+    /// the other live members of its home set.
+    pub(super) fn changed(&mut self, now: Millis, id: TaskId) {
+        let Some(entry) = self.records.get_mut(&id) else {
+            return;
+        };
+        entry.record.version += 1;
+        let record = entry.record.clone();
+        if record.state.is_final() {
+            self.active.remove(&id);
+            self.retry_at.remove(&id);
+            self.confirmed_at.remove(&id);
+        } else {
+            self.active.insert(id);
+            self.confirmed_at.insert(id, now);
+        }
+        self.write(Table::Records, id, Some(&record));
+        self.actions.push_back(Action::Changed { task: id });
+        let backups: Vec<PeerKey> = record
+            .home()
+            .iter()
+            .filter(|m| **m != self.me && self.alive(m))
+            .copied()
+            .collect();
+        self.replication.entry(id).or_default().last_sent = now;
+        for member in backups {
+            self.out_store.entry(member).or_default().insert(id);
+        }
+        self.settle(id);
+    }
+
+    /// Tells the client and holders what they wait for once every live member has the version
+    /// they need; forgets the replication once every live member has the current version.
+    fn settle(&mut self, id: TaskId) {
+        let (Some(entry), Some(rep)) = (self.records.get(&id), self.replication.get(&id)) else {
+            return;
+        };
+        let version = entry.record.version;
+        let stored_everywhere = entry
+            .record
+            .home()
+            .iter()
+            .filter(|m| **m != self.me && self.alive(m))
+            .map(|m| rep.acked.get(m).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX);
+        let Some(rep) = self.replication.get_mut(&id) else {
+            return;
+        };
+        if rep.client_waits.is_some_and(|v| stored_everywhere >= v) {
+            rep.client_waits = None;
+            self.out_accepted.push(id);
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut rep.holders)
+            .into_iter()
+            .partition(|(_, _, v)| stored_everywhere >= *v);
+        rep.holders = waiting;
+        let done =
+            rep.holders.is_empty() && rep.client_waits.is_none() && stored_everywhere >= version;
+        for (holder, epoch, _) in ready {
+            self.out_recorded
+                .entry(holder)
+                .or_default()
+                .push((id, epoch));
+        }
+        if done {
+            self.replication.remove(&id);
+        }
+    }
+
+    /// Sends records again to live members that have not acknowledged them, and settles the ones
+    /// whose lagging members have died.
+    pub(super) fn resend_replication(&mut self, now: Millis) {
+        let after = self.config.resend_after_ms;
+        let due: Vec<TaskId> = self
+            .replication
+            .iter()
+            .filter(|(_, rep)| now.saturating_sub(rep.last_sent) >= after)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let (Some(entry), Some(rep)) = (self.records.get(&id), self.replication.get(&id))
+            else {
+                self.replication.remove(&id);
+                continue;
+            };
+            let version = entry.record.version;
+            let lagging: Vec<PeerKey> = entry
+                .record
+                .home()
+                .iter()
+                .filter(|m| {
+                    **m != self.me
+                        && self.alive(m)
+                        && rep.acked.get(*m).copied().unwrap_or(0) < version
+                })
+                .copied()
+                .collect();
+            for member in lagging {
+                self.out_store.entry(member).or_default().insert(id);
+            }
+            if let Some(rep) = self.replication.get_mut(&id) {
+                rep.last_sent = now;
+            }
+            self.settle(id);
+        }
+    }
+
+    /// A home member (or the origin) sends records to keep: take each that is newer than ours.
+    pub(super) fn on_store(&mut self, _now: Millis, from: PeerKey, records: Vec<TaskRecord>) {
+        for record in records {
+            let id = record.id();
+            // A newer version wins; of two records at the same version (two peers briefly both
+            // acting as primary), an ended one wins over one still going.
+            let have = self
+                .records
+                .get(&id)
+                .map(|e| (e.record.version, e.record.state.is_final()));
+            if have.is_none_or(|v| v < (record.version, record.state.is_final()))
+                && let Err(error) = self.take_record(from, record)
+            {
+                self.counters.count(&error);
+                continue;
+            }
+            let version = self.records.get(&id).map_or(0, |e| e.record.version);
+            self.out_stored.entry(from).or_default().push((id, version));
+        }
+    }
+
+    fn take_record(&mut self, from: PeerKey, record: TaskRecord) -> Result<(), WireError> {
+        let home = record.home();
+        if !home.contains(&self.me) || !home.contains(&from) {
+            return Err(WireError::Unauthorized(
+                "a record for a home set without us or the sender",
+            ));
+        }
+        let id = record.id();
+        let spec = match self.records.remove(&id) {
+            Some(entry) if entry.record.envelope == record.envelope => entry.spec,
+            _ => Task::from_envelope(record.envelope.clone())?.spec,
+        };
+        if record.state.is_final() {
+            self.active.remove(&id);
+        } else {
+            self.active.insert(id);
+        }
+        self.write(Table::Records, id, Some(&record));
+        self.actions.push_back(Action::Changed { task: id });
+        let (epoch, is_final) = (record.epoch, record.state.is_final());
+        self.records.insert(id, Entry { record, spec });
+        // What waited for this record to catch up may now be moot.
+        if let Some(waiting) = self.early_transfers.get_mut(&id) {
+            waiting.retain(|l| !is_final && l.epoch > epoch);
+        }
+        if self
+            .early_completions
+            .get(&id)
+            .is_some_and(|c| is_final || c.epoch < epoch)
+        {
+            self.early_completions.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// A home member stored records at these versions.
+    pub(super) fn on_stored(&mut self, _now: Millis, from: PeerKey, acks: &[(TaskId, u64)]) {
+        for (id, version) in acks {
+            if let Some(rep) = self.replication.get_mut(id) {
+                let acked = rep.acked.entry(from).or_insert(0);
+                *acked = (*acked).max(*version);
+                self.settle(*id);
+            }
+        }
+    }
+
+    /// A holder started these tasks.
+    pub(super) fn on_started(&mut self, now: Millis, from: PeerKey, tasks: &[(TaskId, u64)]) {
+        let wall = self.wall(now);
+        for (id, epoch) in tasks {
+            let primary = self
+                .records
+                .get(id)
+                .is_some_and(|e| self.is_primary(e.record.home(), now));
+            let Some(entry) = self.records.get_mut(id) else {
+                continue;
+            };
+            let record = &mut entry.record;
+            if !primary
+                || record.epoch != *epoch
+                || record.holder != Some(from)
+                || record.state != TaskState::Waiting
+            {
+                continue;
+            }
+            record.transition(TaskState::Running, Some(from), wall, "started");
+            self.changed(now, *id);
+        }
+    }
+
+    /// A holder reports an attempt's end. The primary records it if it names the current epoch
+    /// and comes from the current holder, then retries or ends the task.
+    pub(super) fn on_completed(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        id: TaskId,
+        epoch: u64,
+        outcome: Outcome,
+    ) {
+        let Some(entry) = self.records.get(&id) else {
+            return;
+        };
+        if !self.is_primary(entry.record.home(), now) {
+            return;
+        }
+        let record = &entry.record;
+        if record.state.is_final() {
+            self.counters.completions_duplicate += 1;
+            return self.settled_for(from, id, epoch);
+        }
+        if epoch < record.epoch {
+            self.counters.completions_stale += 1;
+            return self.settled_for(from, id, epoch);
+        }
+        if epoch > record.epoch {
+            // The hand-over to this epoch has not reached us yet.
+            if self.early_completions.len() >= self.config.early_max {
+                self.counters.early_dropped += 1;
+            } else {
+                let early = EarlyCompletion {
+                    from,
+                    epoch,
+                    outcome,
+                };
+                self.early_completions.insert(id, early);
+            }
+            return;
+        }
+        if record.holder != Some(from) {
+            self.counters.rejected_unauthorized += 1;
+            return self.settled_for(from, id, epoch);
+        }
+        self.record_attempt(now, rng, from, id, epoch, outcome);
+    }
+
+    fn record_attempt(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        id: TaskId,
+        epoch: u64,
+        outcome: Outcome,
+    ) {
+        let wall = self.wall(now);
+        let Some(entry) = self.records.get_mut(&id) else {
+            return;
+        };
+        let ending = Ending::of(&outcome);
+        let (exit_code, detail) = describe(&outcome);
+        entry.record.attempts.push(Attempt {
+            peer: from,
+            epoch,
+            ending,
+            exit_code,
+            detail,
+            at_wall_ms: wall,
+        });
+        let attempts = entry.record.attempts.len() as u32;
+        entry.record.executed_by = Some(from);
+        entry.record.outcome = Some(outcome);
+        let retry = entry.spec.retry;
+        if ending == Ending::Success {
+            entry.record.finished_wall_ms = Some(wall);
+            entry
+                .record
+                .transition(TaskState::Completed, Some(from), wall, "succeeded");
+        } else if retry.retries(ending, attempts) {
+            let wait = retry.wait(attempts, rng);
+            entry.record.holder = None;
+            let note = format!(
+                "attempt {attempts} ended in {}; retry in {wait} ms",
+                ending.as_str()
+            );
+            entry
+                .record
+                .transition(TaskState::Waiting, Some(from), wall, &note);
+            self.retry_at.insert(id, now + wait);
+        } else {
+            entry.record.finished_wall_ms = Some(wall);
+            let note = format!(
+                "attempt {attempts} ended in {}; no attempt left",
+                ending.as_str()
+            );
+            entry
+                .record
+                .transition(TaskState::Failed, Some(from), wall, &note);
+        }
+        if from != self.me {
+            let version = entry.record.version + 1; // what `changed` is about to make it
+            self.replication
+                .entry(id)
+                .or_default()
+                .holders
+                .push((from, epoch, version));
+        }
+        self.changed(now, id);
+    }
+
+    /// Tells a holder its completion is settled (once the record as it stands is replicated).
+    fn settled_for(&mut self, holder: PeerKey, id: TaskId, epoch: u64) {
+        if holder == self.me {
+            return;
+        }
+        let version = self.records.get(&id).map_or(0, |e| e.record.version);
+        match self.replication.get_mut(&id) {
+            Some(rep) => rep.holders.push((holder, epoch, version)),
+            None => self
+                .out_recorded
+                .entry(holder)
+                .or_default()
+                .push((id, epoch)),
+        }
+        self.settle(id);
+    }
+
+    /// A victim tells the home set who holds its tasks now.
+    pub(super) fn on_transferred(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        grant: &SignedGrant,
+    ) {
+        let grant = match self.verify_grant_from(from, grant) {
+            Ok(grant) => grant,
+            Err(error) => return self.counters.count(&error),
+        };
+        for lease in grant.leases {
+            if self.records.contains_key(&lease.task) {
+                self.apply_transfer(now, rng, lease);
+            }
+        }
+    }
+
+    /// This peer gave tasks away and is in their home sets.
+    pub(super) fn on_transferred_locally(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        grant: &SignedGrant,
+    ) {
+        if let Ok(grant) = grant.verify() {
+            for lease in grant.leases {
+                if self.records.contains_key(&lease.task) {
+                    self.apply_transfer(now, rng, lease);
+                }
+            }
+        }
+    }
+
+    /// Moves a record to a new holder if the lease is the next link of its chain; otherwise keeps
+    /// the lease until the links before it arrive (or this peer becomes primary).
+    fn apply_transfer(&mut self, now: Millis, rng: &mut dyn RngCore, lease: Lease) {
+        let Some(entry) = self.records.get(&lease.task) else {
+            return;
+        };
+        let record = &entry.record;
+        if record.state.is_final() || lease.epoch <= record.epoch {
+            return;
+        }
+        let next_link = lease.epoch == crate::lease::next_minor(record.epoch)
+            && record.holder == Some(lease.granted_by);
+        if !next_link || !self.is_primary(record.home(), now) {
+            if self.early_transfers.len() >= self.config.early_max {
+                self.counters.early_dropped += 1;
+            } else {
+                self.early_transfers
+                    .entry(lease.task)
+                    .or_default()
+                    .push(lease);
+            }
+            return;
+        }
+        if let Some(entry) = self.records.get_mut(&lease.task) {
+            entry.record.epoch = lease.epoch;
+            entry.record.holder = Some(lease.holder);
+            entry.record.state = TaskState::Waiting;
+        }
+        self.changed(now, lease.task);
+        self.apply_early(now, rng, lease.task);
+    }
+
+    /// Applies transfers and a completion that were waiting for the record to catch up.
+    fn apply_early(&mut self, now: Millis, rng: &mut dyn RngCore, id: TaskId) {
+        if let Some(mut waiting) = self.early_transfers.remove(&id) {
+            waiting.sort_by_key(|l| l.epoch);
+            for lease in waiting {
+                self.apply_transfer(now, rng, lease);
+            }
+        }
+        let epoch = self.records.get(&id).map(|e| e.record.epoch);
+        if self
+            .early_completions
+            .get(&id)
+            .is_some_and(|c| Some(c.epoch) == epoch)
+            && let Some(early) = self.early_completions.remove(&id)
+        {
+            self.on_completed(now, rng, early.from, id, early.epoch, early.outcome);
+        }
+    }
+
+    /// A holder cannot run a task: place it elsewhere.
+    pub(super) fn on_refused(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        id: TaskId,
+        epoch: u64,
+    ) {
+        let Some(entry) = self.records.get_mut(&id) else {
+            return;
+        };
+        if entry.record.epoch != epoch || entry.record.holder != Some(from) {
+            return;
+        }
+        entry.record.holder = None;
+        let home = entry.record.envelope.home.clone();
+        if self.is_primary(&home, now) {
+            self.place(now, rng, vec![id]);
+        }
+    }
+
+    /// Cancels a task, if this peer is its primary: record it, and void the holder's lease.
+    pub(super) fn on_cancel(&mut self, now: Millis, id: TaskId) {
+        let wall = self.wall(now);
+        let Some(entry) = self.records.get(&id) else {
+            return;
+        };
+        if !self.is_primary(entry.record.home(), now) || entry.record.state.is_final() {
+            return;
+        }
+        let holder = entry.record.holder;
+        let epoch = entry.record.epoch;
+        if let Some(entry) = self.records.get_mut(&id) {
+            entry.record.finished_wall_ms = Some(wall);
+            entry
+                .record
+                .transition(TaskState::Cancelled, None, wall, "cancelled");
+        }
+        match holder {
+            Some(holder) if holder == self.me => self.abort_held(id),
+            Some(holder) => self.send(holder, Message::Abort { task: id, epoch }),
+            None => {}
+        }
+        self.changed(now, id);
+    }
+
+    /// As primary: re-claim tasks whose holders are gone, and place tasks that wait (unplaced, or
+    /// due for a retry). Only once this peer has been up for a lease TTL, so that its view of
+    /// who is alive is worth acting on.
+    pub(super) fn scan_records(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        if !self.settled(now) {
+            return;
+        }
+        let mut to_place = Vec::new();
+        let active: Vec<TaskId> = self.active.iter().copied().collect();
+        for id in active {
+            let Some(entry) = self.records.get(&id) else {
+                continue;
+            };
+            if !self.is_primary(entry.record.home(), now) {
+                continue;
+            }
+            if self.early_transfers.contains_key(&id) || self.early_completions.contains_key(&id) {
+                self.apply_early(now, rng, id);
+            }
+            let Some(entry) = self.records.get(&id) else {
+                continue;
+            };
+            if entry.record.state.is_final() {
+                continue;
+            }
+            match entry.record.holder {
+                Some(holder) if self.lost(&holder, &id) => {
+                    if self.reclaim(now, holder, id) {
+                        to_place.push(id);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if self.retry_at.get(&id).is_none_or(|at| *at <= now) {
+                        self.retry_at.remove(&id);
+                        to_place.push(id);
+                    }
+                }
+            }
+        }
+        self.place(now, rng, to_place);
+        self.confirm_leases(now);
+    }
+
+    /// Asks holders to confirm leases that have not changed for two lease TTLs.
+    fn confirm_leases(&mut self, now: Millis) {
+        let every = 2 * Millis::from(self.config.lease_ttl_ms);
+        let mut asks: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
+            std::collections::BTreeMap::new();
+        for id in &self.active {
+            let Some(entry) = self.records.get(id) else {
+                continue;
+            };
+            let Some(holder) = entry.record.holder else {
+                continue;
+            };
+            if holder == self.me || !self.is_primary(entry.record.home(), now) {
+                continue;
+            }
+            let since = self.confirmed_at.entry(*id).or_insert(now);
+            if now.saturating_sub(*since) >= every {
+                *since = now;
+                asks.entry(holder)
+                    .or_default()
+                    .push((*id, entry.record.epoch));
+            }
+        }
+        for (holder, tasks) in asks {
+            self.send(holder, Message::Confirm { tasks });
+        }
+    }
+
+    /// A holder does not hold tasks this peer thinks it does: re-claim them.
+    pub(super) fn on_missing(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        tasks: &[(TaskId, u64)],
+    ) {
+        let mut to_place = Vec::new();
+        for (id, epoch) in tasks {
+            let Some(entry) = self.records.get(id) else {
+                continue;
+            };
+            let record = &entry.record;
+            if record.state.is_final()
+                || record.holder != Some(from)
+                || record.epoch != *epoch
+                || !self.is_primary(record.home(), now)
+            {
+                continue;
+            }
+            if self.reclaim(now, from, *id) {
+                to_place.push(*id);
+            }
+        }
+        self.place(now, rng, to_place);
+    }
+
+    /// Whether the lease `holder` has on a task is lost: the holder is silent past the TTL, or it
+    /// is this peer and it no longer has the task.
+    fn lost(&self, holder: &PeerKey, id: &TaskId) -> bool {
+        if *holder == self.me {
+            return !self.held.contains_key(id)
+                && !self.given.contains_key(id)
+                && !self.outbox.contains_key(id);
+        }
+        !self.alive(holder)
+    }
+
+    /// Records the loss of a lease; returns whether the task is to be placed again.
+    fn reclaim(&mut self, now: Millis, holder: PeerKey, id: TaskId) -> bool {
+        let wall = self.wall(now);
+        self.counters.leases_reclaimed += 1;
+        let Some(entry) = self.records.get_mut(&id) else {
+            return false;
+        };
+        let record = &mut entry.record;
+        record.attempts.push(Attempt {
+            peer: holder,
+            epoch: record.epoch,
+            ending: Ending::LostLease,
+            exit_code: None,
+            detail: "its holder stopped reporting".into(),
+            at_wall_ms: wall,
+        });
+        let attempts = record.attempts.len() as u32;
+        record.holder = None;
+        let again = entry.spec.retry.retries(Ending::LostLease, attempts);
+        if again {
+            record.transition(
+                TaskState::Waiting,
+                Some(self.me),
+                wall,
+                "re-claimed from a silent holder",
+            );
+        } else {
+            record.finished_wall_ms = Some(wall);
+            record.transition(
+                TaskState::Failed,
+                Some(self.me),
+                wall,
+                "lease lost; no attempt left",
+            );
+        }
+        self.changed(now, id);
+        again
+    }
+}
+
+use crate::message::Message;
+
+/// The exit code and a short description of an outcome, for the attempt history.
+fn describe(outcome: &Outcome) -> (Option<i32>, String) {
+    let tail = |bytes: &[u8]| {
+        let start = bytes.len().saturating_sub(STDERR_TAIL);
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
+    };
+    match outcome {
+        Outcome::Exited { code, stderr, .. } => (*code, tail(stderr)),
+        Outcome::TimedOut { stderr, .. } => (None, format!("timed out; {}", tail(stderr))),
+        Outcome::Returned { .. } => (None, String::new()),
+        Outcome::Error { message } => (None, message.clone()),
+    }
+}

@@ -1,0 +1,39 @@
+//! The design's invariants, one per file, checked against a [`Sim`] after every step.
+//!
+//! 1. [`lost`]: an acknowledged task is never lost while a member of its home set survives.
+//! 2. [`ends`]: every acknowledged task ends (checked when a run is over).
+//! 3. [`epochs`]: a task's epochs only grow, and at most one holder is valid per epoch.
+//! 4. [`results`]: a result is recorded once; never from a stale or forged lease.
+//!
+//! The fifth (bad messages never panic a peer) is checked by the protocol's own tests.
+
+pub mod ends;
+pub mod epochs;
+pub mod lost;
+pub mod results;
+
+use std::collections::BTreeMap;
+
+use taskswarm_protocol::{PeerKey, TaskId};
+
+use crate::Sim;
+
+/// What the checks remember between steps.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// The highest epoch each peer's record of each task has shown.
+    pub epoch_seen: BTreeMap<(usize, TaskId), u64>,
+    /// The holder each epoch of each task was given, as any record showed it.
+    pub holder_of: BTreeMap<(TaskId, u64), PeerKey>,
+    /// The first final result seen for each task: (state, attempt epoch, who ran it).
+    pub result_of: BTreeMap<TaskId, (String, u64, Option<PeerKey>)>,
+    /// Each acknowledged task's home set, once learned.
+    pub home_of: BTreeMap<TaskId, Vec<PeerKey>>,
+}
+
+/// Checks invariants 1, 3 and 4.
+pub fn check_safety(sim: &mut Sim) -> Result<(), String> {
+    lost::check(sim)?;
+    epochs::check(sim)?;
+    results::check(sim)
+}

@@ -1,0 +1,64 @@
+//! Crash and restart in the simulator: peers die at random moments (memory gone, disk kept) and
+//! come back, while the invariants are checked after every step. Every run names its seed;
+//! `SEED=n cargo test -p taskswarm-tests --test sim_crash` replays one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use taskswarm_tests::{NetConfig, Sim, invariants};
+
+fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
+    match std::env::var("SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => default.collect(),
+    }
+}
+
+/// One run: 5 peers, 100 tasks of 50 ms submitted to peer 0; one peer (maybe peer 0) crashes at a
+/// random moment and restarts a random while later; another crashes for good.
+fn crash_run(seed: u64) {
+    let mut chaos = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut sim = Sim::new(seed, 5, 2, NetConfig::default());
+    assert!(sim.run_until(3_000, |s| {
+        (0..5).all(|i| s.scheduler(i).unwrap().peers().count() == 4)
+    }));
+    let ids = sim.submit_sleeps(0, 100, 50);
+    let accepted_by = sim.now + 200;
+    assert!(
+        sim.run_until(accepted_by, |s| ids
+            .iter()
+            .all(|id| s.accepted.contains(id))),
+        "seed {seed}: submissions not acknowledged"
+    );
+
+    let restarting = chaos.random_range(0..5);
+    let crash_at = sim.now + chaos.random_range(0..400);
+    let back_at = crash_at + chaos.random_range(100..3_000);
+    let dying = (restarting + chaos.random_range(1..5)) % 5;
+    let die_at = sim.now + chaos.random_range(0..800);
+    let mut events = vec![(crash_at, 0), (back_at, 1), (die_at, 2)];
+    events.sort();
+    for (at, what) in events {
+        sim.run_until(at, |_| false);
+        match what {
+            0 => sim.crash(restarting),
+            1 => sim.restart(restarting),
+            _ => sim.crash(dying),
+        }
+    }
+    let settled = sim.run_until(sim.now + 30_000, |s| s.all_final(&ids));
+    if let Err(stuck) = invariants::ends::check(&sim) {
+        panic!(
+            "seed {seed} (restarting {restarting} at {crash_at}..{back_at}, dying {dying} at {die_at}): {stuck}"
+        );
+    }
+    assert!(settled, "seed {seed}");
+}
+
+#[test]
+fn crashes_and_restarts_lose_nothing_and_record_each_result_once() {
+    for seed in seeds(0..24) {
+        crash_run(seed);
+    }
+}
