@@ -801,3 +801,31 @@ fn ticks_broadcast_a_signed_load_report_at_the_interval() {
     a.tick(200, &mut rng);
     assert_eq!(drain(&mut a).len(), 1);
 }
+
+#[test]
+fn a_holder_that_was_frozen_stops_what_it_holds_on_waking() {
+    let (a, mut b) = (key(1), peer(2, 1, true));
+    let mut rng = rng();
+    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
+    b.tick(0, &mut rng);
+    b.handle_gossip(0, &mut rng, &report(&a, 1, 0, false));
+    let grant = Grant {
+        granted_by: a.public(),
+        leases: vec![lease(task.id, b.me(), a.public())],
+    };
+    let place = Message::Place {
+        tasks: vec![task.envelope()],
+        grant: Signed::sign(&grant, &a),
+    };
+    deliver_bytes(&mut b, a.public(), &[wire::encode(&place)], 10);
+    b.tick(20, &mut rng);
+    drain(&mut b);
+    // Frozen for a lease TTL: on waking, a report from A is handled before the first tick...
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    b.handle_gossip(20 + ttl, &mut rng, &report(&a, 2, 0, false));
+    assert!(!kinds(&drain(&mut b)).contains(&"abort@1.0".to_string()));
+    // ...but the tick sees the gap and stops the attempt all the same.
+    b.tick(21 + ttl, &mut rng);
+    assert!(kinds(&drain(&mut b)).contains(&"abort@1.0".to_string()));
+    assert_eq!(b.counters().tasks_abandoned, 1);
+}

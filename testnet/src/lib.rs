@@ -35,6 +35,8 @@ pub struct Options {
     pub dir: PathBuf,
     /// How long to wait for the peers to start and see each other.
     pub ready_deadline: Duration,
+    /// More arguments for every `taskswarm node` (such as `--lease-ttl 1500ms`).
+    pub node_args: Vec<String>,
 }
 
 /// One peer process.
@@ -61,6 +63,7 @@ pub struct Cluster {
     pub peers: Vec<PeerProcess>,
     /// The testnet's directory.
     pub dir: PathBuf,
+    options: Options,
     http: reqwest::Client,
     detached: bool,
 }
@@ -111,6 +114,7 @@ impl Cluster {
         let mut cluster = Cluster {
             peers: Vec::new(),
             dir: options.dir.clone(),
+            options: options.clone(),
             http: reqwest::Client::new(),
             detached: false,
         };
@@ -133,6 +137,11 @@ impl Cluster {
             .collect();
         std::fs::write(self.dir.join("pids"), pids.join("\n") + "\n")?;
         Ok(())
+    }
+
+    /// The index of the first live peer other than `not`.
+    pub fn live_other_than(&self, not: usize) -> Option<usize> {
+        (0..self.peers.len()).find(|&i| i != not && !self.peers[i].killed)
     }
 
     /// Waits until every live peer lists every other live peer.
@@ -250,6 +259,24 @@ impl Cluster {
         Ok(done)
     }
 
+    /// Sends a signal to peer `i` (SIGSTOP, SIGCONT, …).
+    pub fn signal(&self, i: usize, signal: Signal) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.peers[i].child.id()).context("pid out of range")?;
+        kill(Pid::from_raw(pid), signal).with_context(|| format!("sending {signal} to peer {i}"))
+    }
+
+    /// Starts peer `i` again after it was killed, with the same data directory (so the same key
+    /// and store), bootstrapped from peer 0 (or peer 1 if `i` is 0).
+    pub async fn restart(&mut self, i: usize, deadline: Instant) -> anyhow::Result<()> {
+        anyhow::ensure!(self.peers[i].killed, "peer {i} is still running");
+        let boot = if i == 0 { 1 } else { 0 };
+        let bootstrap = self.peers[boot].addr.clone();
+        let peer = start_peer(&self.options, i, Some(&bootstrap), deadline).await?;
+        self.peers[i] = peer;
+        self.write_pids()?;
+        Ok(())
+    }
+
     /// Kills peer `i` with SIGKILL.
     pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
         let peer = &mut self.peers[i];
@@ -303,7 +330,10 @@ async fn start_peer(
 ) -> anyhow::Result<PeerProcess> {
     let dir = options.dir.join(format!("peer{}", i + 1));
     std::fs::create_dir_all(&dir)?;
-    let log = std::fs::File::create(options.dir.join(format!("peer{}.log", i + 1)))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(options.dir.join(format!("peer{}.log", i + 1)))?;
     let mut command = Command::new(&options.binary);
     command
         .arg("node")
@@ -317,6 +347,7 @@ async fn start_peer(
     if let Some(addr) = bootstrap {
         command.args(["--bootstrap", addr]);
     }
+    command.args(&options.node_args);
     // Its own process group, so a Ctrl-C meant for the testnet command does not reach a detached
     // testnet's peers.
     use std::os::unix::process::CommandExt;

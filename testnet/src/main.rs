@@ -149,6 +149,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         binary,
         dir: dir.clone(),
         ready_deadline: Duration::from_secs(30),
+        node_args: Vec::new(),
     };
     let started = Instant::now();
     let cluster = Cluster::start(options).await?;

@@ -19,6 +19,7 @@ async fn three_peers(name: &str) -> (Cluster, tempfile::TempDir) {
         binary: taskswarm_binary("debug").unwrap(),
         dir: dir.path().to_path_buf(),
         ready_deadline: Duration::from_secs(30),
+        node_args: Vec::new(),
     };
     (Cluster::start(options).await.unwrap(), dir)
 }

@@ -264,6 +264,15 @@ impl Scheduler {
         }
     }
 
+    /// Stops every held task (this peer was cut off from everyone for too long).
+    pub(super) fn abandon_all(&mut self) {
+        let held: Vec<TaskId> = self.held.keys().copied().collect();
+        self.counters.tasks_abandoned += held.len() as u64;
+        for id in held {
+            self.abort_held(id);
+        }
+    }
+
     /// Sends again the results and records that wait for an acknowledgement. A kept result of a
     /// task this peer has since become primary of is recorded here.
     pub(super) fn resend_due(&mut self, now: Millis, rng: &mut dyn RngCore) {

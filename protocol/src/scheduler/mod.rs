@@ -305,6 +305,7 @@ pub struct Scheduler {
     restored_any: bool,
     booted_at: Option<Millis>,
     last_scan_at: Millis,
+    last_tick_at: Option<Millis>,
     members: Membership,
     // As a home member.
     records: BTreeMap<TaskId, Entry>,
@@ -351,6 +352,7 @@ impl Scheduler {
             restored_any: false,
             booted_at: None,
             last_scan_at: 0,
+            last_tick_at: None,
             members: Membership::default(),
             records: BTreeMap::new(),
             active: BTreeSet::new(),
@@ -678,6 +680,13 @@ impl Scheduler {
     /// Time passes: report load, forget silent peers, re-claim, retry, resend, steal, dispatch.
     pub fn tick(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.boot(now);
+        let gap = self.last_tick_at.map_or(0, |at| now.saturating_sub(at));
+        self.last_tick_at = Some(now);
+        if gap > Millis::from(self.config.lease_ttl_ms) * 2 / 3 {
+            // This peer was frozen or starved: whatever arrived since, it heard nobody for that
+            // long, and its leases may have been re-claimed. Stop everything it holds.
+            self.abandon_all();
+        }
         if self
             .last_report_at
             .is_none_or(|at| now.saturating_sub(at) >= self.config.report_interval_ms)

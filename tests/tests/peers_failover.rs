@@ -1,0 +1,398 @@
+//! Nothing lost, proved against real `taskswarm` processes on loopback: peers are killed with
+//! SIGKILL, frozen with SIGSTOP, restarted with their data directories; every acknowledged task
+//! still ends, and no result is recorded twice. Every wait is bounded by a deadline; every process
+//! is ended by PID when the test ends (the cluster's drop), also on failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use taskswarm::TaskView;
+use taskswarm_testnet::{Cluster, Options, taskswarm_binary};
+
+/// The default lease TTL of a peer.
+const TTL: Duration = Duration::from_millis(1500);
+
+async fn cluster(name: &str, peers: usize) -> (Cluster, tempfile::TempDir) {
+    let dir = tempfile::Builder::new().prefix(name).tempdir().unwrap();
+    let options = Options {
+        peers,
+        slots: 2,
+        allow_exec: true,
+        binary: taskswarm_binary("debug").unwrap(),
+        dir: dir.path().to_path_buf(),
+        ready_deadline: Duration::from_secs(30),
+        node_args: Vec::new(),
+    };
+    (Cluster::start(options).await.unwrap(), dir)
+}
+
+/// A process task that appends `task epoch start-ns` to `log`, then sleeps.
+fn logged(log: &Path, secs: &str) -> Value {
+    let script = format!(
+        "echo \"$TASKSWARM_TASK_ID $TASKSWARM_EPOCH $(date +%s%N)\" >> {}; sleep {secs}",
+        log.display()
+    );
+    json!({ "program": "sh", "args": ["-c", script] })
+}
+
+/// Every start the log recorded, by task: `(epoch, start ns)`.
+fn starts(log: &Path) -> BTreeMap<String, Vec<(u64, u128)>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut runs: BTreeMap<String, Vec<(u64, u128)>> = BTreeMap::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let [task, epoch, start] = parts.as_slice() {
+            runs.entry(task.to_string())
+                .or_default()
+                .push((epoch.parse().unwrap(), start.parse().unwrap()));
+        }
+    }
+    runs
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn deadline(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+/// Peer `i`'s count of running tasks, as it reports itself.
+async fn running(cluster: &Cluster, i: usize) -> u32 {
+    cluster.cluster(i).await.map_or(0, |c| c.me.running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_busiest_peer_loses_nothing_and_reruns_only_what_it_ran() {
+    let (mut cluster, dir) = cluster("kill-busiest", 4).await;
+    let log: PathBuf = dir.path().join("runs.log");
+    let specs: Vec<Value> = (0..40).map(|_| logged(&log, "0.5")).collect();
+    let ids = cluster.submit(0, &specs).await.unwrap();
+    // The scenario: one second into the batch, the peer running the most tasks dies.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut busiest = (0, 0);
+    for i in 0..4 {
+        let n = running(&cluster, i).await;
+        if n > busiest.1 {
+            busiest = (i, n);
+        }
+    }
+    let (victim, was_running) = busiest;
+    let victim_id = cluster.peers[victim].peer_id.clone();
+    let killed_at = now_ns();
+    cluster.kill(victim).unwrap();
+
+    let reader = cluster.live_other_than(victim).unwrap();
+    let tasks = cluster.wait_all(reader, &ids, deadline(60)).await.unwrap();
+    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+
+    let runs = starts(&log);
+    let ran_twice = runs.values().filter(|r| r.len() > 1).count();
+    let reclaimed: Vec<&TaskView> = tasks
+        .iter()
+        .filter(|t| {
+            t.attempts
+                .iter()
+                .any(|a| a.ending == "lost-lease" && a.peer == victim_id)
+        })
+        .collect();
+    let rerun_delays: Vec<f64> = reclaimed
+        .iter()
+        .filter_map(|t| {
+            runs.get(&t.id)?
+                .iter()
+                .map(|r| r.1)
+                .filter(|s| *s > killed_at)
+                .min()
+        })
+        .map(|start| (start - killed_at) as f64 / 1e9)
+        .collect();
+    let first = rerun_delays.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "killed peer {} (running {was_running}); 40/40 completed; {} re-claimed; ran twice: {ran_twice}; first re-execution {first:.2} s after the kill",
+        victim + 1,
+        reclaimed.len()
+    );
+    assert!(
+        ran_twice <= was_running as usize,
+        "{ran_twice} ran twice, {was_running} were running"
+    );
+    assert!(
+        !reclaimed.is_empty(),
+        "the killed peer held tasks that were re-claimed"
+    );
+    assert!(
+        first <= (TTL + Duration::from_secs(1)).as_secs_f64(),
+        "first re-execution {first:.2} s after the kill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_peer_that_acknowledged_the_tasks_loses_none() {
+    let (mut cluster, _dir) = cluster("kill-origin", 4).await;
+    let specs: Vec<Value> = (0..100)
+        .map(|_| json!({ "program": "sleep", "args": ["0.2"] }))
+        .collect();
+    let ids = cluster.submit(0, &specs).await.unwrap();
+    assert_eq!(ids.len(), 100);
+    cluster.kill(0).unwrap();
+    let tasks = cluster.wait_all(1, &ids, deadline(90)).await.unwrap();
+    let completed = tasks.iter().filter(|t| t.state == "completed").count();
+    println!(
+        "origin killed after acknowledging 100 tasks: {completed}/100 completed, seen through peer 2"
+    );
+    assert_eq!(completed, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_serves_what_it_kept_and_takes_work_again() {
+    let (mut cluster, _dir) = cluster("restart", 3).await;
+    let specs: Vec<Value> = (0..20)
+        .map(|n| json!({ "program": "echo", "args": [format!("result {n}")] }))
+        .collect();
+    let ids = cluster.submit(1, &specs).await.unwrap();
+    let before = cluster.wait_all(1, &ids, deadline(30)).await.unwrap();
+    assert!(before.iter().all(|t| t.state == "completed"));
+
+    cluster.kill(1).unwrap();
+    cluster.restart(1, deadline(30)).await.unwrap();
+    cluster.await_membership(deadline(30)).await.unwrap();
+    for (task, old) in ids.iter().zip(&before) {
+        let again: TaskView = cluster.get(1, &format!("/v1/tasks/{task}")).await.unwrap();
+        assert_eq!(again.state, "completed");
+        assert_eq!(again.stdout, old.stdout);
+        assert_eq!(again.lease_epoch, old.lease_epoch);
+    }
+    let listed: Value = cluster.get(1, "/v1/tasks?state=completed").await.unwrap();
+    assert!(listed["tasks"].as_array().unwrap().len() >= 20);
+
+    let work: Vec<Value> = (0..30)
+        .map(|_| json!({ "program": "sleep", "args": ["0.2"] }))
+        .collect();
+    let more = cluster.submit(0, &work).await.unwrap();
+    let done = cluster.wait_all(0, &more, deadline(60)).await.unwrap();
+    let restarted = cluster.peers[1].peer_id.clone();
+    let ran_there = done
+        .iter()
+        .filter(|t| t.executed_by.as_deref() == Some(restarted.as_str()))
+        .count();
+    println!("restarted peer served 20/20 kept results and then ran {ran_there} of 30 new tasks");
+    assert!(ran_there > 0, "the restarted peer took no work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_holder_comes_back_to_find_its_leases_gone() {
+    let (cluster, dir) = cluster("freeze", 3).await;
+    let log = dir.path().join("runs.log");
+    let specs: Vec<Value> = (0..12).map(|_| logged(&log, "1")).collect();
+    let ids = cluster.submit(0, &specs).await.unwrap();
+    // Wait until peer 3 runs some of them, then freeze it for two lease TTLs.
+    let until = deadline(20);
+    while running(&cluster, 2).await == 0 {
+        assert!(Instant::now() < until, "peer 3 never ran anything");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let frozen_id = cluster.peers[2].peer_id.clone();
+    cluster.signal(2, Signal::SIGSTOP).unwrap();
+    tokio::time::sleep(TTL * 2).await;
+    cluster.signal(2, Signal::SIGCONT).unwrap();
+
+    let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
+    for task in &tasks {
+        assert_eq!(task.state, "completed", "{task:#?}");
+        let successes: Vec<_> = task
+            .attempts
+            .iter()
+            .filter(|a| a.ending == "success")
+            .collect();
+        assert_eq!(successes.len(), 1, "one recorded result: {task:#?}");
+        assert_eq!(
+            successes[0].epoch, task.lease_epoch,
+            "the result carries the highest epoch"
+        );
+        assert_eq!(
+            task.attempts.last().map(|a| a.epoch),
+            Some(task.lease_epoch)
+        );
+    }
+    let lost = tasks
+        .iter()
+        .filter(|t| {
+            t.attempts
+                .iter()
+                .any(|a| a.ending == "lost-lease" && a.peer == frozen_id)
+        })
+        .count();
+    let mut stale = 0;
+    for i in 0..3 {
+        let counters = cluster.cluster(i).await.unwrap().counters;
+        stale +=
+            counters.completions_stale + counters.completions_duplicate + counters.tasks_abandoned;
+    }
+    let runs = starts(&log);
+    let ran_twice = runs.values().filter(|r| r.len() > 1).count();
+    println!(
+        "froze peer 3 for {:?}: {lost} leases re-claimed; {stale} late completions rejected (stale or duplicate) or attempts abandoned; {ran_twice} ran twice; every result at its highest epoch",
+        TTL * 2
+    );
+    assert!(lost > 0, "the frozen peer's leases were re-claimed");
+    assert!(
+        stale >= lost as u64,
+        "each re-claimed attempt's late end was rejected or abandoned"
+    );
+}
+
+/// Runs the `taskswarm` command against peer `i`'s API.
+async fn cli(cluster: &Cluster, i: usize, args: &[&str]) -> (i32, String) {
+    let binary = taskswarm_binary("debug").unwrap();
+    let output = tokio::process::Command::new(binary)
+        .args(args)
+        .env("TASKSWARM_API", &cluster.peers[i].api)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// Whether no process with a pid from this file is alive (zombies count as gone).
+fn all_gone(pid_file: &Path) -> bool {
+    let pids = std::fs::read_to_string(pid_file).unwrap_or_default();
+
+    pids.split_whitespace().all(
+        |pid| match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z')),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_by_policy_and_timeouts_kill_the_attempt() {
+    let (cluster, dir) = cluster("retry", 3).await;
+    let (code, out) = cli(
+        &cluster,
+        0,
+        &[
+            "submit",
+            "--retries",
+            "3",
+            "--backoff",
+            "fixed:200ms",
+            "--wait",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo nope >&2; exit 1",
+        ],
+    )
+    .await;
+    let task: TaskView = serde_json::from_str(&out).unwrap();
+    assert_eq!(code, 1, "submit --wait exits 1 for a failed task");
+    assert_eq!(task.state, "failed");
+    assert_eq!(task.attempts.len(), 3, "{task:#?}");
+    assert!(
+        task.attempts
+            .iter()
+            .all(|a| a.exit_code == Some(1) && a.detail.contains("nope"))
+    );
+    let (_, shown) = cli(&cluster, 1, &["task", "show", &task.id]).await;
+    assert!(
+        shown.contains("attempts") && shown.contains("history"),
+        "{shown}"
+    );
+
+    let pids = dir.path().join("task-pids");
+    let script = format!("echo $$ >> {}; sleep 30", pids.display());
+    let (_, out) = cli(
+        &cluster,
+        0,
+        &[
+            "submit",
+            "--timeout",
+            "300ms",
+            "--retries",
+            "2",
+            "--backoff",
+            "fixed:100ms",
+            "--wait",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .await;
+    let task: TaskView = serde_json::from_str(&out).unwrap();
+    assert_eq!(task.state, "failed");
+    let endings: Vec<&str> = task.attempts.iter().map(|a| a.ending.as_str()).collect();
+    assert_eq!(endings, ["timeout", "timeout"]);
+    let until = deadline(10);
+    while !all_gone(&pids) {
+        assert!(
+            Instant::now() < until,
+            "a timed-out attempt's process outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "exit 1 ran 3 times and failed; a 300 ms timeout killed and retried its attempt, no process left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_task_is_stopped_wherever_it_runs() {
+    let (cluster, dir) = cluster("cancel", 3).await;
+    let pids = dir.path().join("task-pids");
+    let script = format!("echo $$ >> {}; sleep 30", pids.display());
+    let ids = cluster
+        .submit(0, &[json!({ "program": "sh", "args": ["-c", script] })])
+        .await
+        .unwrap();
+    let until = deadline(20);
+    loop {
+        let task: TaskView = cluster
+            .get(1, &format!("/v1/tasks/{}", ids[0]))
+            .await
+            .unwrap();
+        if task.state == "running" {
+            break;
+        }
+        assert!(Instant::now() < until, "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, _) = cli(&cluster, 2, &["task", "cancel", &ids[0]]).await;
+    assert_eq!(code, 0);
+    let task = cluster
+        .wait_all(0, &ids, deadline(20))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(task.state, "cancelled");
+    let until = deadline(10);
+    while !all_gone(&pids) {
+        assert!(
+            Instant::now() < until,
+            "the cancelled task's process is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
