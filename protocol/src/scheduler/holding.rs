@@ -18,7 +18,14 @@ impl Scheduler {
     pub(super) fn hold(&mut self, task: Task, epoch: u64) {
         match self.held.get_mut(&task.id) {
             Some(held) if held.epoch >= epoch => {}
-            Some(held) => held.epoch = epoch,
+            Some(held) => {
+                held.epoch = epoch;
+                let entry = HeldEntry {
+                    envelope: held.task.envelope(),
+                    epoch,
+                };
+                self.write(Table::Held, task.id, Some(&entry));
+            }
             None => {
                 self.ready.push_back(task.id);
                 let entry = HeldEntry {
@@ -143,13 +150,16 @@ impl Scheduler {
         outcome: Outcome,
     ) {
         match self.held.get(&id) {
-            Some(held) if held.epoch == epoch && held.running => {}
-            // Aborted, re-leased or moved on while it ran: its result is not ours to report.
+            // An attempt that started under an older lease of this same peer (the primary placed
+            // the task here again) reports under the current one.
+            Some(held) if held.epoch >= epoch && held.running => {}
+            // Aborted or moved on while it ran: its result is not ours to report.
             _ => return,
         }
         let Some(held) = self.release(id) else {
             return;
         };
+        let epoch = held.epoch;
         let home = held.task.home;
         if self.is_primary(&home, now) && self.records.contains_key(&id) {
             self.on_completed(now, rng, self.me, id, epoch, outcome);
