@@ -322,26 +322,25 @@ impl Api {
         serde_json::from_slice(&body).context("reading the peer's answer")
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .get(&url)
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = request
             .send()
             .await
             .with_context(|| format!("cannot reach the peer at {}", self.base))?;
         Self::decode(response).await
     }
 
-    async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .delete(&url)
-            .send()
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(self.http.get(format!("{}{path}", self.base)))
             .await
-            .with_context(|| format!("cannot reach the peer at {}", self.base))?;
-        Self::decode(response).await
+    }
+
+    async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(self.http.delete(format!("{}{path}", self.base)))
+            .await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -349,15 +348,8 @@ impl Api {
         path: &str,
         body: &serde_json::Value,
     ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
+        self.call(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
-            .with_context(|| format!("cannot reach the peer at {}", self.base))?;
-        Self::decode(response).await
     }
 
     /// Waits for a task to end, long-polling in 30 s steps.

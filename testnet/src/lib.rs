@@ -39,6 +39,21 @@ pub struct Options {
     pub node_args: Vec<String>,
 }
 
+impl Options {
+    /// `peers` peers of 2 slots each that run process tasks, in `dir`, given 30 s to start.
+    pub fn local(peers: usize, binary: PathBuf, dir: PathBuf) -> Self {
+        Self {
+            peers,
+            slots: 2,
+            allow_exec: true,
+            binary,
+            dir,
+            ready_deadline: Duration::from_secs(30),
+            node_args: Vec::new(),
+        }
+    }
+}
+
 /// One peer process.
 #[derive(Debug)]
 pub struct PeerProcess {

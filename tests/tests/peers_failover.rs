@@ -19,15 +19,8 @@ const TTL: Duration = Duration::from_millis(1500);
 
 async fn cluster(name: &str, peers: usize) -> (Cluster, tempfile::TempDir) {
     let dir = tempfile::Builder::new().prefix(name).tempdir().unwrap();
-    let options = Options {
-        peers,
-        slots: 2,
-        allow_exec: true,
-        binary: taskswarm_binary("debug").unwrap(),
-        dir: dir.path().to_path_buf(),
-        ready_deadline: Duration::from_secs(30),
-        node_args: Vec::new(),
-    };
+    let binary = taskswarm_binary("debug").unwrap();
+    let options = Options::local(peers, binary, dir.path().to_path_buf());
     (Cluster::start(options).await.unwrap(), dir)
 }
 

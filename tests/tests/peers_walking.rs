@@ -12,15 +12,8 @@ use taskswarm_testnet::{Cluster, Options, taskswarm_binary};
 
 async fn three_peers(name: &str) -> (Cluster, tempfile::TempDir) {
     let dir = tempfile::Builder::new().prefix(name).tempdir().unwrap();
-    let options = Options {
-        peers: 3,
-        slots: 2,
-        allow_exec: true,
-        binary: taskswarm_binary("debug").unwrap(),
-        dir: dir.path().to_path_buf(),
-        ready_deadline: Duration::from_secs(30),
-        node_args: Vec::new(),
-    };
+    let binary = taskswarm_binary("debug").unwrap();
+    let options = Options::local(3, binary, dir.path().to_path_buf());
     (Cluster::start(options).await.unwrap(), dir)
 }
 

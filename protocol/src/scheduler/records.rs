@@ -423,7 +423,8 @@ impl Scheduler {
         self.settle(id);
     }
 
-    /// A victim tells the home set who holds its tasks now.
+    /// A victim tells the home set who holds its tasks now (`from` is the victim; this peer
+    /// itself when it gave the tasks away).
     pub(super) fn on_transferred(
         &mut self,
         now: Millis,
@@ -438,22 +439,6 @@ impl Scheduler {
         for lease in grant.leases {
             if self.records.contains_key(&lease.task) {
                 self.apply_transfer(now, rng, lease);
-            }
-        }
-    }
-
-    /// This peer gave tasks away and is in their home sets.
-    pub(super) fn on_transferred_locally(
-        &mut self,
-        now: Millis,
-        rng: &mut dyn RngCore,
-        grant: &SignedGrant,
-    ) {
-        if let Ok(grant) = grant.verify() {
-            for lease in grant.leases {
-                if self.records.contains_key(&lease.task) {
-                    self.apply_transfer(now, rng, lease);
-                }
             }
         }
     }

@@ -115,7 +115,7 @@ impl Scheduler {
         }
         for member in members {
             if member == self.me {
-                self.on_transferred_locally(now, rng, grant);
+                self.on_transferred(now, rng, self.me, grant);
             } else {
                 self.send(
                     member,
