@@ -36,13 +36,15 @@ pub fn choose_victim(rng: &mut dyn RngCore, peers: &[(PeerKey, u32)]) -> Option<
 }
 
 /// Chooses which queued tasks to give a thief: up to half the queue (rounded up) and at most
-/// `free_slots`, from the back, that the thief can run. `queue` is front (next to run) to back.
+/// `free_slots`, from the back, that the thief can run. `queue` is front (next to run) to back,
+/// `len` its length; only as much of its back is read as the choice needs.
 pub fn choose_tasks<'a>(
-    queue: impl DoubleEndedIterator<Item = (TaskId, &'a TaskSpec)> + ExactSizeIterator,
+    queue: impl DoubleEndedIterator<Item = (TaskId, &'a TaskSpec)>,
+    len: usize,
     free_slots: u32,
     thief: &Capabilities,
 ) -> Vec<TaskId> {
-    let half = queue.len().div_ceil(2);
+    let half = len.div_ceil(2);
     let limit = half.min(usize::try_from(free_slots).unwrap_or(usize::MAX));
     queue
         .rev()
@@ -111,9 +113,9 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let queue = || specs.iter().map(|(id, s)| (*id, s));
-        assert_eq!(choose_tasks(queue(), 100, &caps), ids(&[6, 5, 4, 3]));
-        assert_eq!(choose_tasks(queue(), 2, &caps), ids(&[6, 5]));
+        assert_eq!(choose_tasks(queue(), 7, 100, &caps), ids(&[6, 5, 4, 3]));
+        assert_eq!(choose_tasks(queue(), 7, 2, &caps), ids(&[6, 5]));
         let none = Capabilities::default();
-        assert!(choose_tasks(queue(), 100, &none).is_empty());
+        assert!(choose_tasks(queue(), 7, 100, &none).is_empty());
     }
 }
