@@ -420,14 +420,7 @@ impl EventLoop {
             match action {
                 Action::Write { .. } => {}
                 Action::Send { to, message } => self.send(state, to, message),
-                Action::Broadcast { gossip } => {
-                    let bytes = wire::encode(&gossip);
-                    let topic = state.topic.clone();
-                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-                        // Before any peer has subscribed there is nobody to tell; not an error.
-                        tracing::trace!(error = %e, "load report not published");
-                    }
-                }
+                Action::Broadcast { gossip } => self.publish(state, &gossip),
                 Action::Execute { task, epoch, spec } => {
                     let executor = self.executor.clone();
                     let done = state.finished_tx.clone();
@@ -457,6 +450,22 @@ impl EventLoop {
             }
         }
         Ok(())
+    }
+
+    /// Publishes gossip once some peer has subscribed to the topic (before that there is nobody
+    /// to tell, and gossipsub would refuse).
+    fn publish(&mut self, state: &State, gossip: &taskswarm_protocol::Gossip) {
+        let hash = state.topic.hash();
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        if !gossipsub
+            .all_peers()
+            .any(|(_, topics)| topics.contains(&&hash))
+        {
+            return;
+        }
+        if let Err(e) = gossipsub.publish(state.topic.clone(), wire::encode(gossip)) {
+            tracing::debug!(error = %e, "load report not published");
+        }
     }
 
     fn send(&mut self, state: &mut State, to: PeerKey, message: Message) {
