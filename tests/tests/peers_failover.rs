@@ -238,6 +238,9 @@ async fn a_frozen_holder_comes_back_to_find_its_leases_gone() {
         TTL * 2
     );
     assert!(lost > 0, "the frozen peer's leases were re-claimed");
+    // Only what the frozen peer was running (at most its 2 slots) runs twice: on waking it
+    // neither starts what it had queued nor takes the others for dead.
+    assert!(ran_twice <= 2, "{ran_twice} tasks ran twice");
     assert!(
         stale >= lost as u64,
         "each re-claimed attempt's late end was rejected or abandoned"

@@ -302,7 +302,9 @@ pub struct Scheduler {
     me: PeerKey,
     config: Config,
     wall_offset_ms: i64,
-    restored_any: bool,
+    /// Set when this peer was away (restarted from its store, or frozen): it does not lead any
+    /// home set until it has been back for a lease TTL.
+    rejoined: bool,
     booted_at: Option<Millis>,
     last_scan_at: Millis,
     last_tick_at: Option<Millis>,
@@ -349,7 +351,7 @@ impl Scheduler {
             key,
             config,
             wall_offset_ms: 0,
-            restored_any: false,
+            rejoined: false,
             booted_at: None,
             last_scan_at: 0,
             last_tick_at: None,
@@ -464,7 +466,7 @@ impl Scheduler {
         if restored.is_err() {
             self.counters.restore_errors += 1;
         }
-        self.restored_any = true;
+        self.rejoined = true;
     }
 
     fn restore_record(&mut self, record: TaskRecord) -> Result<(), WireError> {
@@ -680,13 +682,7 @@ impl Scheduler {
     /// Time passes: report load, forget silent peers, re-claim, retry, resend, steal, dispatch.
     pub fn tick(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.boot(now);
-        let gap = self.last_tick_at.map_or(0, |at| now.saturating_sub(at));
         self.last_tick_at = Some(now);
-        if gap > Millis::from(self.config.lease_ttl_ms) * 2 / 3 {
-            // This peer was frozen or starved: whatever arrived since, it heard nobody for that
-            // long, and its leases may have been re-claimed. Stop everything it holds.
-            self.abandon_all();
-        }
         if self
             .last_report_at
             .is_none_or(|at| now.saturating_sub(at) >= self.config.report_interval_ms)
@@ -712,9 +708,26 @@ impl Scheduler {
 
     // ----- shared helpers -----
 
+    /// Runs first in every input: notes the start, and notices a freeze.
     fn boot(&mut self, now: Millis) {
         if self.booted_at.is_none() {
             self.booted_at = Some(now);
+        }
+        let frozen = Millis::from(self.config.lease_ttl_ms) * 2 / 3;
+        if self
+            .last_tick_at
+            .is_some_and(|at| now.saturating_sub(at) > frozen)
+        {
+            // The driver ticks every few tens of milliseconds; a gap this long means this peer
+            // was frozen or starved. It heard nobody meanwhile, whatever is arriving now, and its
+            // leases may have been re-claimed: stop everything it holds before doing anything
+            // else (such as starting the tasks it had queued).
+            self.last_tick_at = Some(now);
+            self.abandon_all();
+            // And, as after a restart, it must hear the others again before it takes anyone
+            // for dead: others may have taken over as primary of its tasks meanwhile.
+            self.booted_at = Some(now);
+            self.rejoined = true;
         }
     }
 
@@ -753,7 +766,7 @@ impl Scheduler {
     /// it lives) or has been up long enough for that view to be trusted. A peer that has just
     /// restarted has heard nobody yet and must not take every task it keeps for its own.
     fn is_primary(&self, home: &[PeerKey], now: Millis) -> bool {
-        let leads = home.first() == Some(&self.me) && !self.restored_any;
+        let leads = home.first() == Some(&self.me) && !self.rejoined;
         self.primary_of(home) == Some(self.me) && (leads || self.settled(now))
     }
 
