@@ -577,13 +577,13 @@ impl Scheduler {
         };
         self.members.touch(&from, now);
         match message {
-            Message::Store { records } => self.on_store(now, from, records),
-            Message::Stored { acks } => self.on_stored(now, from, &acks),
+            Message::Store { records } => self.on_store(from, records),
+            Message::Stored { acks } => self.on_stored(from, &acks),
             Message::Place { tasks, grant } => self.on_tasks_granted(from, tasks, &grant, false),
             Message::StealRequest {
                 free_slots,
                 capabilities,
-            } => self.on_steal_request(now, from, free_slots, &capabilities),
+            } => self.on_steal_request(from, free_slots, &capabilities),
             Message::StealGrant { tasks, grant } => {
                 self.clear_steal(from);
                 self.on_tasks_granted(from, tasks, &grant, true);
@@ -658,9 +658,9 @@ impl Scheduler {
                 self.clear_steal(to);
                 self.members.remove(&to);
             }
-            Message::Place { tasks, grant } => {
+            Message::Place { tasks, .. } => {
                 self.members.remove(&to);
-                self.on_placement_failed(now, rng, to, &tasks, &grant);
+                self.on_placement_failed(now, rng, to, &tasks);
             }
             Message::StealGrant { tasks, .. } => self.on_grant_undelivered(&tasks),
             Message::Query { query, .. } => self.on_answer(query, None),
@@ -812,11 +812,11 @@ impl Scheduler {
     fn finish_input(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.maybe_steal(now, rng);
         self.dispatch(now);
-        self.flush(now);
+        self.flush();
     }
 
     /// Sends the messages batched during this input, one per receiver and kind.
-    fn flush(&mut self, now: Millis) {
+    fn flush(&mut self) {
         for (to, ids) in std::mem::take(&mut self.out_store) {
             let records: Vec<TaskRecord> = ids
                 .iter()
@@ -841,7 +841,6 @@ impl Scheduler {
         if !accepted.is_empty() {
             self.actions.push_back(Action::Accepted { tasks: accepted });
         }
-        let _ = now;
     }
 
     fn report(&mut self, now: Millis) {

@@ -9,7 +9,7 @@ use rand::RngCore;
 use super::{Scheduler, TaskState};
 use crate::Millis;
 use crate::identity::PeerKey;
-use crate::lease::{Lease, SignedGrant};
+use crate::lease::Lease;
 use crate::message::Message;
 use crate::placement::{self, Candidate};
 use crate::task::{Envelope, Task, TaskId};
@@ -120,7 +120,6 @@ impl Scheduler {
         rng: &mut dyn RngCore,
         to: PeerKey,
         tasks: &[Envelope],
-        _grant: &SignedGrant,
     ) {
         let ids: Vec<TaskId> = tasks
             .iter()

@@ -205,7 +205,7 @@ impl Scheduler {
     }
 
     /// A home member (or the origin) sends records to keep: take each that is newer than ours.
-    pub(super) fn on_store(&mut self, _now: Millis, from: PeerKey, records: Vec<TaskRecord>) {
+    pub(super) fn on_store(&mut self, from: PeerKey, records: Vec<TaskRecord>) {
         for record in records {
             let id = record.id();
             // A newer version wins; of two records at the same version (two peers briefly both
@@ -261,7 +261,7 @@ impl Scheduler {
     }
 
     /// A home member stored records at these versions.
-    pub(super) fn on_stored(&mut self, _now: Millis, from: PeerKey, acks: &[(TaskId, u64)]) {
+    pub(super) fn on_stored(&mut self, from: PeerKey, acks: &[(TaskId, u64)]) {
         for (id, version) in acks {
             if let Some(rep) = self.replication.get_mut(id) {
                 let acked = rep.acked.entry(from).or_insert(0);

@@ -55,7 +55,6 @@ impl Scheduler {
 
     pub(super) fn on_steal_request(
         &mut self,
-        _now: Millis,
         thief: PeerKey,
         free_slots: u32,
         capabilities: &Capabilities,
