@@ -4,6 +4,9 @@
 //!   `{"ids"}`.
 //! - `GET /v1/tasks/{id}[?wait_ms=N]`: a task's view; with `wait_ms`, waits up to N ms for it to
 //!   end.
+//! - `POST /v1/tasks/wait`: `{"ids": [...], "wait_ms": N}`; waits up to N ms for every listed task
+//!   to end and answers `{"tasks": [...]}` with each task's view in order (`null` for an id no live
+//!   peer knows): one request instead of one long poll per task.
 //! - `DELETE /v1/tasks/{id}`: cancels a task wherever it runs.
 //! - `GET /v1/tasks[?state=S]`: the tasks whose records this peer keeps (its home sets).
 //! - `GET /v1/cluster`: this peer and the peers it knows, with their last load reports.
@@ -19,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::json;
 use taskswarm_protocol::{TaskId, TaskState};
@@ -89,6 +92,7 @@ pub fn router(client: Client) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/cluster", get(cluster))
         .route("/v1/tasks", get(list_tasks).post(post_tasks))
+        .route("/v1/tasks/wait", post(wait_tasks))
         .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz")
@@ -195,6 +199,50 @@ async fn get_task(
         Some(view) => Ok(Json(view)),
         None => Err(ClientError::UnknownTask(id).into()),
     }
+}
+
+/// The body of `POST /v1/tasks/wait`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitRequest {
+    ids: Vec<String>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn wait_tasks(State(client): State<Client>, body: Bytes) -> Result<Response, ApiError> {
+    let request: WaitRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(
+            "",
+            format!("expected {{\"ids\": [...], \"wait_ms\": N}}: {e}"),
+        )
+    })?;
+    let ids = request
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            id.parse::<TaskId>()
+                .map_err(|e| ApiError::bad(&format!("ids[{i}]"), format!("{e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(request.wait_ms).min(MAX_WAIT);
+    let views = futures::future::join_all(ids.into_iter().map(|id| {
+        let client = client.clone();
+        async move {
+            match tokio::time::timeout_at(deadline, client.wait(id)).await {
+                Ok(Ok(view)) => Ok(Some(view)),
+                Ok(Err(ClientError::UnknownTask(_))) => Ok(None),
+                Ok(Err(e)) => Err(e),
+                Err(_) => client.task(id).await,
+            }
+        }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "tasks": views })).into_response())
 }
 
 async fn cancel_task(

@@ -18,8 +18,8 @@ use libp2p::{Multiaddr, Swarm, gossipsub, identify};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use taskswarm_protocol::{
-    Action, Keypair, Message, Millis, Outcome, PeerKey, Scheduler, Signed, TaskId, TaskRecord,
-    TaskSpec, wire,
+    Action, Batch, Keypair, Message, Millis, Outcome, PeerKey, Scheduler, Signed, TaskId,
+    TaskRecord, TaskSpec, wire,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -76,11 +76,28 @@ struct PendingSubmit {
     reply: oneshot::Sender<Vec<TaskId>>,
 }
 
+/// At most this many requests are in flight to one peer; messages sent meanwhile wait and go
+/// together in the next request. Small bursts go out at once; large ones are batched instead of
+/// opening a stream per message.
+const MAX_IN_FLIGHT_PER_PEER: usize = 4;
+/// A batch is closed once it holds this many bytes.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Messages waiting to be sent to one peer, each with its encoding.
+#[derive(Default)]
+struct SendQueue {
+    waiting: std::collections::VecDeque<(Message, Vec<u8>)>,
+    in_flight: usize,
+}
+
 struct State {
     rng: StdRng,
     started: Instant,
     finished_tx: mpsc::Sender<Finished>,
-    in_flight: HashMap<OutboundRequestId, (PeerKey, Message)>,
+    /// Requests sent and not yet answered: the peer and the messages they carry.
+    in_flight: HashMap<OutboundRequestId, (PeerKey, Vec<Message>)>,
+    /// Messages waiting to go, per peer.
+    outgoing: HashMap<PeerKey, SendQueue>,
     waiters: BTreeMap<TaskId, Waiters>,
     /// Clients waiting on tasks this peer does not keep, with when it last asked about them.
     remote_waiters: BTreeMap<TaskId, (Waiters, Instant)>,
@@ -106,6 +123,7 @@ impl EventLoop {
             started: Instant::now(),
             finished_tx,
             in_flight: HashMap::new(),
+            outgoing: HashMap::new(),
             waiters: BTreeMap::new(),
             remote_waiters: BTreeMap::new(),
             submits: HashMap::new(),
@@ -222,10 +240,9 @@ impl EventLoop {
                     .messages
                     .send_response(channel, ());
                 match keys::peer_key(&peer) {
-                    Some(from) => {
-                        self.scheduler
-                            .handle_message(now, &mut state.rng, from, &request)
-                    }
+                    Some(from) => self
+                        .scheduler
+                        .handle_batch(now, &mut state.rng, from, &request),
                     None => tracing::debug!(%peer, "message from a peer without an ed25519 id"),
                 }
             }
@@ -233,9 +250,12 @@ impl EventLoop {
                 message: request_response::Message::Response { request_id, .. },
                 ..
             } => {
-                if let Some((_, message)) = state.in_flight.remove(&request_id) {
-                    self.scheduler
-                        .handle_delivered(now, &mut state.rng, &message);
+                if let Some((to, messages)) = state.in_flight.remove(&request_id) {
+                    state.answered(&to);
+                    for message in &messages {
+                        self.scheduler
+                            .handle_delivered(now, &mut state.rng, message);
+                    }
                 }
             }
             request_response::Event::OutboundFailure {
@@ -244,10 +264,13 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some((to, message)) = state.in_flight.remove(&request_id) {
-                    tracing::debug!(%peer, %error, kind = message.kind(), "message not delivered");
-                    self.scheduler
-                        .handle_send_failed(now, &mut state.rng, to, message);
+                if let Some((to, messages)) = state.in_flight.remove(&request_id) {
+                    state.answered(&to);
+                    tracing::debug!(%peer, %error, messages = messages.len(), "messages not delivered");
+                    for message in messages {
+                        self.scheduler
+                            .handle_send_failed(now, &mut state.rng, to, message);
+                    }
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -449,7 +472,39 @@ impl EventLoop {
                 Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
             }
         }
+        self.flush(state);
         Ok(())
+    }
+
+    /// Sends what waits for each peer that has room for another request in flight.
+    fn flush(&mut self, state: &mut State) {
+        for (to, queue) in state.outgoing.iter_mut() {
+            while !queue.waiting.is_empty() && queue.in_flight < MAX_IN_FLIGHT_PER_PEER {
+                let Some(peer_id) = keys::peer_id(to) else {
+                    break;
+                };
+                let mut batch = Batch::default();
+                let mut messages = Vec::new();
+                let mut bytes = 0;
+                while bytes < MAX_BATCH_BYTES
+                    && let Some((message, frame)) = queue.waiting.pop_front()
+                {
+                    bytes += frame.len();
+                    batch.frames.push(frame);
+                    messages.push(message);
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .messages
+                    .send_request(&peer_id, wire::encode(&batch));
+                queue.in_flight += 1;
+                state.in_flight.insert(id, (*to, messages));
+            }
+        }
+        state
+            .outgoing
+            .retain(|_, q| !q.waiting.is_empty() || q.in_flight > 0);
     }
 
     /// Publishes gossip once some peer has subscribed to the topic (before that there is nobody
@@ -470,18 +525,18 @@ impl EventLoop {
 
     fn send(&mut self, state: &mut State, to: PeerKey, message: Message) {
         let now = state.now();
-        let Some(peer_id) = keys::peer_id(&to) else {
+        if keys::peer_id(&to).is_none() {
             self.scheduler
                 .handle_send_failed(now, &mut state.rng, to, message);
             return;
-        };
-        let bytes = wire::encode(&message);
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .messages
-            .send_request(&peer_id, bytes);
-        state.in_flight.insert(id, (to, message));
+        }
+        let frame = wire::encode(&message);
+        state
+            .outgoing
+            .entry(to)
+            .or_default()
+            .waiting
+            .push_back((message, frame));
     }
 
     fn wake_waiters(&mut self, state: &mut State, task: TaskId) {
@@ -573,6 +628,13 @@ fn wall_clock_ms() -> u64 {
 }
 
 impl State {
+    /// A request to `to` was answered or failed: room for another.
+    fn answered(&mut self, to: &PeerKey) {
+        if let Some(queue) = self.outgoing.get_mut(to) {
+            queue.in_flight = queue.in_flight.saturating_sub(1);
+        }
+    }
+
     fn now(&self) -> Millis {
         self.started.elapsed().as_millis() as Millis
     }

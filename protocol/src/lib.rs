@@ -48,7 +48,7 @@ pub type Millis = u64;
 pub use identity::{Keypair, PeerKey, Signature};
 pub use lease::{Grant, Lease, SignedGrant};
 pub use load::{Capabilities, LoadReport, SignedLoadReport};
-pub use message::{Gossip, Message};
+pub use message::{Batch, Gossip, Message};
 pub use record::{Attempt, TaskRecord, TaskState, Transition};
 pub use retry::{Backoff, Ending, RetryOn, RetryPolicy};
 pub use scheduler::{Action, Config, Counters, Scheduler, Table};

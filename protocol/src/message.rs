@@ -3,6 +3,11 @@
 //!
 //! Owns the message vocabulary and nothing else: what a peer does on receiving one is the
 //! scheduler's business. Every message is encoded with [`crate::wire`].
+//!
+//! On the wire, one request carries a [`Batch`]: one or more encoded messages to the same peer,
+//! in the order they were sent, so a burst of small messages (a start and a completion per task)
+//! costs one request instead of one each. A batch is only framing: each message in it is decoded,
+//! checked and counted on its own.
 
 use bincode::{Decode, Encode};
 
@@ -151,4 +156,11 @@ impl Message {
 pub enum Gossip {
     /// A peer's load report, which is also its heartbeat.
     Load(SignedLoadReport),
+}
+
+/// Messages to one peer, each already encoded, in order: the body of one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Batch {
+    /// The encoded messages.
+    pub frames: Vec<Vec<u8>>,
 }

@@ -6,8 +6,14 @@
 //!
 //! A [`Cluster`] ends every process it started, by PID, when it is dropped, also when a test
 //! fails, unless it was [`Cluster::detach`]ed to keep running.
+//!
+//! With [`Options::netns`] (root only), every peer runs in a network namespace of its own, joined
+//! to the others by a veth pair and a bridge that the cluster creates and removes (see
+//! [`netns`]); [`Cluster::cut`] then partitions the swarm and heals it.
 
 #![allow(clippy::print_stdout)]
+
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +43,8 @@ pub struct Options {
     pub ready_deadline: Duration,
     /// More arguments for every `taskswarm node` (such as `--lease-ttl 1500ms`).
     pub node_args: Vec<String>,
+    /// Run every peer in a network namespace of its own (needs root).
+    pub netns: bool,
 }
 
 impl Options {
@@ -50,6 +58,7 @@ impl Options {
             dir,
             ready_deadline: Duration::from_secs(30),
             node_args: Vec::new(),
+            netns: false,
         }
     }
 }
@@ -81,6 +90,7 @@ pub struct Cluster {
     options: Options,
     http: reqwest::Client,
     detached: bool,
+    net: Option<netns::Net>,
 }
 
 /// Finds the `taskswarm` binary of this workspace for `profile` (`debug` or `release`), building
@@ -126,17 +136,30 @@ impl Cluster {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.dir)
             .with_context(|| format!("creating {}", options.dir.display()))?;
+        let net = if options.netns {
+            Some(netns::Net::create(options.peers)?)
+        } else {
+            None
+        };
         let mut cluster = Cluster {
             peers: Vec::new(),
             dir: options.dir.clone(),
             options: options.clone(),
             http: reqwest::Client::new(),
             detached: false,
+            net,
         };
         let deadline = Instant::now() + options.ready_deadline;
         for i in 0..options.peers {
             let bootstrap = cluster.peers.first().map(|p| p.addr.clone());
-            let peer = start_peer(&options, i, bootstrap.as_deref(), deadline).await?;
+            let peer = start_peer(
+                &options,
+                cluster.net.as_ref(),
+                i,
+                bootstrap.as_deref(),
+                deadline,
+            )
+            .await?;
             cluster.peers.push(peer);
         }
         cluster.write_pids()?;
@@ -286,7 +309,14 @@ impl Cluster {
         anyhow::ensure!(self.peers[i].killed, "peer {i} is still running");
         let boot = if i == 0 { 1 } else { 0 };
         let bootstrap = self.peers[boot].addr.clone();
-        let peer = start_peer(&self.options, i, Some(&bootstrap), deadline).await?;
+        let peer = start_peer(
+            &self.options,
+            self.net.as_ref(),
+            i,
+            Some(&bootstrap),
+            deadline,
+        )
+        .await?;
         self.peers[i] = peer;
         self.write_pids()?;
         Ok(())
@@ -301,9 +331,20 @@ impl Cluster {
         Ok(())
     }
 
+    /// Cuts (`cut` true) or heals the network between peer groups `a` and `b`: packets between
+    /// them are dropped both ways. Needs [`Options::netns`].
+    pub fn cut(&self, a: &[usize], b: &[usize], cut: bool) -> anyhow::Result<()> {
+        let Some(net) = &self.net else {
+            bail!("partitions need the peers in network namespaces (--netns, as root)");
+        };
+        net.cut(a, b, cut)
+    }
+
     /// Leaves the peers running when this value is dropped; returns the file listing their PIDs.
     pub fn detach(mut self) -> PathBuf {
         self.detached = true;
+        // Peers left running keep their namespaces.
+        std::mem::forget(self.net.take());
         self.dir.join("pids")
     }
 
@@ -333,12 +374,15 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if !self.detached {
             self.stop();
+            // The namespaces go after their processes.
+            self.net = None;
         }
     }
 }
 
 async fn start_peer(
     options: &Options,
+    net: Option<&netns::Net>,
     i: usize,
     bootstrap: Option<&str>,
     deadline: Instant,
@@ -349,12 +393,16 @@ async fn start_peer(
         .create(true)
         .append(true)
         .open(options.dir.join(format!("peer{}.log", i + 1)))?;
-    let mut command = Command::new(&options.binary);
+    let (mut command, ip) = match net {
+        Some(net) => (net.command(i, &options.binary), net.ip(i)),
+        None => (Command::new(&options.binary), "127.0.0.1".to_string()),
+    };
     command
         .arg("node")
         .arg("--data-dir")
         .arg(&dir)
-        .args(["--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api", &format!("{ip}:0")])
+        .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
         .args(["--slots", &options.slots.to_string()]);
     if options.allow_exec {
         command.arg("--allow-exec");

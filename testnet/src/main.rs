@@ -1,5 +1,6 @@
-//! `taskswarm-testnet`: a local testnet of taskswarm peers with a demo workload.
-//! Usually run through `testnet/run.sh`.
+//! `taskswarm-testnet`: a local testnet of taskswarm peers with a demo workload, and the
+//! benchmark (`bench`) with its standard workloads and chaos. Usually run through
+//! `testnet/run.sh`.
 
 #![allow(clippy::print_stdout)]
 
@@ -12,6 +13,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use taskswarm_testnet::{Cluster, Options, taskswarm_binary};
+
+mod bench;
+mod chaos;
+mod picture;
+mod swarm;
+mod workload;
 
 /// Starts N taskswarm peers on 127.0.0.1, runs a demo workload and shows where each task ran.
 #[derive(Debug, Parser)]
@@ -27,6 +34,9 @@ struct Args {
 enum Cmd {
     /// Start the peers and run the demo workload (the default).
     Demo(DemoArgs),
+    /// Run the standard workloads on fresh testnets and report throughput, latency, balance and
+    /// recovery (markdown table, JSON, SVG).
+    Bench(bench::BenchArgs),
     /// Stop the peers of a testnet left running (the last one by default).
     Stop {
         /// The testnet directory printed when it started.
@@ -64,6 +74,7 @@ async fn main() -> ExitCode {
     let result = match args.command {
         Some(Cmd::Stop { dir }) => stop(dir),
         Some(Cmd::Demo(demo)) => run_demo(demo).await,
+        Some(Cmd::Bench(bench)) => bench::run(bench).await,
         None => run_demo(args.demo).await,
     };
     match result {
@@ -150,6 +161,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         dir: dir.clone(),
         ready_deadline: Duration::from_secs(30),
         node_args: Vec::new(),
+        netns: false,
     };
     let started = Instant::now();
     let cluster = Cluster::start(options).await?;

@@ -611,6 +611,28 @@ impl Scheduler {
         self.finish_input(now, rng);
     }
 
+    /// Takes a request: a [`crate::message::Batch`] of messages from `from`, each handled as by
+    /// [`Scheduler::handle_message`]. A batch that does not decode is counted and dropped whole.
+    pub fn handle_batch(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        bytes: &[u8],
+    ) {
+        match wire::decode::<crate::message::Batch>(bytes) {
+            Ok(batch) => {
+                for frame in &batch.frames {
+                    self.handle_message(now, rng, from, frame);
+                }
+            }
+            Err(error) => {
+                self.boot(now);
+                self.counters.count(&error);
+            }
+        }
+    }
+
     /// Takes a broadcast message. Bad bytes and bad signatures are counted and dropped.
     pub fn handle_gossip(&mut self, now: Millis, rng: &mut dyn RngCore, bytes: &[u8]) {
         self.boot(now);

@@ -1,0 +1,381 @@
+//! `taskswarm-testnet bench`: runs the standard workloads (see [`crate::workload`]) against fresh
+//! local testnets, each `--repeat` times, with any `--chaos` running alongside, and reports
+//! medians with min and max: a markdown table on standard output, a JSON file of one stable shape
+//! for scripts, and an SVG of running tasks per peer over time.
+//!
+//! The JSON (`--out`):
+//! ```text
+//! {"peers": N, "slots": S, "repeat": R, "chaos": [...], "netns": bool,
+//!  "workloads": {"noop-handler": {"tasks_per_s": {"median","min","max"}, ...counts},
+//!                "noop-exec": {...}, "latency": {"p50_ms": {...}, "p99_ms": {...}, ...},
+//!                "skew": {"makespan_over_ideal": {...}, ...},
+//!                "crash": {"reexec_after_kill_s": {...}, "completed", "lost", "ran_twice",
+//!                          "recorded_twice", ...}},
+//!  "skipped": {"dag": "why"}, "marks": [...], "lost": total, "recorded_twice": total}
+//! ```
+//! Every workload carries the counts `tasks`, `unacknowledged`, `completed`, `failed`, `lost`,
+//! `ran_twice` and `recorded_twice`, summed over its runs. The command exits 1 if any task was
+//! lost or recorded twice.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use taskswarm_testnet::{Cluster, Options, netns, taskswarm_binary};
+use tokio::sync::watch;
+
+use crate::chaos::{self, Chaos};
+use crate::picture::{self, Panel};
+use crate::swarm::{Control, Mark};
+use crate::workload::{self, RunResult, Workload};
+
+/// Options of `bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// How many peers each testnet has.
+    #[arg(long, default_value_t = 4)]
+    peers: usize,
+    /// Slots per peer.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    /// How many times to run each workload (each on a fresh testnet); figures are medians.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Which workloads to run, comma separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<Workload>,
+    /// Tasks per run, instead of each workload's own number.
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Faults to inject during every run (repeatable): `kill-every=DUR[,restart-after=DUR]`,
+    /// `stop=DUR[,stop-every=DUR]`, `partition=A|B:DUR` (A, B: peer numbers like 1,2; needs
+    /// --netns).
+    #[arg(long)]
+    chaos: Vec<String>,
+    /// Run each peer in its own network namespace (root only; skipped, saying why, otherwise).
+    #[arg(long)]
+    netns: bool,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/report.json")]
+    out: PathBuf,
+    /// Where to draw running tasks per peer over time (SVG).
+    #[arg(long, default_value = "target/bench/running.svg")]
+    picture: PathBuf,
+    /// The testnets' directory (default: a new temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The taskswarm binary (default: build this workspace's, release profile).
+    #[arg(long, env = "TASKSWARM_BIN")]
+    bin: Option<PathBuf>,
+}
+
+/// Median, min and max of one figure over the runs.
+fn stat(values: &[f64]) -> Value {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return Value::Null;
+    }
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    json!({ "median": round(median), "min": round(v[0]), "max": round(v[v.len() - 1]) })
+}
+
+/// The target of a figure on 4 local peers, for the table.
+fn target(workload: Workload, figure: &str) -> &'static str {
+    match (workload, figure) {
+        (Workload::NoopHandler, "tasks_per_s") => ">= 20000",
+        (Workload::Latency, "p50_ms") => "<= 0.5",
+        (Workload::Latency, "p99_ms") => "<= 2",
+        (Workload::Skew, "makespan_over_ideal") => "<= 1.05",
+        (Workload::Crash, "reexec_after_kill_s") => "<= TTL + 1 s = 2.5",
+        _ => "",
+    }
+}
+
+/// Runs the benchmark; exit 1 if a task was lost or recorded twice.
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.peers < 2 {
+        bail!("--peers must be at least 2");
+    }
+    if args.slots == 0 || args.repeat == 0 {
+        bail!("--slots and --repeat must be at least 1");
+    }
+    let mut chaos = Vec::new();
+    for spec in &args.chaos {
+        chaos.push(Chaos::parse(spec, args.peers).with_context(|| format!("--chaos {spec}"))?);
+    }
+    let mut netns = args.netns;
+    if netns && let Err(why) = netns::available() {
+        println!("network namespaces skipped: {why}; the peers run on 127.0.0.1");
+        netns = false;
+    }
+    if !netns && chaos.iter().any(Chaos::needs_netns) {
+        println!(
+            "partition chaos skipped: it needs the peers in network namespaces (--netns, as root)"
+        );
+        chaos.retain(|c| !c.needs_netns());
+    }
+    let workloads = if args.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        args.workloads.clone()
+    };
+    let binary = match &args.bin {
+        Some(bin) => bin.clone(),
+        None => taskswarm_binary("release")?,
+    };
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("taskswarm-bench-{}", std::process::id()))
+    });
+    println!(
+        "benchmark: {} peers x {} slots, {} run(s) of each workload{}{}",
+        args.peers,
+        args.slots,
+        args.repeat,
+        if netns { ", network namespaces" } else { "" },
+        if args.chaos.is_empty() {
+            String::new()
+        } else {
+            format!(", chaos {}", args.chaos.join(" "))
+        }
+    );
+
+    let mut results: BTreeMap<Workload, Vec<RunResult>> = BTreeMap::new();
+    let mut skipped = BTreeMap::new();
+    let mut marks: BTreeMap<Workload, Vec<Mark>> = BTreeMap::new();
+    let mut peer_ids = Vec::new();
+    let mut run_no = 0;
+    for &w in &workloads {
+        if let Some(why) = w.unavailable() {
+            println!("{}: skipped: {why}", w.name());
+            skipped.insert(w.name(), why);
+            continue;
+        }
+        for r in 0..args.repeat {
+            run_no += 1;
+            let options = Options {
+                peers: args.peers,
+                slots: args.slots,
+                allow_exec: true,
+                binary: binary.clone(),
+                dir: dir.join(format!("run{run_no}-{}", w.name())),
+                ready_deadline: Duration::from_secs(30),
+                node_args: Vec::new(),
+                netns,
+            };
+            let cluster = Cluster::start(options).await?;
+            let (control, swarm) = Control::new(cluster);
+            peer_ids = control.peer_ids.clone();
+            let (stop_chaos, chaos_stopped) = watch::channel(false);
+            let injectors: Vec<_> = chaos
+                .iter()
+                .map(|c| {
+                    tokio::spawn(chaos::run(
+                        c.clone(),
+                        control.clone(),
+                        chaos_stopped.clone(),
+                    ))
+                })
+                .collect();
+            let outcome = workload::run(w, args.tasks, &control, &swarm, args.slots).await;
+            let _ = stop_chaos.send(true);
+            for injector in injectors {
+                match injector.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => println!("  chaos failed: {e:#}"),
+                    Err(e) => println!("  chaos failed: {e}"),
+                }
+            }
+            control.stop().await;
+            let outcome = outcome?;
+            println!("{}", progress_line(w, r + 1, args.repeat, &outcome));
+            if r == 0 {
+                marks.insert(w, control.marks());
+            }
+            results.entry(w).or_default().push(outcome);
+        }
+    }
+
+    let report = report_json(&args, netns, &chaos, &results, &skipped, &marks);
+    print_tables(&results);
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let panels: Vec<Panel<'_>> = results
+        .iter()
+        .map(|(w, runs)| Panel {
+            title: format!("{} (run 1 of {})", w.name(), runs.len()),
+            views: &runs[0].views,
+            span_ms: runs[0].span_ms,
+            marks: marks.get(w).cloned().unwrap_or_default(),
+        })
+        .collect();
+    picture::draw(&args.picture, &panels, &peer_ids)?;
+    println!(
+        "\nwrote {} and {}",
+        args.out.display(),
+        args.picture.display()
+    );
+    let lost = report["lost"].as_u64().unwrap_or(0);
+    let twice = report["recorded_twice"].as_u64().unwrap_or(0);
+    if lost > 0 || twice > 0 {
+        println!("FAILED: {lost} task(s) lost, {twice} recorded twice");
+        return Ok(ExitCode::from(1));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_line(w: Workload, r: usize, repeat: usize, outcome: &RunResult) -> String {
+    let figures: Vec<String> = outcome
+        .figures
+        .iter()
+        .map(|(name, value)| format!("{name} {value:.3}"))
+        .collect();
+    let mut failures: Vec<(&String, &usize)> = outcome.failures.iter().collect();
+    failures.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+    let failures: String = failures
+        .iter()
+        .take(3)
+        .map(|(why, n)| format!("\n  {n} failed: {why}"))
+        .collect();
+    format!(
+        "{} run {r}/{repeat}: {} tasks, {} completed, {} lost, {} ran twice, {} recorded twice; {}{failures}",
+        w.name(),
+        outcome.tasks,
+        outcome.completed,
+        outcome.lost,
+        outcome.ran_twice,
+        outcome.recorded_twice,
+        figures.join(", ")
+    )
+}
+
+fn report_json(
+    args: &BenchArgs,
+    netns: bool,
+    chaos: &[Chaos],
+    results: &BTreeMap<Workload, Vec<RunResult>>,
+    skipped: &BTreeMap<&str, &str>,
+    marks: &BTreeMap<Workload, Vec<Mark>>,
+) -> Value {
+    let mut workloads = serde_json::Map::new();
+    let (mut lost, mut twice) = (0, 0);
+    for (w, runs) in results {
+        let mut entry = serde_json::Map::new();
+        entry.insert("runs".into(), json!(runs.len()));
+        let names: Vec<&str> = runs
+            .iter()
+            .flat_map(|r| r.figures.iter().map(|(n, _)| *n))
+            .collect();
+        for name in names {
+            if entry.contains_key(name) {
+                continue;
+            }
+            let values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.figures.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
+                .collect();
+            entry.insert(name.into(), stat(&values));
+        }
+        let sum = |f: fn(&RunResult) -> usize| runs.iter().map(f).sum::<usize>();
+        entry.insert("tasks".into(), json!(sum(|r| r.tasks)));
+        entry.insert("unacknowledged".into(), json!(sum(|r| r.unacknowledged)));
+        entry.insert("completed".into(), json!(sum(|r| r.completed)));
+        entry.insert("failed".into(), json!(sum(|r| r.failed)));
+        entry.insert("lost".into(), json!(sum(|r| r.lost)));
+        entry.insert("ran_twice".into(), json!(sum(|r| r.ran_twice)));
+        entry.insert("recorded_twice".into(), json!(sum(|r| r.recorded_twice)));
+        lost += sum(|r| r.lost);
+        twice += sum(|r| r.recorded_twice);
+        workloads.insert(w.name().into(), Value::Object(entry));
+    }
+    let marks: BTreeMap<&str, &Vec<Mark>> = marks.iter().map(|(w, m)| (w.name(), m)).collect();
+    json!({
+        "peers": args.peers,
+        "slots": args.slots,
+        "repeat": args.repeat,
+        "netns": netns,
+        "chaos": chaos,
+        "workloads": workloads,
+        "skipped": skipped,
+        "marks": marks,
+        "lost": lost,
+        "recorded_twice": twice,
+    })
+}
+
+fn print_tables(results: &BTreeMap<Workload, Vec<RunResult>>) {
+    println!("\n| workload | figure | median | min | max | target |");
+    println!("|---|---|---|---|---|---|");
+    for (w, runs) in results {
+        let mut seen = Vec::new();
+        for (name, _) in runs.iter().flat_map(|r| r.figures.iter()) {
+            if seen.contains(name) {
+                continue;
+            }
+            seen.push(name);
+            let values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.figures.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
+                .collect();
+            let s = stat(&values);
+            let f = |k: &str| s[k].as_f64().map_or("-".into(), |x| format!("{x:.3}"));
+            println!(
+                "| {} | {name} | {} | {} | {} | {} |",
+                w.name(),
+                f("median"),
+                f("min"),
+                f("max"),
+                target(*w, name)
+            );
+        }
+    }
+    println!(
+        "\n| workload | runs | tasks | completed | failed | lost | ran twice | recorded twice | unacknowledged |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (w, runs) in results {
+        let sum = |f: fn(&RunResult) -> usize| runs.iter().map(f).sum::<usize>();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            w.name(),
+            runs.len(),
+            sum(|r| r.tasks),
+            sum(|r| r.completed),
+            sum(|r| r.failed),
+            sum(|r| r.lost),
+            sum(|r| r.ran_twice),
+            sum(|r| r.recorded_twice),
+            sum(|r| r.unacknowledged),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_are_median_min_and_max() {
+        assert_eq!(
+            stat(&[3.0, 1.0, 2.0]),
+            json!({"median": 2.0, "min": 1.0, "max": 3.0})
+        );
+        assert_eq!(
+            stat(&[4.0, 1.0]),
+            json!({"median": 2.5, "min": 1.0, "max": 4.0})
+        );
+        assert_eq!(stat(&[f64::NAN]), Value::Null);
+    }
+}

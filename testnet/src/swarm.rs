@@ -1,0 +1,347 @@
+//! The benchmark's view of a running testnet: a [`Swarm`] that workloads use to submit and wait
+//! (it goes to another live peer when the one it asked is down), and the [`Control`] through which
+//! the crash workload and chaos kill, restart, pause and cut peers. Workloads never hold the
+//! cluster itself, so a peer can be killed while requests are in flight.
+//!
+//! Every request has a timeout and every wait a deadline: a stopped or partitioned peer slows a
+//! workload down, it never hangs it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use taskswarm::TaskView;
+use tokio::sync::Mutex as AsyncMutex;
+
+use taskswarm_testnet::Cluster;
+
+/// Milliseconds since the Unix epoch: the clock the peers stamp task histories with.
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Something chaos or a workload did to a peer, for the report and the picture.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct Mark {
+    /// When (ms since the Unix epoch).
+    pub(crate) at_ms: u64,
+    /// `kill`, `restart`, `stop`, `cont`, `partition` or `heal`.
+    pub(crate) what: &'static str,
+    /// The peers concerned (1-based, as the testnet prints them).
+    pub(crate) peers: Vec<usize>,
+}
+
+/// A handle to the peers' APIs that workloads share.
+#[derive(Clone, Debug)]
+pub(crate) struct Swarm {
+    http: reqwest::Client,
+    apis: Arc<Mutex<Vec<Option<String>>>>,
+    /// How many peers the testnet has.
+    pub(crate) size: usize,
+}
+
+impl Swarm {
+    fn new(apis: Vec<Option<String>>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            size: apis.len(),
+            apis: Arc::new(Mutex::new(apis)),
+        }
+    }
+
+    fn set_api(&self, i: usize, api: Option<String>) {
+        if let Ok(mut apis) = self.apis.lock() {
+            apis[i] = api;
+        }
+    }
+
+    /// The API of peer `i` if it is up, otherwise of the next live peer after it.
+    fn api_near(&self, i: usize) -> Option<(usize, String)> {
+        let apis = self.apis.lock().ok()?;
+        (0..apis.len())
+            .map(|k| (i + k) % apis.len())
+            .find_map(|j| apis[j].clone().map(|api| (j, api)))
+    }
+
+    async fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .http
+            .post(url)
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        let answer: serde_json::Value = response
+            .json()
+            .await
+            .with_context(|| format!("POST {url}: not JSON"))?;
+        if !status.is_success() {
+            bail!("POST {url}: {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    /// Submits specs through peer `prefer` (or the next live peer, if a request fails); returns
+    /// the peer that took them and their ids. Tasks of a request that failed were never
+    /// acknowledged, so they are not counted anywhere.
+    pub(crate) async fn submit(
+        &self,
+        prefer: usize,
+        specs: &[serde_json::Value],
+        deadline: Instant,
+    ) -> anyhow::Result<(usize, Vec<String>)> {
+        let body = serde_json::Value::from(specs.to_vec());
+        let mut at = prefer;
+        loop {
+            let Some((i, api)) = self.api_near(at) else {
+                bail!("no peer is up to submit to");
+            };
+            match self
+                .post_json(&format!("{api}/v1/tasks"), &body, Duration::from_secs(30))
+                .await
+            {
+                Ok(answer) => {
+                    let ids = serde_json::from_value(answer["ids"].clone())
+                        .context("a submit answer without ids")?;
+                    return Ok((i, ids));
+                }
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!("submit through peer {} failed: {e:#}", i + 1);
+                    at = i + 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until every task has ended or the deadline passes, asking peer `prefer` (the one the
+    /// tasks were submitted through) or, while it is down, another live peer. Returns each task's
+    /// last view, `None` for a task no peer could show.
+    pub(crate) async fn wait(
+        &self,
+        prefer: usize,
+        ids: &[String],
+        deadline: Instant,
+    ) -> Vec<Option<TaskView>> {
+        let mut views: Vec<Option<TaskView>> = vec![None; ids.len()];
+        let mut pending: Vec<usize> = (0..ids.len()).collect();
+        let mut at = prefer;
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Some((i, api)) = self.api_near(at) else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let wait = left.min(Duration::from_secs(5));
+            let asked: Vec<&String> = pending.iter().map(|&k| &ids[k]).collect();
+            let body = json!({ "ids": asked, "wait_ms": wait.as_millis() as u64 });
+            let answer = self
+                .post_json(
+                    &format!("{api}/v1/tasks/wait"),
+                    &body,
+                    wait + Duration::from_secs(5),
+                )
+                .await
+                .and_then(|a| {
+                    serde_json::from_value::<Vec<Option<TaskView>>>(a["tasks"].clone())
+                        .context("a wait answer without tasks")
+                });
+            match answer {
+                Ok(answer) if answer.len() == pending.len() => {
+                    let mut still = Vec::new();
+                    for (&k, view) in pending.iter().zip(answer) {
+                        let ended = view.as_ref().is_some_and(TaskView::is_final);
+                        if view.is_some() {
+                            views[k] = view;
+                        }
+                        if !ended {
+                            still.push(k);
+                        }
+                    }
+                    pending = still;
+                    at = prefer;
+                }
+                Ok(_) => bail_later(&mut at, i),
+                Err(e) => {
+                    tracing::debug!("waiting at peer {} failed: {e:#}", i + 1);
+                    bail_later(&mut at, i);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        views
+    }
+
+    /// Submits one spec through peer `i` and waits for its end: one round trip as a client sees it.
+    pub(crate) async fn round_trip(
+        &self,
+        i: usize,
+        spec: &serde_json::Value,
+    ) -> anyhow::Result<TaskView> {
+        let Some((_, api)) = self.api_near(i) else {
+            bail!("no peer is up");
+        };
+        let answer = self
+            .post_json(&format!("{api}/v1/tasks"), spec, Duration::from_secs(10))
+            .await?;
+        let id = answer["id"]
+            .as_str()
+            .context("a submit answer without id")?;
+        let url = format!("{api}/v1/tasks/{id}?wait_ms=10000");
+        let response = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let view: TaskView = response.json().await.context("a task view")?;
+        anyhow::ensure!(view.is_final(), "task {id} had not ended after 10 s");
+        Ok(view)
+    }
+}
+
+/// Moves on to the peer after `i`.
+fn bail_later(at: &mut usize, i: usize) {
+    *at = i + 1;
+}
+
+/// The testnet itself, for what only chaos and the crash workload do.
+#[derive(Clone, Debug)]
+pub(crate) struct Control {
+    cluster: Arc<AsyncMutex<Cluster>>,
+    swarm: Swarm,
+    marks: Arc<Mutex<Vec<Mark>>>,
+    /// The peers' libp2p ids, in start order (a restarted peer keeps its id).
+    pub(crate) peer_ids: Vec<String>,
+}
+
+impl Control {
+    /// Takes over a started cluster; returns the control and the workloads' handle.
+    pub(crate) fn new(cluster: Cluster) -> (Self, Swarm) {
+        let apis = cluster.peers.iter().map(|p| Some(p.api.clone())).collect();
+        let peer_ids = cluster.peers.iter().map(|p| p.peer_id.clone()).collect();
+        let swarm = Swarm::new(apis);
+        let control = Self {
+            cluster: Arc::new(AsyncMutex::new(cluster)),
+            swarm: swarm.clone(),
+            marks: Arc::new(Mutex::new(Vec::new())),
+            peer_ids,
+        };
+        (control, swarm)
+    }
+
+    fn mark(&self, what: &'static str, peers: Vec<usize>) -> u64 {
+        let at_ms = wall_ms();
+        if let Ok(mut marks) = self.marks.lock() {
+            marks.push(Mark {
+                at_ms,
+                what,
+                peers: peers.iter().map(|i| i + 1).collect(),
+            });
+        }
+        at_ms
+    }
+
+    /// What has been done to peers so far.
+    pub(crate) fn marks(&self) -> Vec<Mark> {
+        self.marks.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Peers that are up and not paused.
+    pub(crate) fn live(&self) -> Vec<usize> {
+        let apis = self
+            .swarm
+            .apis
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        (0..apis.len()).filter(|&i| apis[i].is_some()).collect()
+    }
+
+    /// SIGKILLs peer `i`; returns when (ms since the Unix epoch).
+    pub(crate) async fn kill(&self, i: usize) -> anyhow::Result<u64> {
+        let mut cluster = self.cluster.lock().await;
+        self.swarm.set_api(i, None);
+        cluster.kill(i)?;
+        Ok(self.mark("kill", vec![i]))
+    }
+
+    /// Starts killed peer `i` again with its data directory.
+    pub(crate) async fn restart(&self, i: usize) -> anyhow::Result<()> {
+        let mut cluster = self.cluster.lock().await;
+        cluster
+            .restart(i, Instant::now() + Duration::from_secs(20))
+            .await?;
+        self.swarm.set_api(i, Some(cluster.peers[i].api.clone()));
+        self.mark("restart", vec![i]);
+        Ok(())
+    }
+
+    /// SIGSTOPs peer `i` (workloads stop asking it until it continues).
+    pub(crate) async fn pause(&self, i: usize) -> anyhow::Result<()> {
+        let cluster = self.cluster.lock().await;
+        self.swarm.set_api(i, None);
+        cluster.signal(i, Signal::SIGSTOP)?;
+        self.mark("stop", vec![i]);
+        Ok(())
+    }
+
+    /// SIGCONTs paused peer `i`.
+    pub(crate) async fn resume(&self, i: usize) -> anyhow::Result<()> {
+        let cluster = self.cluster.lock().await;
+        cluster.signal(i, Signal::SIGCONT)?;
+        self.swarm.set_api(i, Some(cluster.peers[i].api.clone()));
+        self.mark("cont", vec![i]);
+        Ok(())
+    }
+
+    /// Cuts the network between two groups of peers (network namespaces only).
+    pub(crate) async fn partition(&self, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
+        let cluster = self.cluster.lock().await;
+        cluster.cut(a, b, true)?;
+        self.mark("partition", a.iter().chain(b).copied().collect());
+        Ok(())
+    }
+
+    /// Heals a cut made by [`Control::partition`].
+    pub(crate) async fn heal(&self, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
+        let cluster = self.cluster.lock().await;
+        cluster.cut(a, b, false)?;
+        self.mark("heal", a.iter().chain(b).copied().collect());
+        Ok(())
+    }
+
+    /// Whether peer `i` is down (killed and not restarted).
+    pub(crate) async fn is_killed(&self, i: usize) -> bool {
+        self.cluster.lock().await.peers[i].killed
+    }
+
+    /// Stops every peer.
+    pub(crate) async fn stop(&self) {
+        // A paused peer must run again to hear SIGTERM.
+        let cluster = self.cluster.lock().await;
+        for i in 0..cluster.peers.len() {
+            if !cluster.peers[i].killed {
+                let _ = cluster.signal(i, Signal::SIGCONT);
+            }
+        }
+        drop(cluster);
+        self.cluster.lock().await.stop();
+    }
+}

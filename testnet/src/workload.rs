@@ -1,0 +1,372 @@
+//! The standard workloads of the benchmark. Each one runs once against a fresh testnet and
+//! returns its figures and the final view of every task it submitted, from which the counts that
+//! must stay zero (lost, recorded twice) are taken.
+//!
+//! - `noop-handler`, `noop-exec`: 10,000 no-op tasks (the built-in `noop` handler; the program
+//!   `true`) submitted through every peer in batches of 500, as fast as the client can;
+//!   `tasks_per_s` is accepted tasks over the time from the first submission to the last result.
+//! - `latency`: 1,000 sequential round trips (submit one `noop` task through peer 1, wait for its
+//!   result); `p50_ms`, `p99_ms`.
+//! - `skew`: 200 tasks of 20 ms all submitted to peer 1; `makespan_over_ideal`, the ideal being
+//!   total work over total slots.
+//! - `crash`: 400 tasks of 100 ms submitted to peer 1; one second in, the last peer is killed with
+//!   SIGKILL; `reexec_after_kill_s` is the time from the kill to the first new start of a task the
+//!   killed peer was running.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use taskswarm::TaskView;
+
+use crate::swarm::{Control, Swarm, wall_ms};
+
+/// A standard workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub(crate) enum Workload {
+    /// 10,000 no-op handler tasks, as fast as possible.
+    NoopHandler,
+    /// 10,000 no-op process tasks (`true`), as fast as possible.
+    NoopExec,
+    /// 1,000 sequential submit-and-wait round trips.
+    Latency,
+    /// 200 tasks of 20 ms submitted to one peer.
+    Skew,
+    /// 400 tasks of 100 ms while a peer is killed.
+    Crash,
+    /// A 3-level fan-out/fan-in job (needs task dependencies).
+    Dag,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub(crate) const ALL: [Workload; 6] = [
+        Workload::NoopHandler,
+        Workload::NoopExec,
+        Workload::Latency,
+        Workload::Skew,
+        Workload::Crash,
+        Workload::Dag,
+    ];
+
+    /// Its name in the report.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Workload::NoopHandler => "noop-handler",
+            Workload::NoopExec => "noop-exec",
+            Workload::Latency => "latency",
+            Workload::Skew => "skew",
+            Workload::Crash => "crash",
+            Workload::Dag => "dag",
+        }
+    }
+
+    /// How many tasks it submits unless told otherwise.
+    pub(crate) fn default_tasks(self) -> usize {
+        match self {
+            Workload::NoopHandler | Workload::NoopExec => 10_000,
+            Workload::Latency => 1_000,
+            Workload::Skew => 200,
+            Workload::Crash => 400,
+            Workload::Dag => 0,
+        }
+    }
+
+    /// Why it cannot run in this build, if it cannot.
+    pub(crate) fn unavailable(self) -> Option<&'static str> {
+        match self {
+            Workload::Dag => Some("task dependencies are not built yet (issue 5)"),
+            _ => None,
+        }
+    }
+}
+
+/// What one run of a workload measured.
+#[derive(Debug, Default)]
+pub(crate) struct RunResult {
+    /// Named figures (`tasks_per_s`, `p50_ms`, …).
+    pub(crate) figures: Vec<(&'static str, f64)>,
+    /// Tasks the swarm acknowledged.
+    pub(crate) tasks: usize,
+    /// Tasks submitted but never acknowledged (the request failed; chaos only).
+    pub(crate) unacknowledged: usize,
+    /// Tasks that completed.
+    pub(crate) completed: usize,
+    /// Tasks that failed (an error, not a loss).
+    pub(crate) failed: usize,
+    /// Acknowledged tasks with no final record by the deadline.
+    pub(crate) lost: usize,
+    /// Tasks started more than once.
+    pub(crate) ran_twice: usize,
+    /// Tasks with more than one final result recorded.
+    pub(crate) recorded_twice: usize,
+    /// Why tasks failed (the last attempt's ending and detail), with counts.
+    pub(crate) failures: std::collections::BTreeMap<String, usize>,
+    /// The final (or last seen) views.
+    pub(crate) views: Vec<TaskView>,
+    /// When the run began and ended (ms since the Unix epoch).
+    pub(crate) span_ms: (u64, u64),
+}
+
+impl RunResult {
+    fn count(&mut self, views: Vec<Option<TaskView>>) {
+        self.tasks += views.len();
+        for view in views {
+            let Some(view) = view else {
+                self.lost += 1;
+                continue;
+            };
+            match view.state.as_str() {
+                "completed" => self.completed += 1,
+                "failed" | "cancelled" => {
+                    self.failed += 1;
+                    let why = view.attempts.last().map_or_else(
+                        || view.error.clone().unwrap_or_default(),
+                        |a| format!("{}: {}", a.ending, a.detail),
+                    );
+                    *self.failures.entry(why).or_default() += 1;
+                }
+                _ => self.lost += 1,
+            }
+            if starts(&view) > 1 {
+                self.ran_twice += 1;
+            }
+            let results = view
+                .history
+                .iter()
+                .filter(|t| matches!(t.state.as_str(), "completed" | "failed"))
+                .count();
+            let successes = view
+                .attempts
+                .iter()
+                .filter(|a| a.ending == "success")
+                .count();
+            if results > 1 || successes > 1 {
+                self.recorded_twice += 1;
+            }
+            self.views.push(view);
+        }
+    }
+}
+
+/// How many times a task was started, by its history.
+fn starts(view: &TaskView) -> usize {
+    view.history.iter().filter(|t| t.state == "running").count()
+}
+
+fn noop_spec(workload: Workload) -> Value {
+    match workload {
+        Workload::NoopExec => json!({ "program": "true" }),
+        _ => json!({ "handler": "noop" }),
+    }
+}
+
+fn sleep_spec(ms: u64) -> Value {
+    json!({ "handler": "sleep", "input": ms.to_string() })
+}
+
+/// Runs `workload` with `tasks` tasks (its default if `None`) against the testnet behind
+/// `control`/`swarm`, whose peers have `slots` slots each.
+pub(crate) async fn run(
+    workload: Workload,
+    tasks: Option<usize>,
+    control: &Control,
+    swarm: &Swarm,
+    slots: u32,
+) -> anyhow::Result<RunResult> {
+    let n = tasks.unwrap_or(workload.default_tasks());
+    let begun = wall_ms();
+    let mut result = match workload {
+        Workload::NoopHandler | Workload::NoopExec => {
+            throughput(swarm, noop_spec(workload), n).await
+        }
+        Workload::Latency => latency(swarm, n).await,
+        Workload::Skew => skew(swarm, n, slots).await,
+        Workload::Crash => crash(control, swarm, n).await?,
+        Workload::Dag => anyhow::bail!("{}", workload.unavailable().unwrap_or("unavailable")),
+    };
+    result.span_ms = (begun, wall_ms());
+    Ok(result)
+}
+
+/// Submits `specs` in batches through every peer in turn, at most one request per peer at a
+/// time; returns each accepted batch with the peer that took it, and how many were refused.
+async fn submit_all(
+    swarm: &Swarm,
+    specs: &[Value],
+    batch: usize,
+    deadline: Instant,
+) -> (Vec<(usize, Vec<String>)>, usize) {
+    let size = swarm.size;
+    let answers: Vec<_> =
+        futures::stream::iter(specs.chunks(batch).enumerate())
+            .map(|(k, chunk)| async move {
+                (chunk.len(), swarm.submit(k % size, chunk, deadline).await)
+            })
+            .buffer_unordered(size)
+            .collect()
+            .await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (len, answer) in answers {
+        match answer {
+            Ok(batch) => accepted.push(batch),
+            Err(e) => {
+                tracing::warn!("a batch of {len} was not acknowledged: {e:#}");
+                refused += len;
+            }
+        }
+    }
+    (accepted, refused)
+}
+
+/// Waits for every accepted batch at the peer that took it.
+async fn wait_all(
+    swarm: &Swarm,
+    batches: &[(usize, Vec<String>)],
+    deadline: Instant,
+) -> Vec<Option<TaskView>> {
+    futures::future::join_all(
+        batches
+            .iter()
+            .map(|(peer, ids)| swarm.wait(*peer, ids, deadline)),
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+async fn throughput(swarm: &Swarm, spec: Value, n: usize) -> RunResult {
+    let specs = vec![spec; n];
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let begun = Instant::now();
+    let (batches, refused) = submit_all(swarm, &specs, 500, deadline).await;
+    let submitted = begun.elapsed().as_secs_f64();
+    let views = wait_all(swarm, &batches, deadline).await;
+    let elapsed = begun.elapsed().as_secs_f64();
+    let mut result = RunResult {
+        unacknowledged: refused,
+        ..RunResult::default()
+    };
+    result.count(views);
+    result.figures = vec![
+        ("tasks_per_s", result.completed as f64 / elapsed),
+        ("submit_s", submitted),
+        ("total_s", elapsed),
+    ];
+    result
+}
+
+async fn latency(swarm: &Swarm, n: usize) -> RunResult {
+    let spec = json!({ "handler": "noop" });
+    let mut times = Vec::with_capacity(n);
+    let mut views = Vec::with_capacity(n);
+    let mut result = RunResult::default();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for _ in 0..n {
+        if Instant::now() > deadline {
+            break;
+        }
+        let began = Instant::now();
+        match swarm.round_trip(0, &spec).await {
+            Ok(view) => {
+                times.push(began.elapsed().as_secs_f64() * 1000.0);
+                views.push(Some(view));
+            }
+            Err(e) => {
+                tracing::warn!("a round trip failed: {e:#}");
+                result.unacknowledged += 1;
+            }
+        }
+    }
+    result.count(views);
+    times.sort_by(f64::total_cmp);
+    result.figures = vec![
+        ("p50_ms", percentile(&times, 0.50)),
+        ("p99_ms", percentile(&times, 0.99)),
+    ];
+    result
+}
+
+/// The `q` quantile of sorted values (nearest rank); NaN if there are none.
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn skew(swarm: &Swarm, n: usize, slots: u32) -> RunResult {
+    const MS: u64 = 20;
+    let specs = vec![sleep_spec(MS); n];
+    let ideal = n as f64 * MS as f64 / 1000.0 / (swarm.size as f64 * f64::from(slots));
+    let deadline =
+        Instant::now() + Duration::from_secs(60).max(Duration::from_secs_f64(ideal * 20.0));
+    let begun = Instant::now();
+    let (batches, refused) = submit_all(swarm, &specs, n.max(1), deadline).await;
+    let views = wait_all(swarm, &batches, deadline).await;
+    let makespan = begun.elapsed().as_secs_f64();
+    let mut result = RunResult {
+        unacknowledged: refused,
+        ..RunResult::default()
+    };
+    result.count(views);
+    result.figures = vec![
+        ("makespan_over_ideal", makespan / ideal),
+        ("makespan_s", makespan),
+    ];
+    result
+}
+
+async fn crash(control: &Control, swarm: &Swarm, n: usize) -> anyhow::Result<RunResult> {
+    const MS: u64 = 100;
+    let victim = swarm.size - 1;
+    anyhow::ensure!(victim > 0, "the crash workload needs at least 2 peers");
+    let specs = vec![sleep_spec(MS); n];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (batches, refused) = submit_all(swarm, &specs, n.max(1), deadline).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed_at = control.kill(victim).await?;
+    let views = wait_all(swarm, &batches, deadline).await;
+    let mut result = RunResult {
+        unacknowledged: refused,
+        ..RunResult::default()
+    };
+    result.count(views);
+    let victim_id = &control.peer_ids[victim];
+    let reexec = result
+        .views
+        .iter()
+        .filter(|v| {
+            v.history.iter().any(|t| {
+                t.state == "running" && t.peer.as_ref() == Some(victim_id) && t.at_ms <= killed_at
+            })
+        })
+        .filter_map(|v| {
+            v.history
+                .iter()
+                .find(|t| t.state == "running" && t.at_ms > killed_at)
+                .map(|t| (t.at_ms - killed_at) as f64 / 1000.0)
+        })
+        .min_by(f64::total_cmp);
+    if let Some(reexec) = reexec {
+        result.figures.push(("reexec_after_kill_s", reexec));
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[3.0], 0.99), 3.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+}
