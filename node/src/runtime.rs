@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -80,6 +80,8 @@ struct PendingSubmit {
 /// together in the next request. Small bursts go out at once; large ones are batched instead of
 /// opening a stream per message.
 const MAX_IN_FLIGHT_PER_PEER: usize = 4;
+/// At most this many inputs share one store transaction.
+const MAX_GROUP: usize = 256;
 /// A batch is closed once it holds this many bytes.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
@@ -146,11 +148,7 @@ impl EventLoop {
                     Some(command) => self.on_command(&mut state, command),
                     None => break,
                 },
-                Some(done) = finished_rx.recv() => {
-                    let now = state.now();
-                    state.aborts.remove(&(done.task, done.epoch));
-                    self.scheduler.handle_finished(now, &mut state.rng, done.task, done.epoch, done.outcome);
-                }
+                Some(done) = finished_rx.recv() => self.on_finished(&mut state, done),
                 _ = tick.tick() => {
                     let now = state.now();
                     self.scheduler.tick(now, &mut state.rng);
@@ -162,6 +160,7 @@ impl EventLoop {
                 }
                 _ = self.shutdown.changed() => break,
             }
+            self.take_ready(&mut state, &mut finished_rx);
             if let Err(e) = self.apply_actions(&mut state) {
                 tracing::error!(error = %e, "the store failed; stopping this peer");
                 break;
@@ -219,6 +218,30 @@ impl EventLoop {
                 self.on_message_event(state, event);
             }
             _ => {}
+        }
+    }
+
+    fn on_finished(&mut self, state: &mut State, done: Finished) {
+        let now = state.now();
+        state.aborts.remove(&(done.task, done.epoch));
+        self.scheduler
+            .handle_finished(now, &mut state.rng, done.task, done.epoch, done.outcome);
+    }
+
+    /// Handles more inputs that are ready right now (a bounded number), so that one store
+    /// transaction and one round of sends cover a burst of them: group commit. Nothing handled
+    /// here is acknowledged before that transaction commits.
+    fn take_ready(&mut self, state: &mut State, finished: &mut mpsc::Receiver<Finished>) {
+        for _ in 0..MAX_GROUP {
+            if let Some(event) = self.swarm.select_next_some().now_or_never() {
+                self.on_swarm_event(state, event);
+            } else if let Ok(done) = finished.try_recv() {
+                self.on_finished(state, done);
+            } else if let Ok(command) = self.commands.try_recv() {
+                self.on_command(state, command);
+            } else {
+                break;
+            }
         }
     }
 

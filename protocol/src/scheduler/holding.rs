@@ -15,6 +15,10 @@ use crate::wire::WireError;
 
 impl Scheduler {
     /// Queues a task under the lease at `epoch` (or moves a queued one to a newer epoch).
+    ///
+    /// A task placed again by its primary (major epoch above 1: its holder was lost, or it is
+    /// retried) goes to the front of the queue: it is older than anything queued behind it, and
+    /// its recovery should not wait for the queue to drain.
     pub(super) fn hold(&mut self, task: Task, epoch: u64) {
         match self.held.get_mut(&task.id) {
             Some(held) if held.epoch >= epoch => {}
@@ -27,7 +31,11 @@ impl Scheduler {
                 self.write(Table::Held, task.id, Some(&entry));
             }
             None => {
-                self.ready.push_back(task.id);
+                if epoch >> 32 > 1 {
+                    self.ready.push_front(task.id);
+                } else {
+                    self.ready.push_back(task.id);
+                }
                 let entry = HeldEntry {
                     envelope: task.envelope(),
                     epoch,

@@ -653,6 +653,10 @@ impl Scheduler {
     }
 
     /// Records the loss of a lease; returns whether the task is to be placed again.
+    ///
+    /// A task its holder never reported starting did not run (as far as anyone knows): losing it
+    /// is not an attempt, and it is placed again whatever its retry policy. Only a lease lost
+    /// while the task was running counts against its attempts.
     fn reclaim(&mut self, now: Millis, holder: PeerKey, id: TaskId) -> bool {
         let wall = self.wall(now);
         self.counters.leases_reclaimed += 1;
@@ -660,6 +664,17 @@ impl Scheduler {
             return false;
         };
         let record = &mut entry.record;
+        record.holder = None;
+        if record.state != TaskState::Running {
+            record.transition(
+                TaskState::Waiting,
+                Some(self.me),
+                wall,
+                "re-claimed from a silent holder before it started",
+            );
+            self.changed(now, id);
+            return true;
+        }
         record.attempts.push(Attempt {
             peer: holder,
             epoch: record.epoch,
@@ -669,7 +684,6 @@ impl Scheduler {
             at_wall_ms: wall,
         });
         let attempts = record.attempts.len() as u32;
-        record.holder = None;
         let again = entry.spec.retry.retries(Ending::LostLease, attempts);
         if again {
             record.transition(
