@@ -110,6 +110,15 @@ pub enum Message {
         /// The epoch of the voided lease.
         epoch: u64,
     },
+    /// Any peer → a few peers (in fanout mode, instead of a broadcast): its signed load report,
+    /// and a sample of the peers it knows, so that partial views keep mixing and newcomers become
+    /// known.
+    Load {
+        /// The report; its peer must be the sender.
+        report: SignedLoadReport,
+        /// Peers the sender knows.
+        peers: Vec<crate::identity::PeerKey>,
+    },
     /// Any peer → any peer: do you keep the record of this task?
     Query {
         /// The asker's number for the question.
@@ -145,6 +154,7 @@ impl Message {
             Message::Missing { .. } => "missing",
             Message::Cancel { .. } => "cancel",
             Message::Abort { .. } => "abort",
+            Message::Load { .. } => "load",
             Message::Query { .. } => "query",
             Message::Answer { .. } => "answer",
         }

@@ -20,9 +20,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{
-    Action, Capabilities, Config, Keypair, Message, Millis, Outcome, PeerKey, RetryPolicy,
+    Action, Batch, Capabilities, Config, Keypair, Message, Millis, Outcome, PeerKey, RetryPolicy,
     Scheduler, Signed, SignedSpec, Table, TaskId, TaskKind, TaskSpec, wire,
 };
+
+/// The wall time the simulation starts at (ms since the Unix epoch), before each peer's skew.
+const WALL_EPOCH_MS: i64 = 1_800_000_000_000;
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
 /// The handler name the simulated executor understands: its input is the run time in
 /// milliseconds, as a little-endian u64.
@@ -37,6 +42,21 @@ pub struct NetConfig {
     pub max_delay_ms: Millis,
     /// How often every peer's scheduler is ticked.
     pub tick_ms: Millis,
+    /// Chance in a thousand that a message or gossip is lost.
+    pub loss_permille: u32,
+    /// Chance in a thousand that a message or gossip arrives twice.
+    pub duplicate_permille: u32,
+    /// Chance in a thousand that a message is held back by up to [`Self::reorder_max_ms`] more,
+    /// so that later ones overtake it.
+    pub reorder_permille: u32,
+    /// The longest hold-back.
+    pub reorder_max_ms: Millis,
+    /// Each peer's clock runs fast or slow by up to this many parts in a thousand.
+    pub clock_drift_permille: u32,
+    /// Each peer's wall clock is off by up to this much either way.
+    pub wall_skew_ms: Millis,
+    /// How long after sending a lost or cut-off message its sender learns it was not delivered.
+    pub send_timeout_ms: Millis,
 }
 
 impl Default for NetConfig {
@@ -45,6 +65,32 @@ impl Default for NetConfig {
             min_delay_ms: 1,
             max_delay_ms: 5,
             tick_ms: 10,
+            loss_permille: 0,
+            duplicate_permille: 0,
+            reorder_permille: 0,
+            reorder_max_ms: 0,
+            clock_drift_permille: 0,
+            wall_skew_ms: 0,
+            send_timeout_ms: 1_000,
+        }
+    }
+}
+
+impl NetConfig {
+    /// A hostile network: 1-20 ms delays, 2 % loss, 1 % duplicates, 5 % held back up to 200 ms,
+    /// clocks 1 % fast or slow and wall clocks up to 5 s apart.
+    pub fn hostile() -> Self {
+        Self {
+            min_delay_ms: 1,
+            max_delay_ms: 20,
+            tick_ms: 10,
+            loss_permille: 20,
+            duplicate_permille: 10,
+            reorder_permille: 50,
+            reorder_max_ms: 200,
+            clock_drift_permille: 10,
+            wall_skew_ms: 5_000,
+            send_timeout_ms: 1_000,
         }
     }
 }
@@ -56,6 +102,8 @@ enum Event {
         from: usize,
         to: usize,
         message: Message,
+        /// A duplicate: delivered, but not acknowledged to the sender.
+        copy: bool,
     },
     Delivered {
         from: usize,
@@ -95,6 +143,10 @@ pub struct SimPeer {
     pub executed: Vec<(TaskId, u64)>,
     /// Bumped at every restart, so events of an earlier life are ignored.
     pub incarnation: u32,
+    /// Its clock's rate, in thousandths: 1000 keeps time.
+    pub clock_rate: u64,
+    /// Its wall clock's offset from the simulation's.
+    pub wall_offset: i64,
     config: Config,
 }
 
@@ -123,6 +175,18 @@ pub struct Sim {
     pub accepted: BTreeSet<TaskId>,
     /// The invariant checker's memory.
     pub watch: invariants::Watch,
+    /// Records changed since the invariants were last checked: (peer, task).
+    pub changed: Vec<(usize, TaskId)>,
+    /// Tasks acknowledged, or whose stored record a peer deleted, since the last check.
+    pub unstored: Vec<TaskId>,
+    /// Tasks some peer has a final record of.
+    pub finals: BTreeSet<TaskId>,
+    /// Bytes of load reports delivered, over all peers.
+    pub gossip_bytes: u64,
+    /// Messages delivered, over all peers.
+    pub messages: u64,
+    trace: u64,
+    side: Vec<u32>,
     net: NetConfig,
     rng: ChaCha8Rng,
     index: BTreeMap<PeerKey, usize>,
@@ -158,12 +222,20 @@ impl Sim {
                     ..config(i)
                 };
                 let key = Keypair::generate(&mut rng);
+                let drift = u64::from(net.clock_drift_permille);
+                let clock_rate = 1000 - drift + rng.random_range(0..=2 * drift);
+                let skew = net.wall_skew_ms as i64;
+                let wall_offset = WALL_EPOCH_MS + rng.random_range(-skew..=skew);
+                let mut scheduler = Scheduler::new(key.clone(), config.clone());
+                scheduler.set_wall_offset(wall_offset);
                 SimPeer {
-                    scheduler: Some(Scheduler::new(key.clone(), config.clone())),
+                    scheduler: Some(scheduler),
                     key,
                     disk: BTreeMap::new(),
                     executed: Vec::new(),
                     incarnation: 0,
+                    clock_rate,
+                    wall_offset,
                     config,
                 }
             })
@@ -175,6 +247,13 @@ impl Sim {
             seed,
             accepted: BTreeSet::new(),
             watch: invariants::Watch::default(),
+            changed: Vec::new(),
+            unstored: Vec::new(),
+            finals: BTreeSet::new(),
+            gossip_bytes: 0,
+            messages: 0,
+            trace: FNV_OFFSET,
+            side: vec![0; n],
             net,
             rng,
             index,
@@ -183,7 +262,69 @@ impl Sim {
             nonce: 0,
         };
         sim.schedule(0, Event::Tick);
+        if sim.peers.iter().any(|p| p.config.report_fanout > 0) {
+            sim.introduce_randomly(4);
+        }
         sim
+    }
+
+    /// In fanout mode nobody hears of anybody by broadcast: tell each peer of `k` random others,
+    /// as a node's bootstrap addresses do.
+    fn introduce_randomly(&mut self, k: usize) {
+        let n = self.peers.len();
+        for i in 0..n {
+            for _ in 0..k.min(n - 1) {
+                let j = (i + self.rng.random_range(1..n)) % n;
+                let key = self.peers[j].me();
+                if let Some(s) = self.peers[i].scheduler.as_mut() {
+                    s.introduce(key);
+                }
+            }
+        }
+    }
+
+    /// Peer `i`'s clock: the simulation's, run at its own rate.
+    pub fn clock(&self, i: usize) -> Millis {
+        self.now * self.peers[i].clock_rate / 1000
+    }
+
+    /// The index of the peer with this key.
+    pub fn index_of(&self, key: &PeerKey) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
+    /// A fingerprint of every event so far: the same seed gives the same hash.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
+    fn trace(&mut self, parts: &[u64]) {
+        for part in parts {
+            for byte in part.to_le_bytes() {
+                self.trace ^= u64::from(byte);
+                self.trace = self.trace.wrapping_mul(FNV_PRIME);
+            }
+        }
+    }
+
+    /// Cuts the network between groups: peers in different groups reach each other no more
+    /// (peers in no group form one more group).
+    pub fn partition(&mut self, groups: &[Vec<usize>]) {
+        self.side = vec![0; self.peers.len()];
+        for (g, group) in groups.iter().enumerate() {
+            for &i in group {
+                self.side[i] = g as u32 + 1;
+            }
+        }
+    }
+
+    /// Heals every cut.
+    pub fn heal(&mut self) {
+        self.side = vec![0; self.peers.len()];
+    }
+
+    fn chance(&mut self, permille: u32) -> bool {
+        permille > 0 && self.rng.random_range(0..1000) < permille
     }
 
     fn schedule(&mut self, at: Millis, event: Event) {
@@ -228,7 +369,7 @@ impl Sim {
 
     /// Submits specs to peer `by`.
     pub fn submit(&mut self, by: usize, specs: Vec<SignedSpec>) -> Vec<TaskId> {
-        let now = self.now;
+        let now = self.clock(by);
         let Some(scheduler) = self.peers[by].scheduler.as_mut() else {
             return Vec::new();
         };
@@ -250,11 +391,23 @@ impl Sim {
     pub fn restart(&mut self, i: usize) {
         let peer = &mut self.peers[i];
         let mut scheduler = Scheduler::new(peer.key.clone(), peer.config.clone());
+        scheduler.set_wall_offset(peer.wall_offset);
         for ((table, _), bytes) in &peer.disk {
             scheduler.restore(*table, bytes);
         }
+        let restored: Vec<TaskId> = scheduler.tasks().map(|r| r.id()).collect();
         peer.scheduler = Some(scheduler);
         peer.incarnation += 1;
+        self.changed.extend(restored.into_iter().map(|id| (i, id)));
+        if self.peers[i].config.report_fanout > 0 {
+            for _ in 0..4 {
+                let j = self.rng.random_range(0..self.peers.len());
+                let key = self.peers[j].me();
+                if let Some(s) = self.peers[i].scheduler.as_mut() {
+                    s.introduce(key);
+                }
+            }
+        }
     }
 
     /// Carries out every action peer `i` emitted.
@@ -272,28 +425,30 @@ impl Sim {
         match action {
             Action::Send { to, message } => {
                 if let Some(&j) = self.index.get(&to) {
-                    let at = self.now + self.delay();
-                    self.schedule(
-                        at,
-                        Event::Deliver {
-                            from: i,
-                            to: j,
-                            message,
-                        },
-                    );
+                    self.send(i, j, message);
                 }
             }
             Action::Broadcast { gossip } => {
                 let bytes = wire::encode(&gossip);
                 for j in (0..self.peers.len()).filter(|&j| j != i) {
-                    let at = self.now + self.delay();
-                    self.schedule(
-                        at,
-                        Event::Gossip {
-                            to: j,
-                            bytes: bytes.clone(),
-                        },
-                    );
+                    if self.side[i] != self.side[j] || self.chance(self.net.loss_permille) {
+                        continue;
+                    }
+                    let copies = if self.chance(self.net.duplicate_permille) {
+                        2
+                    } else {
+                        1
+                    };
+                    for _ in 0..copies {
+                        let at = self.now + self.delay();
+                        self.schedule(
+                            at,
+                            Event::Gossip {
+                                to: j,
+                                bytes: bytes.clone(),
+                            },
+                        );
+                    }
                 }
             }
             Action::Execute { task, epoch, spec } => {
@@ -313,17 +468,80 @@ impl Sim {
             }
             Action::Write { table, key, value } => {
                 let disk = &mut self.peers[i].disk;
+                let deleted = value.is_none();
                 match value {
                     Some(bytes) => disk.insert((table, key), bytes),
                     None => disk.remove(&(table, key)),
                 };
+                if table == Table::Records {
+                    self.changed.push((i, key));
+                    if deleted {
+                        self.unstored.push(key);
+                    }
+                }
             }
-            Action::Accepted { tasks } => self.accepted.extend(tasks),
-            Action::Abort { .. }
-            | Action::Changed { .. }
-            | Action::Answer { .. }
-            | Action::PeerDiscovered { .. } => {}
+            Action::Accepted { tasks } => {
+                self.unstored.extend(tasks.iter().copied());
+                self.accepted.extend(tasks);
+            }
+            Action::Changed { task } => {
+                self.changed.push((i, task));
+                if self.peers[i]
+                    .scheduler
+                    .as_ref()
+                    .and_then(|s| s.task(&task))
+                    .is_some_and(|r| r.state.is_final())
+                {
+                    self.finals.insert(task);
+                }
+            }
+            Action::Abort { .. } | Action::Answer { .. } | Action::PeerDiscovered { .. } => {}
         }
+    }
+
+    /// Sends a message from `i` to `j` through the faults of the network: it may be lost (or cut
+    /// off by a partition; the sender hears so after the send timeout), held back, or doubled.
+    fn send(&mut self, i: usize, j: usize, message: Message) {
+        let incarnation = self.peers[i].incarnation;
+        if self.side[i] != self.side[j] || self.chance(self.net.loss_permille) {
+            let at = self.now + self.net.send_timeout_ms;
+            let to = j;
+            self.schedule(
+                at,
+                Event::Undelivered {
+                    from: i,
+                    to,
+                    incarnation,
+                    message,
+                },
+            );
+            return;
+        }
+        let mut at = self.now + self.delay();
+        if self.chance(self.net.reorder_permille) {
+            at += self.rng.random_range(0..=self.net.reorder_max_ms);
+        }
+        if self.chance(self.net.duplicate_permille) {
+            let again = at + self.delay();
+            self.schedule(
+                again,
+                Event::Deliver {
+                    from: i,
+                    to: j,
+                    message: message.clone(),
+                    copy: true,
+                },
+            );
+        }
+        self.schedule(
+            at,
+            Event::Deliver {
+                from: i,
+                to: j,
+                message,
+                copy: false,
+            },
+        );
     }
 
     /// How the simulated executor runs a spec: when it ends and with what.
@@ -347,47 +565,24 @@ impl Sim {
 
     /// Processes the next event; false when none is left.
     pub fn step(&mut self) -> bool {
-        let Some(((at, _), event)) = self.events.pop_first() else {
+        let Some(((at, seq), event)) = self.events.pop_first() else {
             return false;
         };
         self.now = at;
-        let now = self.now;
+        self.trace(&[at, seq]);
         match event {
-            Event::Deliver { from, to, message } => {
-                let incarnation = self.peers[from].incarnation;
-                let back = self.now + self.delay();
-                if self.peers[to].is_up() {
-                    let sender = self.peers[from].me();
-                    let bytes = wire::encode(&message);
-                    if let Some(s) = self.peers[to].scheduler.as_mut() {
-                        s.handle_message(now, &mut self.rng, sender, &bytes);
-                    }
-                    self.drain(to);
-                    self.schedule(
-                        back,
-                        Event::Delivered {
-                            from,
-                            incarnation,
-                            message,
-                        },
-                    );
-                } else {
-                    self.schedule(
-                        back,
-                        Event::Undelivered {
-                            from,
-                            to,
-                            incarnation,
-                            message,
-                        },
-                    );
-                }
-            }
+            Event::Deliver {
+                from,
+                to,
+                message,
+                copy,
+            } => self.deliver(from, to, message, copy),
             Event::Delivered {
                 from,
                 incarnation,
                 message,
             } => {
+                let now = self.clock(from);
                 if self.peers[from].incarnation == incarnation
                     && let Some(s) = self.peers[from].scheduler.as_mut()
                 {
@@ -401,6 +596,7 @@ impl Sim {
                 incarnation,
                 message,
             } => {
+                let now = self.clock(from);
                 let to = self.peers[to].me();
                 if self.peers[from].incarnation == incarnation
                     && let Some(s) = self.peers[from].scheduler.as_mut()
@@ -410,6 +606,11 @@ impl Sim {
                 }
             }
             Event::Gossip { to, bytes } => {
+                let now = self.clock(to);
+                if self.peers[to].is_up() {
+                    self.gossip_bytes += bytes.len() as u64;
+                    self.trace(&[to as u64, bytes.len() as u64]);
+                }
                 if let Some(s) = self.peers[to].scheduler.as_mut() {
                     s.handle_gossip(now, &mut self.rng, &bytes);
                     self.drain(to);
@@ -422,6 +623,7 @@ impl Sim {
                 epoch,
                 outcome,
             } => {
+                let now = self.clock(peer);
                 if self.peers[peer].incarnation == incarnation
                     && let Some(s) = self.peers[peer].scheduler.as_mut()
                 {
@@ -431,16 +633,62 @@ impl Sim {
             }
             Event::Tick => {
                 for i in 0..self.peers.len() {
+                    let now = self.clock(i);
                     if let Some(s) = self.peers[i].scheduler.as_mut() {
                         s.tick(now, &mut self.rng);
                         self.drain(i);
                     }
                 }
-                let next = now + self.net.tick_ms;
+                let next = self.now + self.net.tick_ms;
                 self.schedule(next, Event::Tick);
             }
         }
         true
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, message: Message, copy: bool) {
+        let incarnation = self.peers[from].incarnation;
+        if !self.peers[to].is_up() || self.side[from] != self.side[to] {
+            if !copy {
+                let at = self.now + self.net.send_timeout_ms;
+                self.schedule(
+                    at,
+                    Event::Undelivered {
+                        from,
+                        to,
+                        incarnation,
+                        message,
+                    },
+                );
+            }
+            return;
+        }
+        let sender = self.peers[from].me();
+        let batch = Batch {
+            frames: vec![wire::encode(&message)],
+        };
+        let bytes = wire::encode(&batch);
+        self.messages += 1;
+        if matches!(message, Message::Load { .. }) {
+            self.gossip_bytes += bytes.len() as u64;
+        }
+        self.trace(&[from as u64, to as u64, bytes.len() as u64]);
+        let now = self.clock(to);
+        if let Some(s) = self.peers[to].scheduler.as_mut() {
+            s.handle_batch(now, &mut self.rng, sender, &bytes);
+        }
+        self.drain(to);
+        if !copy {
+            let back = self.now + self.delay();
+            self.schedule(
+                back,
+                Event::Delivered {
+                    from,
+                    incarnation,
+                    message,
+                },
+            );
+        }
     }
 
     /// Steps until `done` holds or the virtual clock passes `deadline`, checking the safety
@@ -451,7 +699,7 @@ impl Sim {
             if self.now > deadline || !self.step() {
                 return done(self);
             }
-            if let Err(broken) = invariants::check_safety(self) {
+            if let Err(broken) = invariants::check_step(self) {
                 panic!("seed {}: at t={} ms: {broken}", self.seed, self.now);
             }
         }
@@ -467,9 +715,8 @@ impl Sim {
             .max_by_key(|r| r.version)
     }
 
-    /// Whether every listed task has a final record at some live peer.
+    /// Whether every listed task has had a final record at some peer.
     pub fn all_final(&self, ids: &[TaskId]) -> bool {
-        ids.iter()
-            .all(|id| self.record(id).is_some_and(|r| r.state.is_final()))
+        ids.iter().all(|id| self.finals.contains(id))
     }
 }

@@ -35,6 +35,11 @@ use crate::wire::{self, WireError};
 
 pub use crate::record::TaskState;
 
+/// The most peers a [`Message::Load`] names, and that are taken from one.
+const MAX_SAMPLE: usize = 4;
+/// The most peers kept as heard of but not yet heard from.
+const MAX_CANDIDATES: usize = 64;
+
 /// Settings of one peer's scheduler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -46,8 +51,16 @@ pub struct Config {
     pub addrs: Vec<Vec<u8>>,
     /// How many peers keep each task's record (the home set), this one included.
     pub replicas: usize,
-    /// How often the peer broadcasts its load report (its heartbeat).
+    /// How often the peer reports its load (its heartbeat).
     pub report_interval_ms: Millis,
+    /// Where load reports go. 0: broadcast to every peer ([`Action::Broadcast`]), right for
+    /// swarms of tens of peers. k > 0: sent directly ([`Message::Load`]) to k random known peers,
+    /// to the home members of every task this peer holds (so primaries hear their holders), to
+    /// the other home members and the holder of every unfinished task whose record it keeps (so
+    /// they agree on who is primary), and to a couple of peers heard of but not yet heard from:
+    /// the gossip a peer receives stays bounded by its work, not by the size of the swarm, and
+    /// each peer keeps a partial view of the swarm.
+    pub report_fanout: usize,
     /// The lease time to live: a peer not heard from for this long is taken for dead, and the
     /// tasks it held are re-claimed.
     pub lease_ttl_ms: u32,
@@ -71,6 +84,7 @@ impl Default for Config {
             addrs: Vec::new(),
             replicas: crate::home::DEFAULT_REPLICAS,
             report_interval_ms: 200,
+            report_fanout: 0,
             lease_ttl_ms: 1_500,
             steal_timeout_ms: 1_000,
             place_batch_max: 256,
@@ -335,6 +349,11 @@ pub struct Scheduler {
     out_accepted: Vec<TaskId>,
     report_seq: u64,
     last_report_at: Option<Millis>,
+    /// Peers heard of (in others' reports) but not in the view: introduced to in fanout mode.
+    candidates: BTreeSet<PeerKey>,
+    /// When each peer last sent this one a message, kept for a lease TTL: a peer not in the view
+    /// (fanout mode) that just sent a record or a result is alive, not unknown.
+    heard: BTreeMap<PeerKey, Millis>,
     counters: Counters,
     actions: VecDeque<Action>,
 }
@@ -376,6 +395,8 @@ impl Scheduler {
             out_recorded: BTreeMap::new(),
             out_accepted: Vec::new(),
             report_seq: 0,
+            candidates: BTreeSet::new(),
+            heard: BTreeMap::new(),
             last_report_at: None,
             counters: Counters::default(),
             actions: VecDeque::new(),
@@ -576,6 +597,7 @@ impl Scheduler {
             Err(error) => return self.counters.count(&error),
         };
         self.members.touch(&from, now);
+        self.heard.insert(from, now);
         match message {
             Message::Store { records } => self.on_store(from, records),
             Message::Stored { acks } => self.on_stored(from, &acks),
@@ -602,6 +624,7 @@ impl Scheduler {
             Message::Missing { tasks } => self.on_missing(now, rng, from, &tasks),
             Message::Cancel { task } => self.on_cancel(now, task),
             Message::Abort { task, epoch } => self.on_abort(from, task, epoch),
+            Message::Load { report, peers } => self.on_load(now, from, report, peers),
             Message::Query { query, task } => {
                 let record = self.records.get(&task).map(|e| Box::new(e.record.clone()));
                 self.send(from, Message::Answer { query, record });
@@ -633,23 +656,74 @@ impl Scheduler {
         }
     }
 
+    /// Tells this peer of another (a bootstrap peer, say) that it may not have heard from yet. In
+    /// fanout mode ([`Config::report_fanout`]) it is sent this peer's next reports until it is
+    /// heard from; with broadcast, gossip makes this unnecessary.
+    pub fn introduce(&mut self, peer: PeerKey) {
+        if peer != self.me
+            && self.members.get(&peer).is_none()
+            && self.candidates.len() < MAX_CANDIDATES
+        {
+            self.candidates.insert(peer);
+        }
+    }
+
     /// Takes a broadcast message. Bad bytes and bad signatures are counted and dropped.
     pub fn handle_gossip(&mut self, now: Millis, rng: &mut dyn RngCore, bytes: &[u8]) {
         self.boot(now);
-        let report = match wire::decode::<Gossip>(bytes).and_then(|Gossip::Load(r)| r.open()) {
+        match wire::decode::<Gossip>(bytes) {
+            Ok(Gossip::Load(report)) => self.observe_report(now, report, None),
+            Err(error) => self.counters.count(&error),
+        }
+        self.finish_input(now, rng);
+    }
+
+    /// Takes a signed load report (from gossip, or sent directly by `sender`): bad signatures
+    /// and reports relayed by someone other than their peer are counted and dropped.
+    fn observe_report(
+        &mut self,
+        now: Millis,
+        report: crate::load::SignedLoadReport,
+        sender: Option<PeerKey>,
+    ) {
+        let report = match report.open() {
             Ok(report) => report,
             Err(error) => return self.counters.count(&error),
         };
+        if sender.is_some_and(|s| s != report.peer) {
+            return self.counters.count(&WireError::Unauthorized(
+                "a load report sent by another peer",
+            ));
+        }
         if report.peer == self.me {
             return;
         }
         let (peer, addrs) = (report.peer, report.addrs.clone());
+        self.candidates.remove(&peer);
         if self.members.observe(report, now) == Observed::New {
             self.actions
                 .push_back(Action::PeerDiscovered { peer, addrs });
             self.catch_up(peer);
         }
-        self.finish_input(now, rng);
+    }
+
+    /// A load report sent directly (fanout mode), with peers the sender knows.
+    fn on_load(
+        &mut self,
+        now: Millis,
+        from: PeerKey,
+        report: crate::load::SignedLoadReport,
+        peers: Vec<PeerKey>,
+    ) {
+        self.observe_report(now, report, Some(from));
+        for peer in peers.into_iter().take(MAX_SAMPLE) {
+            if self.candidates.len() >= MAX_CANDIDATES {
+                break;
+            }
+            if peer != self.me && self.members.get(&peer).is_none() {
+                self.candidates.insert(peer);
+            }
+        }
     }
 
     /// An attempt this peer executed has ended.
@@ -709,10 +783,11 @@ impl Scheduler {
             .last_report_at
             .is_none_or(|at| now.saturating_sub(at) >= self.config.report_interval_ms)
         {
-            self.report(now);
+            self.report(now, rng);
         }
-        self.members
-            .expire(now, Millis::from(self.config.lease_ttl_ms));
+        let ttl = Millis::from(self.config.lease_ttl_ms);
+        self.members.expire(now, ttl);
+        self.heard.retain(|_, at| now.saturating_sub(*at) <= ttl);
         if let Some((_, asked_at)) = self.steal_pending
             && now.saturating_sub(asked_at) >= self.config.steal_timeout_ms
         {
@@ -766,7 +841,7 @@ impl Scheduler {
 
     /// Whether `peer` is alive in this peer's view (this peer always is).
     fn alive(&self, peer: &PeerKey) -> bool {
-        *peer == self.me || self.members.get(peer).is_some()
+        *peer == self.me || self.members.get(peer).is_some() || self.heard.contains_key(peer)
     }
 
     /// Whether `peer` was heard from within `window` ms (this peer always was).
@@ -865,7 +940,7 @@ impl Scheduler {
         }
     }
 
-    fn report(&mut self, now: Millis) {
+    fn report(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.report_seq += 1;
         self.last_report_at = Some(now);
         let report = LoadReport {
@@ -877,8 +952,48 @@ impl Scheduler {
             capabilities: self.config.capabilities.clone(),
             addrs: self.config.addrs.clone(),
         };
-        let gossip = Gossip::Load(Signed::sign(&report, &self.key));
-        self.actions.push_back(Action::Broadcast { gossip });
+        let signed = Signed::sign(&report, &self.key);
+        if self.config.report_fanout == 0 {
+            let gossip = Gossip::Load(signed);
+            self.actions.push_back(Action::Broadcast { gossip });
+            return;
+        }
+        let known: Vec<PeerKey> = self.members.iter().map(|(k, _)| *k).collect();
+        let sample: Vec<PeerKey> =
+            rand::seq::IndexedRandom::choose_multiple(known.as_slice(), rng, MAX_SAMPLE)
+                .copied()
+                .collect();
+        let mut targets: BTreeSet<PeerKey> = rand::seq::IndexedRandom::choose_multiple(
+            known.as_slice(),
+            rng,
+            self.config.report_fanout,
+        )
+        .copied()
+        .collect();
+        for _ in 0..2 {
+            if let Some(candidate) = self.candidates.pop_first() {
+                targets.insert(candidate);
+            }
+        }
+        // Liveness is judged by reports: holders must be heard by the home sets of what they
+        // hold, and home members by each other, or two of them could both act as primary.
+        for held in self.held.values() {
+            targets.extend(held.task.home.iter().copied());
+        }
+        for entry in self.records.values() {
+            if !entry.record.state.is_final() {
+                targets.extend(entry.record.home().iter().copied());
+                targets.extend(entry.record.holder);
+            }
+        }
+        targets.remove(&self.me);
+        for to in targets {
+            let message = Message::Load {
+                report: signed.clone(),
+                peers: sample.clone(),
+            };
+            self.send(to, message);
+        }
     }
 
     /// A peer (re)appeared: send it the records of the home sets it shares with this peer, so a
