@@ -64,17 +64,20 @@ impl Net {
         ip(&["addr", "add", "10.213.0.1/24", "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
         for i in 0..peers {
-            let (ns, host_end, peer_end) = (net.ns(i), net.host_end(i), format!("eth{i}"));
+            let (ns, host_end) = (net.ns(i), net.host_end(i));
+            // Made in the host namespace under a unique name, renamed once inside its own.
+            let peer_end = format!("tsp{}x{}", net.tag, i + 1);
             ip(&["netns", "add", &ns])?;
             net.peers = i + 1;
             ip(&[
                 "link", "add", &host_end, "type", "veth", "peer", "name", &peer_end,
             ])?;
             ip(&["link", "set", &peer_end, "netns", &ns])?;
+            ip(&["-n", &ns, "link", "set", &peer_end, "name", "eth0"])?;
             ip(&["link", "set", &host_end, "master", &bridge, "up"])?;
             let addr = format!("{}/24", net.ip(i));
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", &peer_end])?;
-            ip(&["-n", &ns, "link", "set", &peer_end, "up"])?;
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
         Ok(net)

@@ -56,12 +56,12 @@ fn crash_run(seed: u64) {
     assert!(settled, "seed {seed}");
 }
 
-/// Seeds that break "a result is recorded once" today: the origin (the task's primary) records a
-/// completion and crashes before replicating it, the holder that ran it dies too, the next home
-/// member re-runs the task and records a second result; the first one had already been shown as
-/// final by the crashed peer. Fixing it needs completions to be final only once replicated (and
-/// a returning peer to yield to the newer result); until then these seeds run only in
-/// [`known_double_result_after_primary_and_holder_crash`].
+/// Seeds that break "a result is recorded once" today: the task's primary records a completion,
+/// one home member stores it, then the primary crashes and the holder that ran it dies too; the
+/// next member in rank, which had not received the result, takes over, re-claims the task from its
+/// own record without asking the member that has it, and records a second result. Fixing it needs
+/// a peer taking over as primary to read the other live members' records first; until then these
+/// seeds run only in [`known_double_result_after_primary_and_holder_crash`].
 const KNOWN_DOUBLE_RESULT: [u64; 1] = [23];
 
 #[test]
