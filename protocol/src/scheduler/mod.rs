@@ -759,6 +759,12 @@ impl Scheduler {
                 self.on_placement_failed(now, rng, to, &tasks);
             }
             Message::StealGrant { tasks, .. } => self.on_grant_undelivered(&tasks),
+            // A hand-over notice must arrive, or the home set would wait for it forever (it
+            // holds later transfers and the completion back until it has every link): send it
+            // again while the member lives.
+            Message::Transferred { grant } if self.alive(&to) => {
+                self.send(to, Message::Transferred { grant });
+            }
             Message::Query { query, .. } => self.on_answer(query, None),
             // Everything else is sent again on a timer until acknowledged, or is advisory.
             _ => {}
