@@ -151,7 +151,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut results: BTreeMap<Workload, Vec<RunResult>> = BTreeMap::new();
     let mut skipped = BTreeMap::new();
     let mut marks: BTreeMap<Workload, Vec<Mark>> = BTreeMap::new();
-    let mut peer_ids = Vec::new();
+    // The first run of each workload is drawn, with the peer ids of its own testnet.
+    let mut drawn_ids: BTreeMap<Workload, Vec<String>> = BTreeMap::new();
     let mut run_no = 0;
     for &w in &workloads {
         if let Some(why) = w.unavailable() {
@@ -173,7 +174,6 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             };
             let cluster = Cluster::start(options).await?;
             let (control, swarm) = Control::new(cluster);
-            peer_ids = control.peer_ids.clone();
             let (stop_chaos, chaos_stopped) = watch::channel(false);
             let injectors: Vec<_> = chaos
                 .iter()
@@ -199,6 +199,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             println!("{}", progress_line(w, r + 1, args.repeat, &outcome));
             if r == 0 {
                 marks.insert(w, control.marks());
+                drawn_ids.insert(w, control.peer_ids.clone());
             }
             results.entry(w).or_default().push(outcome);
         }
@@ -218,9 +219,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             views: &runs[0].views,
             span_ms: runs[0].span_ms,
             marks: marks.get(w).cloned().unwrap_or_default(),
+            peer_ids: drawn_ids.get(w).cloned().unwrap_or_default(),
         })
         .collect();
-    picture::draw(&args.picture, &panels, &peer_ids)?;
+    picture::draw(&args.picture, &panels)?;
     println!(
         "\nwrote {} and {}",
         args.out.display(),
