@@ -84,9 +84,10 @@ fn mean_run_ms(views: &[TaskView]) -> f64 {
     let runs: Vec<u64> = views
         .iter()
         .flat_map(|v| {
-            v.history.windows(2).filter_map(|w| {
-                (w[0].state == "running").then(|| w[1].at_ms.saturating_sub(w[0].at_ms))
-            })
+            v.history
+                .windows(2)
+                .filter(|w| w[0].state == "running")
+                .map(|w| w[1].at_ms.saturating_sub(w[0].at_ms))
         })
         .collect();
     if runs.is_empty() {
