@@ -56,30 +56,18 @@ fn crash_run(seed: u64) {
     assert!(settled, "seed {seed}");
 }
 
-/// Seeds that break "a result is recorded once" today: the task's primary records a completion,
-/// one home member stores it, then the primary crashes and the holder that ran it dies too; the
-/// next member in rank, which had not received the result, takes over, re-claims the task from its
-/// own record without asking the member that has it, and records a second result. Fixing it needs
-/// a peer taking over as primary to read the other live members' records first; until then these
-/// seeds run only in [`known_double_result_after_primary_and_holder_crash`].
-const KNOWN_DOUBLE_RESULT: [u64; 1] = [23];
-
 #[test]
 fn crashes_and_restarts_lose_nothing_and_record_each_result_once() {
     for seed in seeds(0..50) {
-        if std::env::var("SEED").is_err() && KNOWN_DOUBLE_RESULT.contains(&seed) {
-            continue;
-        }
         crash_run(seed);
     }
 }
 
-/// The known failure above, kept runnable: `cargo test -p taskswarm-tests --test sim_crash --
-/// --ignored` fails until it is fixed.
+/// Seed 23 once recorded a second result: the primary recorded a completion and passed it to one
+/// member, then crashed, and the holder died too; the next member in rank, which had not heard
+/// of the result, re-claimed the task and ran it again. Members now answer a record behind theirs
+/// with their own, and an ended record wins over one still going.
 #[test]
-#[ignore = "known bug: a result recorded by a primary that crashes before replicating it can be recorded again"]
-fn known_double_result_after_primary_and_holder_crash() {
-    for seed in KNOWN_DOUBLE_RESULT {
-        crash_run(seed);
-    }
+fn a_result_one_member_has_survives_the_primary_and_the_holder_crashing() {
+    crash_run(23);
 }

@@ -599,7 +599,7 @@ impl Scheduler {
         self.members.touch(&from, now);
         self.heard.insert(from, now);
         match message {
-            Message::Store { records } => self.on_store(from, records),
+            Message::Store { records } => self.on_store(now, from, records),
             Message::Stored { acks } => self.on_stored(from, &acks),
             Message::Place { tasks, grant } => self.on_tasks_granted(from, tasks, &grant, false),
             Message::StealRequest {

@@ -205,20 +205,44 @@ impl Scheduler {
     }
 
     /// A home member (or the origin) sends records to keep: take each that is newer than ours.
-    pub(super) fn on_store(&mut self, from: PeerKey, records: Vec<TaskRecord>) {
-        for record in records {
+    ///
+    /// An ended record wins over one still going, whatever their versions: a task that has a
+    /// result is done, and a member that took over as primary without having heard of the result
+    /// (the primary that recorded it crashed before passing it on to every member) must learn it,
+    /// not overwrite it. Otherwise the newer version wins. A record behind ours is answered with
+    /// ours, so such a member learns the result as soon as it sends its own record.
+    pub(super) fn on_store(&mut self, now: Millis, from: PeerKey, records: Vec<TaskRecord>) {
+        for mut record in records {
             let id = record.id();
-            // A newer version wins; of two records at the same version (two peers briefly both
-            // acting as primary), an ended one wins over one still going.
-            let have = self
+            let rank = |r: &TaskRecord| (r.state.is_final(), r.version);
+            let ours = self
                 .records
                 .get(&id)
-                .map(|e| (e.record.version, e.record.state.is_final()));
-            if have.is_none_or(|v| v < (record.version, record.state.is_final()))
-                && let Err(error) = self.take_record(from, record)
-            {
-                self.counters.count(&error);
-                continue;
+                .map(|e| (rank(&e.record), e.record.epoch));
+            let theirs = rank(&record);
+            match ours {
+                Some((mine, _)) if mine >= theirs => {
+                    if mine > theirs {
+                        self.out_store.entry(from).or_default().insert(id);
+                    }
+                }
+                _ => {
+                    // A result adopted over a re-claim this peer made: keep the epoch it granted
+                    // since (epochs only grow) and void that lease; the attempt under it will be
+                    // told its completion is a duplicate.
+                    let overtaken = ours.is_some_and(|(_, epoch)| epoch > record.epoch);
+                    if overtaken && let Some((_, epoch)) = ours {
+                        record.epoch = epoch;
+                        record.holder = None;
+                    }
+                    if let Err(error) = self.take_record(from, record) {
+                        self.counters.count(&error);
+                        continue;
+                    }
+                    if overtaken {
+                        self.changed(now, id);
+                    }
+                }
             }
             let version = self.records.get(&id).map_or(0, |e| e.record.version);
             self.out_stored.entry(from).or_default().push((id, version));
