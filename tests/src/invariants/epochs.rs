@@ -7,16 +7,7 @@ use crate::Sim;
 /// No peer's record of a task goes back to an older epoch, and no two records name different
 /// holders for the same epoch of a task.
 pub fn check(sim: &mut Sim) -> Result<(), String> {
-    for i in 0..sim.peers.len() {
-        let ids: Vec<TaskId> = match sim.peers[i].scheduler.as_ref() {
-            Some(s) => s.tasks().map(|r| r.id()).collect(),
-            None => continue,
-        };
-        for id in ids {
-            check_one(sim, i, id)?;
-        }
-    }
-    Ok(())
+    super::every_record(sim, check_one)
 }
 
 /// Peer `i`'s record of task `id` (if it has one): checked whenever it changes.

@@ -38,6 +38,23 @@ pub fn check_safety(sim: &mut Sim) -> Result<(), String> {
     results::check(sim)
 }
 
+/// Runs a per-record check on every record of every live peer.
+fn every_record(
+    sim: &mut Sim,
+    check_one: fn(&mut Sim, usize, TaskId) -> Result<(), String>,
+) -> Result<(), String> {
+    for i in 0..sim.peers.len() {
+        let ids: Vec<TaskId> = match sim.peers[i].scheduler.as_ref() {
+            Some(s) => s.tasks().map(|r| r.id()).collect(),
+            None => continue,
+        };
+        for id in ids {
+            check_one(sim, i, id)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks the safety invariants for what changed in the last step only: the records a peer
 /// changed, the tasks newly acknowledged, the stored records a peer deleted. Equivalent to
 /// [`check_safety`] after every step (a record that did not change cannot break an invariant it

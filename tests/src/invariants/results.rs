@@ -8,16 +8,7 @@ use crate::Sim;
 
 /// Every final record of every task, at every live peer, agrees with the first one seen.
 pub fn check(sim: &mut Sim) -> Result<(), String> {
-    for i in 0..sim.peers.len() {
-        let ids: Vec<TaskId> = match sim.peers[i].scheduler.as_ref() {
-            Some(s) => s.tasks().map(|r| r.id()).collect(),
-            None => continue,
-        };
-        for id in ids {
-            check_one(sim, i, id)?;
-        }
-    }
-    Ok(())
+    super::every_record(sim, check_one)
 }
 
 /// Peer `i`'s record of task `id`, if final: checked whenever it changes.
