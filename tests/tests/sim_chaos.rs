@@ -141,7 +141,25 @@ fn run(seed: u64, shape: Shape) -> Run {
     }
 
     let deadline = sim.now + 120_000;
-    let settled = sim.run_until(deadline, |s| s.all_final(&ids));
+    let settled = if shape.peers > 2_000 {
+        // Long runs say how far they are, every simulated second.
+        let began = std::time::Instant::now();
+        loop {
+            let next = (sim.now + 1_000).min(deadline);
+            if sim.run_until(next, |s| s.all_final(&ids)) || sim.now >= deadline {
+                break sim.all_final(&ids);
+            }
+            let done = ids.iter().filter(|id| sim.finals.contains(id)).count();
+            println!(
+                "  t={:.0} s: {done}/{} tasks ended; {:.0} s of real time",
+                (sim.now - started) as f64 / 1000.0,
+                ids.len(),
+                began.elapsed().as_secs_f64()
+            );
+        }
+    } else {
+        sim.run_until(deadline, |s| s.all_final(&ids))
+    };
     let makespan_ms = sim.now - started;
     if let Err(stuck) = invariants::ends::check(&sim) {
         if std::env::var("SIM_DEBUG").is_ok() {
