@@ -77,6 +77,10 @@ struct NodeArgs {
     /// How long a silent peer keeps its leases before its tasks are re-claimed, such as 1500ms.
     #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
     lease_ttl: Duration,
+    /// Where this peer places the tasks it leads: random, round-robin, weighted (random by free
+    /// capacity), least-loaded, or p2c (the less loaded of two at random).
+    #[arg(long, default_value = "p2c")]
+    placement: taskswarm::protocol::placement::Policy,
 }
 
 #[derive(Debug, clap::Args)]
@@ -239,7 +243,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         .allow_exec(args.allow_exec)
         .replicas(args.replicas)
         .report_interval(args.heartbeat)
-        .lease_ttl(args.lease_ttl);
+        .lease_ttl(args.lease_ttl)
+        .placement(args.placement);
     if let Some(slots) = args.slots {
         if slots == 0 {
             bail!("--slots must be at least 1");

@@ -201,6 +201,12 @@ impl PeerBuilder {
         self
     }
 
+    /// Sets how this peer chooses where the tasks it places go (default power of two choices).
+    pub fn placement(mut self, policy: taskswarm_protocol::placement::Policy) -> Self {
+        self.scheduler.placement = policy;
+        self
+    }
+
     /// Sets how many peers keep each task's record, this one included (default 3).
     pub fn replicas(mut self, replicas: usize) -> Self {
         self.scheduler.replicas = replicas.max(1);

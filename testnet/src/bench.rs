@@ -5,7 +5,7 @@
 //!
 //! The JSON (`--out`):
 //! ```text
-//! {"peers": N, "slots": S, "repeat": R, "chaos": [...], "netns": bool,
+//! {"peers": N, "slots": S, "placement": P, "repeat": R, "chaos": [...], "netns": bool,
 //!  "workloads": {"noop-handler": {"tasks_per_s": {"median","min","max"}, ...counts},
 //!                "noop-exec": {...}, "latency": {"p50_ms": {...}, "p99_ms": {...}, ...},
 //!                "skew": {"makespan_over_ideal": {...}, ...},
@@ -55,6 +55,9 @@ pub(crate) struct BenchArgs {
     /// --netns).
     #[arg(long)]
     chaos: Vec<String>,
+    /// The placement policy of every peer: random, round-robin, weighted, least-loaded or p2c.
+    #[arg(long, default_value = "p2c")]
+    placement: taskswarm::protocol::placement::Policy,
     /// Run each peer in its own network namespace (root only; skipped, saying why, otherwise).
     #[arg(long)]
     netns: bool,
@@ -136,9 +139,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         std::env::temp_dir().join(format!("taskswarm-bench-{}", std::process::id()))
     });
     println!(
-        "benchmark: {} peers x {} slots, {} run(s) of each workload{}{}",
+        "benchmark: {} peers x {} slots, placement {}, {} run(s) of each workload{}{}",
         args.peers,
         args.slots,
+        args.placement,
         args.repeat,
         if netns { ", network namespaces" } else { "" },
         if args.chaos.is_empty() {
@@ -169,7 +173,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 binary: binary.clone(),
                 dir: dir.join(format!("run{run_no}-{}", w.name())),
                 ready_deadline: Duration::from_secs(30),
-                node_args: Vec::new(),
+                node_args: vec!["--placement".into(), args.placement.to_string()],
                 netns,
             };
             let cluster = Cluster::start(options).await?;
@@ -306,6 +310,7 @@ fn report_json(
     json!({
         "peers": args.peers,
         "slots": args.slots,
+        "placement": args.placement.as_str(),
         "repeat": args.repeat,
         "netns": netns,
         "chaos": chaos,

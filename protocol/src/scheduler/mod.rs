@@ -53,6 +53,8 @@ pub struct Config {
     pub replicas: usize,
     /// How often the peer reports its load (its heartbeat).
     pub report_interval_ms: Millis,
+    /// How this peer chooses where the tasks it places go.
+    pub placement: crate::placement::Policy,
     /// Where load reports go. 0: broadcast to every peer ([`Action::Broadcast`]), right for
     /// swarms of tens of peers. k > 0: sent directly ([`Message::Load`]) to k random known peers,
     /// to the home members of every task this peer holds (so primaries hear their holders), to
@@ -85,6 +87,7 @@ impl Default for Config {
             replicas: crate::home::DEFAULT_REPLICAS,
             report_interval_ms: 200,
             report_fanout: 0,
+            placement: crate::placement::Policy::PowerOfTwo,
             lease_ttl_ms: 1_500,
             steal_timeout_ms: 1_000,
             place_batch_max: 256,
@@ -351,6 +354,8 @@ pub struct Scheduler {
     last_report_at: Option<Millis>,
     /// Peers heard of (in others' reports) but not in the view: introduced to in fanout mode.
     candidates: BTreeSet<PeerKey>,
+    /// The placement policy and its memory.
+    placer: crate::placement::Placer,
     /// When each peer last sent this one a message, kept for a lease TTL: a peer not in the view
     /// (fanout mode) that just sent a record or a result is alive, not unknown.
     heard: BTreeMap<PeerKey, Millis>,
@@ -361,6 +366,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler for the peer with key `key`.
     pub fn new(key: Keypair, mut config: Config) -> Self {
+        let placement = config.placement;
         config.capabilities.handlers.sort();
         config.capabilities.handlers.dedup();
         config.slots = config.slots.max(1);
@@ -396,6 +402,7 @@ impl Scheduler {
             out_accepted: Vec::new(),
             report_seq: 0,
             candidates: BTreeSet::new(),
+            placer: crate::placement::Placer::new(placement),
             heard: BTreeMap::new(),
             last_report_at: None,
             counters: Counters::default(),

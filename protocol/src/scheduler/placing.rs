@@ -1,5 +1,5 @@
-//! Placement as the primary does it: choose a peer for each task (power of two choices over the
-//! loads it knows, among peers that can run the task), raise the epoch, and hand the tasks over
+//! Placement as the primary does it: choose a peer for each task (by the peer's placement policy,
+//! power of two choices by default, over the loads it knows, among peers that can run the task), raise the epoch, and hand the tasks over
 //! under one signed grant per peer.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use crate::Millis;
 use crate::identity::PeerKey;
 use crate::lease::Lease;
 use crate::message::Message;
-use crate::placement::{self, Candidate};
+use crate::placement::Candidate;
 use crate::task::{Envelope, Task, TaskId};
 
 impl Scheduler {
@@ -31,7 +31,7 @@ impl Scheduler {
                 .filter(|&i| self.can_run(&candidates[i].peer, &entry.spec))
                 .collect();
             let subset: Vec<Candidate> = fitting.iter().map(|&i| candidates[i]).collect();
-            let Some(choice) = placement::power_of_two(rng, &subset) else {
+            let Some(choice) = self.placer.choose(rng, &subset) else {
                 continue;
             };
             let chosen = &mut candidates[fitting[choice]];
