@@ -123,6 +123,10 @@ struct SubmitArgs {
     /// [default: all three].
     #[arg(long, value_parser = check_retry_on)]
     retry_on: Option<String>,
+    /// Where to place the task instead of by the receiving peer's policy: random, round-robin,
+    /// weighted, least-loaded or p2c.
+    #[arg(long)]
+    placement: Option<taskswarm::protocol::placement::Policy>,
     /// The program and its arguments, after `--`.
     #[arg(last = true, value_name = "PROGRAM [ARGS]")]
     command: Vec<String>,
@@ -380,6 +384,7 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         retries: args.retries,
         backoff: args.backoff.clone(),
         retry_on: args.retry_on.clone().map(|r| vec![r]),
+        placement: args.placement.map(|p| p.to_string()),
         ..SpecInput::default()
     };
     let spec = match (&args.handler, args.command.split_first()) {

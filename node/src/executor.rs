@@ -265,6 +265,7 @@ mod tests {
             }),
             timeout_ms,
             retry: taskswarm_protocol::RetryPolicy::default(),
+            placement: None,
         }
     }
 
@@ -413,6 +414,7 @@ mod tests {
             },
             timeout_ms: None,
             retry: taskswarm_protocol::RetryPolicy::default(),
+            placement: None,
         };
         assert_eq!(
             exec.run(id(), 4, spec("epoch"), never()).await,

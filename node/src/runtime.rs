@@ -373,6 +373,7 @@ impl EventLoop {
                     kind: task.kind,
                     timeout_ms: task.timeout.map(|t| t.as_millis() as u64),
                     retry: task.retry,
+                    placement: task.placement,
                 };
                 Signed::sign(&spec, &self.key)
             })

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use taskswarm_protocol::placement::Policy;
 use taskswarm_protocol::{Backoff, ProcessSpec, RetryOn, RetryPolicy, TaskKind};
 
 /// A new task, before it is signed: what to run, its per-attempt time limit and its retry policy.
@@ -16,6 +17,8 @@ pub struct NewTask {
     pub timeout: Option<Duration>,
     /// How failed attempts are retried (default: 3 attempts, exponential backoff from 100 ms).
     pub retry: RetryPolicy,
+    /// Where to place it, instead of by the policy of the peer that places it.
+    pub placement: Option<Policy>,
 }
 
 /// Parses 250ms, 3s, 2m or 1h (a bare number is seconds).
@@ -110,6 +113,7 @@ impl NewTask {
             }),
             timeout: None,
             retry: RetryPolicy::default(),
+            placement: None,
         }
     }
 
@@ -122,6 +126,7 @@ impl NewTask {
             },
             timeout: None,
             retry: RetryPolicy::default(),
+            placement: None,
         }
     }
 
@@ -136,12 +141,18 @@ impl NewTask {
         self.retry = retry;
         self
     }
+
+    /// Places this task by `policy` instead of by the placing peer's policy.
+    pub fn with_placement(mut self, policy: Policy) -> Self {
+        self.placement = Some(policy);
+        self
+    }
 }
 
 /// A task spec in JSON: either `program` (with optional `args`, `env`, `stdin`) or `handler`
 /// (with optional `input`); optionally `timeout_ms`, `retries` (attempts in all), `backoff`
-/// (`fixed:DUR` or `exp:BASE[:MAX]`) and `retry_on` (a list of `failure`, `timeout`,
-/// `lost-lease`).
+/// (`fixed:DUR` or `exp:BASE[:MAX]`), `retry_on` (a list of `failure`, `timeout`,
+/// `lost-lease`) and `placement` (a policy name).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpecInput {
@@ -175,6 +186,10 @@ pub struct SpecInput {
     /// Which failed attempts are retried (default all three kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<Vec<String>>,
+    /// Where to place it: `random`, `round-robin`, `weighted`, `least-loaded` or `p2c` (default:
+    /// the placing peer's policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
 }
 
 /// A spec that cannot be accepted, naming the field at fault.
@@ -266,10 +281,17 @@ impl SpecInput {
         if let Some(on) = &self.retry_on {
             retry.retry_on = parse_retry_on(on).map_err(|e| SpecError::new("retry_on", e))?;
         }
+        let placement = self
+            .placement
+            .as_deref()
+            .map(str::parse::<Policy>)
+            .transpose()
+            .map_err(|e| SpecError::new("placement", e.to_string()))?;
         Ok(NewTask {
             kind,
             timeout: self.timeout_ms.map(Duration::from_millis),
             retry,
+            placement,
         })
     }
 }
@@ -378,6 +400,17 @@ mod tests {
             })
         );
         assert!(parse_backoff("exp:5s:1s").is_err());
+    }
+
+    #[test]
+    fn a_placement_policy_parses_by_name() {
+        let (tasks, _) = parse_json(br#"{"program": "true", "placement": "round-robin"}"#).unwrap();
+        assert_eq!(tasks[0].placement, Some(Policy::RoundRobin));
+        let (tasks, _) = parse_json(br#"{"program": "true"}"#).unwrap();
+        assert_eq!(tasks[0].placement, None);
+        let err = parse_json(br#"{"program": "true", "placement": "nearest"}"#).unwrap_err();
+        assert_eq!(err.field, "placement");
+        assert!(err.message.contains("nearest"), "{err}");
     }
 
     #[test]

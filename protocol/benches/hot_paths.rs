@@ -29,6 +29,7 @@ fn spec(submitter: &Keypair, nonce: u64) -> Signed<TaskSpec> {
         }),
         timeout_ms: Some(10_000),
         retry: RetryPolicy::default(),
+        placement: None,
     };
     Signed::sign(&spec, submitter)
 }

@@ -80,6 +80,7 @@ mod tests {
             kind,
             timeout_ms: None,
             retry: crate::retry::RetryPolicy::default(),
+            placement: None,
         }
     }
 

@@ -41,7 +41,7 @@ impl Candidate {
 }
 
 /// How a peer chooses where tasks go.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, bincode::Encode, bincode::Decode)]
 pub enum Policy {
     /// Uniformly at random.
     Random,
@@ -120,7 +120,17 @@ impl Placer {
 
     /// Chooses among `candidates`; returns the index, or `None` if there are none.
     pub fn choose(&mut self, rng: &mut dyn RngCore, candidates: &[Candidate]) -> Option<usize> {
-        let chosen = match self.policy {
+        self.choose_by(self.policy, rng, candidates)
+    }
+
+    /// Chooses by `policy` (a task's own, say) instead of this placer's.
+    pub fn choose_by(
+        &mut self,
+        policy: Policy,
+        rng: &mut dyn RngCore,
+        candidates: &[Candidate],
+    ) -> Option<usize> {
+        let chosen = match policy {
             Policy::Random => random(rng, candidates),
             Policy::RoundRobin => self.round_robin(candidates),
             Policy::Weighted => weighted(rng, candidates),

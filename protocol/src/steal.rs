@@ -74,6 +74,7 @@ mod tests {
             },
             timeout_ms: None,
             retry: crate::retry::RetryPolicy::default(),
+            placement: None,
         }
     }
 

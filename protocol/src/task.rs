@@ -115,6 +115,8 @@ pub struct TaskSpec {
     pub timeout_ms: Option<u64>,
     /// How failed attempts are retried.
     pub retry: RetryPolicy,
+    /// The placement policy for this task, instead of its primary's.
+    pub placement: Option<crate::placement::Policy>,
 }
 
 impl Signable for TaskSpec {
@@ -244,6 +246,7 @@ mod tests {
             },
             timeout_ms: None,
             retry: RetryPolicy::default(),
+            placement: None,
         }
     }
 

@@ -5,6 +5,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use taskswarm_protocol::placement::Policy;
 use taskswarm_protocol::{
     Action, Backoff, Capabilities, Config, Envelope, Gossip, Grant, Keypair, Lease, LoadReport,
     Message, Outcome, PeerKey, ProcessSpec, RetryPolicy, Scheduler, Signed, SignedSpec, Table,
@@ -74,6 +75,7 @@ fn process_spec(submitter: &Keypair, nonce: u64, retry: RetryPolicy) -> SignedSp
         }),
         timeout_ms: None,
         retry,
+        placement: None,
     };
     Signed::sign(&spec, submitter)
 }
@@ -839,5 +841,44 @@ fn a_holder_that_was_frozen_stops_what_it_holds_on_waking() {
     assert!(
         !kinds(&drain(&mut b)).iter().any(|k| k.starts_with("abort")),
         "only once"
+    );
+}
+
+/// A task that names a placement policy is placed by it, not by its primary's: round-robin puts
+/// a task on the busy peer in its turn, where the primary's power of two choices never would.
+#[test]
+fn a_task_placed_by_its_own_policy() {
+    let mut a = peer(1, 2, true);
+    let mut rng = rng();
+    let (b, busy) = (key(2), key(3));
+    a.handle_gossip(0, &mut rng, &report(&b, 1, 0, true));
+    a.handle_gossip(0, &mut rng, &report(&busy, 1, 50, true));
+    drain(&mut a);
+    let placed_on_busy = |a: &mut Scheduler, rng: &mut ChaCha8Rng, nonce: u64, policy| {
+        let mut ids = Vec::new();
+        for n in 0..9 {
+            let spec = TaskSpec {
+                placement: policy,
+                ..process_spec(&key(1), nonce + n, RetryPolicy::default())
+                    .open()
+                    .unwrap()
+            };
+            let submitted = a.submit(0, rng, vec![Signed::sign(&spec, &key(1))]);
+            ids.push(*submitted[0].as_ref().unwrap());
+        }
+        drain(a);
+        ids.iter()
+            .filter(|id| a.task(id).unwrap().holder == Some(busy.public()))
+            .count()
+    };
+    assert_eq!(
+        placed_on_busy(&mut a, &mut rng, 100, None),
+        0,
+        "p2c avoids it"
+    );
+    assert_eq!(
+        placed_on_busy(&mut a, &mut rng, 200, Some(Policy::RoundRobin)),
+        3,
+        "round-robin gives it its turn"
     );
 }

@@ -53,6 +53,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                 kind,
                 timeout_ms,
                 retry: RetryPolicy::default(),
+                placement: None,
             };
             Task::from_signed(Signed::sign(&spec, &k), vec![k.public()])
                 .map(|t| t.envelope())

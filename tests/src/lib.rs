@@ -354,6 +354,7 @@ impl Sim {
             },
             timeout_ms: None,
             retry,
+            placement: None,
         };
         Signed::sign(&spec, &self.peers[by].key)
     }

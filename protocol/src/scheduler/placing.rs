@@ -1,5 +1,5 @@
-//! Placement as the primary does it: choose a peer for each task (by the peer's placement policy,
-//! power of two choices by default, over the loads it knows, among peers that can run the task), raise the epoch, and hand the tasks over
+//! Placement as the primary does it: choose a peer for each task (by the task's placement policy
+//! if it names one, else the peer's, power of two choices by default, over the loads it knows, among peers that can run the task), raise the epoch, and hand the tasks over
 //! under one signed grant per peer.
 
 use std::collections::BTreeMap;
@@ -31,7 +31,8 @@ impl Scheduler {
                 .filter(|&i| self.can_run(&candidates[i].peer, &entry.spec))
                 .collect();
             let subset: Vec<Candidate> = fitting.iter().map(|&i| candidates[i]).collect();
-            let Some(choice) = self.placer.choose(rng, &subset) else {
+            let policy = entry.spec.placement.unwrap_or(self.placer.policy());
+            let Some(choice) = self.placer.choose_by(policy, rng, &subset) else {
                 continue;
             };
             let chosen = &mut candidates[fitting[choice]];
