@@ -11,7 +11,8 @@
 //!                "skew": {"makespan_over_ideal": {...}, ...},
 //!                "crash": {"reexec_after_kill_s": {...}, "completed", "lost", "ran_twice",
 //!                          "recorded_twice", ...}},
-//!  "skipped": {"dag": "why"}, "marks": [...], "lost": total, "recorded_twice": total}
+//!  "skipped": {"dag": "why"}, "marks": [...], "anomalies": {NAME: [task views]},
+//!  "lost": total, "recorded_twice": total}
 //! ```
 //! Every workload carries the counts `tasks`, `unacknowledged`, `completed`, `failed`, `lost`,
 //! `ran_twice` and `recorded_twice`, summed over its runs. The command exits 1 if any task was
@@ -307,6 +308,16 @@ fn report_json(
         workloads.insert(w.name().into(), Value::Object(entry));
     }
     let marks: BTreeMap<&str, &Vec<Mark>> = marks.iter().map(|(w, m)| (w.name(), m)).collect();
+    let anomalies: BTreeMap<&str, Vec<&taskswarm::TaskView>> = results
+        .iter()
+        .map(|(w, runs)| {
+            (
+                w.name(),
+                runs.iter().flat_map(|r| &r.anomalies).collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, views)| !views.is_empty())
+        .collect();
     json!({
         "peers": args.peers,
         "slots": args.slots,
@@ -317,6 +328,7 @@ fn report_json(
         "workloads": workloads,
         "skipped": skipped,
         "marks": marks,
+        "anomalies": anomalies,
         "lost": lost,
         "recorded_twice": twice,
     })

@@ -104,9 +104,15 @@ pub(crate) struct RunResult {
     pub(crate) failures: std::collections::BTreeMap<String, usize>,
     /// The final (or last seen) views.
     pub(crate) views: Vec<TaskView>,
+    /// The views of tasks that did not simply run once to completion (ran twice, recorded twice,
+    /// failed, or not ended), for diagnosis; at most [`MAX_ANOMALIES`].
+    pub(crate) anomalies: Vec<TaskView>,
     /// When the run began and ended (ms since the Unix epoch).
     pub(crate) span_ms: (u64, u64),
 }
+
+/// The most anomalous task views a run keeps.
+pub(crate) const MAX_ANOMALIES: usize = 20;
 
 impl RunResult {
     fn count(&mut self, views: Vec<Option<TaskView>>) {
@@ -143,6 +149,11 @@ impl RunResult {
                 .count();
             if results > 1 || successes > 1 {
                 self.recorded_twice += 1;
+            }
+            let odd =
+                view.state != "completed" || starts(&view) > 1 || results > 1 || successes > 1;
+            if odd && self.anomalies.len() < MAX_ANOMALIES {
+                self.anomalies.push(view.clone());
             }
             self.views.push(view);
         }
