@@ -6,6 +6,7 @@
 //!   each), and one seed of 1,000 peers (one crash and a partition).
 //! - Any one seed: `SEED=n cargo test -p taskswarm-tests --test sim_chaos` (a failure names its
 //!   seed; the same seed replays the same run, trace hash included).
+//! - With `SIM_DEBUG=1`, a run whose tasks did not all end prints every peer's record of them.
 //! - More seeds: `SEEDS=1000 cargo test --release -p taskswarm-tests --test sim_chaos --
 //!   --nocapture`.
 //! - The scale run: `SIM_PEERS=10000 cargo test --release -p taskswarm-tests --test sim_chaos --
@@ -193,14 +194,6 @@ fn run(seed: u64, shape: Shape) -> Run {
                         s.queued(),
                         s.running()
                     );
-                    let dump = format!("{s:#?}");
-                    let short = format!("{id:?}");
-                    let short = short.trim_start_matches("TaskId(").trim_end_matches(')');
-                    for (k, line) in dump.lines().enumerate() {
-                        if line.contains(short) {
-                            println!("  peer {i} dump line {k}: {}", line.trim());
-                        }
-                    }
                     println!("  counters {:?}", s.counters());
                 }
             }
@@ -213,6 +206,10 @@ fn run(seed: u64, shape: Shape) -> Run {
         settled,
         "seed {seed}: not every task ended; replay: SEED={seed} cargo test -p taskswarm-tests --test sim_chaos"
     );
+    // The invariants were checked after every step on what changed; check every record once more.
+    if let Err(broken) = invariants::check_safety(&mut sim) {
+        panic!("seed {seed}: at the end: {broken}");
+    }
     let seconds = sim.now as f64 / 1000.0;
     Run {
         trace: sim.trace_hash(),

@@ -54,6 +54,10 @@ fn crash_run(seed: u64) {
         );
     }
     assert!(settled, "seed {seed}");
+    // The invariants were checked after every step on what changed; check every record once more.
+    if let Err(broken) = invariants::check_safety(&mut sim) {
+        panic!("seed {seed}: at the end: {broken}");
+    }
 }
 
 #[test]
