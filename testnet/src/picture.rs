@@ -27,6 +27,11 @@ pub(crate) struct Panel<'a> {
     pub(crate) peer_ids: Vec<String>,
 }
 
+/// The position of a peer id among the testnet's peers.
+fn index_of(peer_ids: &[String], id: Option<&String>) -> Option<usize> {
+    id.and_then(|id| peer_ids.iter().position(|x| x == id))
+}
+
 /// Running tasks per peer over time, as steps: for each peer, `(ms since the run began, running)`
 /// at every change. An attempt on a peer that was killed while it ran ends at the kill.
 pub(crate) fn running_steps(
@@ -41,11 +46,7 @@ pub(crate) fn running_steps(
             if t.state != "running" {
                 continue;
             }
-            let Some(p) = t
-                .peer
-                .as_ref()
-                .and_then(|id| peer_ids.iter().position(|x| x == id))
-            else {
+            let Some(p) = index_of(peer_ids, t.peer.as_ref()) else {
                 continue;
             };
             let mut end = view.history.get(k + 1).map_or(span_ms.1, |next| next.at_ms);
@@ -109,11 +110,7 @@ pub(crate) fn finished_rate(
         let Some(end) = view.history.iter().rev().find(|t| t.state == "completed") else {
             continue;
         };
-        let Some(p) = view
-            .executed_by
-            .as_ref()
-            .and_then(|id| peer_ids.iter().position(|x| x == id))
-        else {
+        let Some(p) = index_of(peer_ids, view.executed_by.as_ref()) else {
             continue;
         };
         let bin = (end.at_ms.clamp(span_ms.0, span_ms.1) - span_ms.0) / bin_ms;

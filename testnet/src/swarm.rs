@@ -176,10 +176,11 @@ impl Swarm {
                     pending = still;
                     at = prefer;
                 }
-                Ok(_) => bail_later(&mut at, i),
+                // A malformed answer: ask the next peer.
+                Ok(_) => at = i + 1,
                 Err(e) => {
                     tracing::debug!("waiting at peer {} failed: {e:#}", i + 1);
-                    bail_later(&mut at, i);
+                    at = i + 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -214,11 +215,6 @@ impl Swarm {
         anyhow::ensure!(view.is_final(), "task {id} had not ended after 10 s");
         Ok(view)
     }
-}
-
-/// Moves on to the peer after `i`.
-fn bail_later(at: &mut usize, i: usize) {
-    *at = i + 1;
 }
 
 /// The testnet itself, for what only chaos and the crash workload do.
