@@ -52,6 +52,8 @@ pub struct Executor {
     handlers: Arc<BTreeMap<String, Handler>>,
     allow_exec: bool,
     output_cap: usize,
+    /// This peer's id, given to a process as `TASKSWARM_PEER`.
+    peer: Option<String>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -72,7 +74,14 @@ impl Executor {
             handlers: Arc::new(handlers),
             allow_exec,
             output_cap,
+            peer: None,
         }
+    }
+
+    /// Names the peer that runs the attempts: processes see it as `TASKSWARM_PEER`.
+    pub fn on_peer(mut self, peer: impl Into<String>) -> Self {
+        self.peer = Some(peer.into());
+        self
     }
 
     /// The names of the registered handlers, sorted.
@@ -152,6 +161,7 @@ impl Executor {
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("TASKSWARM_TASK_ID", task.to_string())
             .env("TASKSWARM_EPOCH", epoch.to_string())
+            .envs(self.peer.iter().map(|p| ("TASKSWARM_PEER", p)))
             .stdin(if spec.stdin.is_empty() {
                 Stdio::null()
             } else {

@@ -241,7 +241,8 @@ impl PeerBuilder {
                     reason: e.to_string(),
                 })?;
         }
-        let executor = Executor::new(self.handlers, self.allow_exec, self.output_cap);
+        let executor = Executor::new(self.handlers, self.allow_exec, self.output_cap)
+            .on_peer(peer_id.to_string());
         let config = Config {
             slots: self.slots,
             capabilities: Capabilities {

@@ -289,7 +289,8 @@ impl EventLoop {
             } => {
                 if let Some((to, messages)) = state.in_flight.remove(&request_id) {
                     state.answered(&to);
-                    tracing::debug!(%peer, %error, messages = messages.len(), "messages not delivered");
+                    let kinds: Vec<&str> = messages.iter().map(Message::kind).collect();
+                    tracing::debug!(%peer, %error, ?kinds, "messages not delivered");
                     for message in messages {
                         self.scheduler
                             .handle_send_failed(now, &mut state.rng, to, message);

@@ -347,6 +347,126 @@ fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
     assert_eq!(c.counters().completions_duplicate, 1);
 }
 
+/// The thief tells the home set of the tasks it was given too: if the victim dies before its own
+/// notice goes out, the home set still follows the lease and does not re-claim (and run again)
+/// what the thief runs. A notice from a third peer is refused.
+#[test]
+fn the_thief_relays_the_hand_over_so_the_home_set_follows_without_the_victim() {
+    let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
+    let mut rng = rng();
+    c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
+    for s in [&mut a, &mut b, &mut c] {
+        drain(s);
+    }
+    let specs = (0..5).map(|n| spec(&key(3), n)).collect();
+    c.submit(0, &mut rng, specs);
+    let to_b = sent_to(&drain(&mut c), b.me());
+    deliver_bytes(&mut b, c.me(), &to_b, 1);
+    a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
+    let request = sent_to(&drain(&mut a), b.me());
+    let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
+    let from_a = deliver(&mut a, b.me(), &from_b, 4);
+    let stolen: Vec<(TaskId, u64)> = from_a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Execute { task, epoch, .. } => Some((*task, *epoch)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stolen.len(), 2);
+    let relayed = sent_to(&from_a, c.me());
+    assert_eq!(relayed.len(), 1, "one notice to the home member");
+
+    // A third peer replaying the notice is refused; the thief's own is taken.
+    let refused_before = c.counters().rejected_unauthorized;
+    deliver_bytes(&mut c, key(9).public(), &relayed, 5);
+    assert_eq!(c.counters().rejected_unauthorized, refused_before + 1);
+    assert_eq!(c.task(&stolen[0].0).unwrap().holder, Some(b.me()));
+    deliver_bytes(&mut c, a.me(), &relayed, 6);
+    for (task, epoch) in &stolen {
+        let record = c.task(task).unwrap();
+        assert_eq!((record.holder, record.epoch), (Some(a.me()), *epoch));
+    }
+}
+
+/// A hand-over notice that could not be delivered is sent again on the resend timer, not at
+/// once (a dead peer's dial fails at once: resending at once would spin), and no longer once its
+/// member is taken for dead.
+#[test]
+fn an_undelivered_hand_over_notice_is_sent_again_on_the_timer_while_its_member_lives() {
+    let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
+    let mut rng = rng();
+    c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
+    for s in [&mut a, &mut b, &mut c] {
+        drain(s);
+    }
+    let specs = (0..5).map(|n| spec(&key(3), n)).collect();
+    c.submit(0, &mut rng, specs);
+    let to_b = sent_to(&drain(&mut c), b.me());
+    deliver_bytes(&mut b, c.me(), &to_b, 1);
+    a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
+    let request = sent_to(&drain(&mut a), b.me());
+    let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
+    let grant = from_b
+        .iter()
+        .find_map(|a| match a {
+            Action::Send {
+                message: m @ Message::StealGrant { .. },
+                ..
+            } => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    b.handle_delivered(5, &mut rng, &grant);
+    let notice = drain(&mut b)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send {
+                to,
+                message: m @ Message::Transferred { .. },
+            } if to == c.me() => Some(m),
+            _ => None,
+        })
+        .unwrap();
+    let notices_to_c = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| {
+                matches!(a, Action::Send { to, message: Message::Transferred { .. } } if *to == key(3).public())
+            })
+            .count()
+    };
+
+    b.handle_send_failed(6, &mut rng, c.me(), notice.clone());
+    assert_eq!(notices_to_c(&drain(&mut b)), 0, "not sent again at once");
+    let after = Config::default().resend_after_ms;
+    b.tick(6 + after - 1, &mut rng);
+    assert_eq!(notices_to_c(&drain(&mut b)), 0);
+    b.tick(6 + after, &mut rng);
+    assert_eq!(notices_to_c(&drain(&mut b)), 1, "sent again on the timer");
+
+    // C falls silent: a notice that fails just before C's lease TTL runs out is dropped when
+    // it falls due, C being taken for dead by then.
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    let mut now = 6 + after;
+    while now < ttl - 100 {
+        now += 100;
+        b.tick(now, &mut rng);
+        drain(&mut b);
+    }
+    b.handle_send_failed(now, &mut rng, c.me(), notice);
+    let mut resent = 0;
+    for _ in 0..10 {
+        now += 100;
+        b.tick(now, &mut rng);
+        resent += notices_to_c(&drain(&mut b));
+    }
+    assert!(b.peers().all(|(p, _)| *p != c.me()), "C is taken for dead");
+    assert_eq!(resent, 0, "no notice to a member taken for dead");
+}
+
 /// B falls silent: after the lease TTL, A (primary) re-claims B's task at a higher epoch and runs
 /// it; B's late completion is rejected as stale and told to stop.
 #[test]

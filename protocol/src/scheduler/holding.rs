@@ -2,6 +2,8 @@
 //! primary acknowledges them, and the rule that a peer cut off from every home member of a task
 //! stops it (the home set is about to re-claim it).
 
+use std::collections::BTreeSet;
+
 use rand::RngCore;
 
 use super::{Action, Held, Pending, Scheduler, Table};
@@ -106,15 +108,19 @@ impl Scheduler {
         tasks: Vec<Envelope>,
         grant: &SignedGrant,
         stolen: bool,
-    ) {
+    ) -> BTreeSet<PeerKey> {
+        let mut homes = BTreeSet::new();
         let grant = match self.verify_grant_from(from, grant) {
             Ok(grant) => grant,
-            Err(error) => return self.counters.count(&error),
+            Err(error) => {
+                self.counters.count(&error);
+                return homes;
+            }
         };
         if grant.leases.len() != tasks.len() {
-            return self
-                .counters
+            self.counters
                 .count(&WireError::Unauthorized("leases do not match tasks"));
+            return homes;
         }
         for (envelope, lease) in tasks.into_iter().zip(grant.leases) {
             let task = match Task::from_envelope(envelope) {
@@ -143,8 +149,10 @@ impl Scheduler {
             if stolen {
                 self.counters.tasks_stolen += 1;
             }
+            homes.extend(task.home.iter().copied());
             self.hold(task, lease.epoch);
         }
+        homes
     }
 
     /// An attempt ended here: record it if this peer is the primary, otherwise keep the result
@@ -316,5 +324,21 @@ impl Scheduler {
             }
         }
         self.resend_replication(now);
+        self.resend_transfers(now);
+    }
+
+    /// Sends again the hand-over notices that failed `resend_after_ms` ago, to members still
+    /// alive; a member taken for dead no longer needs its notice.
+    fn resend_transfers(&mut self, now: Millis) {
+        let after = self.config.resend_after_ms;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsent_transfers)
+            .into_iter()
+            .partition(|(_, _, failed_at)| now.saturating_sub(*failed_at) >= after);
+        self.unsent_transfers = waiting;
+        for (to, grant, _) in due {
+            if self.alive(&to) {
+                self.send(to, Message::Transferred { grant });
+            }
+        }
     }
 }

@@ -342,6 +342,9 @@ pub struct Scheduler {
     // As a thief, and as a victim whose grant is on its way.
     steal_pending: Option<(PeerKey, Millis)>,
     given: BTreeMap<TaskId, Held>,
+    /// Hand-over notices that could not be delivered: `(member, grant, failed at)`, sent again
+    /// on the resend timer while their member lives.
+    unsent_transfers: Vec<(PeerKey, SignedGrant, Millis)>,
     // As an asker.
     next_query: u64,
     queries: BTreeMap<u64, Query>,
@@ -394,6 +397,7 @@ impl Scheduler {
             outbox: BTreeMap::new(),
             steal_pending: None,
             given: BTreeMap::new(),
+            unsent_transfers: Vec::new(),
             next_query: 0,
             queries: BTreeMap::new(),
             out_store: BTreeMap::new(),
@@ -608,14 +612,17 @@ impl Scheduler {
         match message {
             Message::Store { records } => self.on_store(now, from, records),
             Message::Stored { acks } => self.on_stored(from, &acks),
-            Message::Place { tasks, grant } => self.on_tasks_granted(from, tasks, &grant, false),
+            Message::Place { tasks, grant } => {
+                self.on_tasks_granted(from, tasks, &grant, false);
+            }
             Message::StealRequest {
                 free_slots,
                 capabilities,
             } => self.on_steal_request(from, free_slots, &capabilities),
             Message::StealGrant { tasks, grant } => {
                 self.clear_steal(from);
-                self.on_tasks_granted(from, tasks, &grant, true);
+                let homes = self.on_tasks_granted(from, tasks, &grant, true);
+                self.relay_transfer(now, rng, homes, &grant);
             }
             Message::NothingToSteal => self.on_nothing_to_steal(from),
             Message::Transferred { grant } => self.on_transferred(now, rng, from, &grant),
@@ -768,9 +775,10 @@ impl Scheduler {
             Message::StealGrant { tasks, .. } => self.on_grant_undelivered(&tasks),
             // A hand-over notice must arrive, or the home set would wait for it forever (it
             // holds later transfers and the completion back until it has every link): send it
-            // again while the member lives.
+            // again while the member lives, on the resend timer (a dead peer's dial fails at
+            // once, and sending at once would spin).
             Message::Transferred { grant } if self.alive(&to) => {
-                self.send(to, Message::Transferred { grant });
+                self.unsent_transfers.push((to, grant, now));
             }
             Message::Query { query, .. } => self.on_answer(query, None),
             // Everything else is sent again on a timer until acknowledged, or is advisory.
@@ -897,6 +905,18 @@ impl Scheduler {
             },
             &self.key,
         )
+    }
+
+    /// Verifies a hand-over notice: it comes from the granter, or from the peer every lease in it
+    /// names as the new holder (a thief relays the grant it was given).
+    fn verify_transfer_from(&self, from: PeerKey, grant: &SignedGrant) -> Result<Grant, WireError> {
+        let grant = grant.verify()?;
+        if grant.granted_by != from && grant.leases.iter().any(|l| l.holder != from) {
+            return Err(WireError::Unauthorized(
+                "hand-over notice from neither the granter nor the new holder",
+            ));
+        }
+        Ok(grant)
     }
 
     fn verify_grant_from(&self, from: PeerKey, grant: &SignedGrant) -> Result<Grant, WireError> {

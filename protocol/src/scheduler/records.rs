@@ -456,7 +456,7 @@ impl Scheduler {
         from: PeerKey,
         grant: &SignedGrant,
     ) {
-        let grant = match self.verify_grant_from(from, grant) {
+        let grant = match self.verify_transfer_from(from, grant) {
             Ok(grant) => grant,
             Err(error) => return self.counters.count(&error),
         };

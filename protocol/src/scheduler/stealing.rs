@@ -139,6 +139,30 @@ impl Scheduler {
         }
     }
 
+    /// The thief tells the home sets of the tasks it was given, as the victim does once it knows
+    /// the grant arrived: either notice is enough, so a victim that dies just after giving tasks
+    /// away does not get them re-claimed and run twice.
+    pub(super) fn relay_transfer(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        homes: BTreeSet<PeerKey>,
+        grant: &SignedGrant,
+    ) {
+        for member in homes {
+            if member == self.me {
+                self.on_transferred(now, rng, self.me, grant);
+            } else {
+                self.send(
+                    member,
+                    Message::Transferred {
+                        grant: grant.clone(),
+                    },
+                );
+            }
+        }
+    }
+
     /// The grant never reached the thief: keep the tasks under their old leases.
     pub(super) fn on_grant_undelivered(&mut self, tasks: &[Envelope]) {
         for envelope in tasks {
