@@ -119,15 +119,15 @@ fn parse_id(id: &str) -> Result<TaskId, ApiError> {
 }
 
 fn parse_state(text: &str) -> Result<TaskState, ApiError> {
-    [
-        TaskState::Waiting,
-        TaskState::Running,
-        TaskState::Completed,
-        TaskState::Failed,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == text)
-    .ok_or_else(|| ApiError::bad("state", "expected waiting, running, completed or failed"))
+    TaskState::ALL
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| {
+            ApiError::bad(
+                "state",
+                "expected waiting, unschedulable, running, completed, failed or cancelled",
+            )
+        })
 }
 
 async fn healthz(State(client): State<Client>) -> ApiResult<serde_json::Value> {

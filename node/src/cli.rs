@@ -81,6 +81,19 @@ struct NodeArgs {
     /// capacity), least-loaded, or p2c (the less loaded of two at random).
     #[arg(long, default_value = "p2c")]
     placement: taskswarm::protocol::placement::Policy,
+    /// CPU cores this peer offers to tasks that ask for CPU, such as 8 or 0.5 [default: the
+    /// machine's cores].
+    #[arg(long, value_parser = taskswarm::protocol::resources::parse_cpus)]
+    cpus: Option<u32>,
+    /// Memory it offers, such as 16G [default: the machine's memory].
+    #[arg(long, value_parser = taskswarm::protocol::resources::parse_bytes)]
+    memory: Option<u64>,
+    /// Disk it offers, such as 100G [default: the free space under --data-dir].
+    #[arg(long, value_parser = taskswarm::protocol::resources::parse_bytes)]
+    disk: Option<u64>,
+    /// A label tasks can require (`submit --label`), such as zone=a or gpu=1. May be repeated.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<taskswarm::protocol::Label>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,9 +140,43 @@ struct SubmitArgs {
     /// weighted, least-loaded or p2c.
     #[arg(long)]
     placement: Option<taskswarm::protocol::placement::Policy>,
+    /// CPU cores the task needs while it runs, such as 2 or 0.5: it runs only on a peer with that
+    /// many, and counts them against the peer while it runs.
+    #[arg(long, value_parser = check_cpus)]
+    cpus: Option<String>,
+    /// Memory the task needs, such as 512M or 2G.
+    #[arg(long, value_parser = check_bytes)]
+    memory: Option<String>,
+    /// Disk the task needs, such as 1G.
+    #[arg(long, value_parser = check_bytes)]
+    disk: Option<String>,
+    /// A label the peer must have, such as gpu=1 (peers get theirs with `node --label`). May be
+    /// repeated.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = check_label)]
+    labels: Vec<String>,
+    /// Higher starts first [default: 0]; a waiting task gains one level every 10 s, so lower
+    /// priorities are never starved.
+    #[arg(long, allow_hyphen_values = true)]
+    priority: Option<i32>,
+    /// How long the task is expected to run, such as 30s: busy peers give long tasks away first.
+    #[arg(long, value_parser = parse_duration)]
+    cost: Option<Duration>,
     /// The program and its arguments, after `--`.
     #[arg(last = true, value_name = "PROGRAM [ARGS]")]
     command: Vec<String>,
+}
+
+fn check_cpus(text: &str) -> Result<String, String> {
+    taskswarm::protocol::resources::parse_cpus(text).map(|_| text.to_string())
+}
+
+fn check_bytes(text: &str) -> Result<String, String> {
+    taskswarm::protocol::resources::parse_bytes(text).map(|_| text.to_string())
+}
+
+fn check_label(text: &str) -> Result<String, String> {
+    text.parse::<taskswarm::protocol::Label>()
+        .map(|_| text.to_string())
 }
 
 fn check_backoff(text: &str) -> Result<String, String> {
@@ -249,6 +296,18 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         .report_interval(args.heartbeat)
         .lease_ttl(args.lease_ttl)
         .placement(args.placement);
+    if let Some(cpus) = args.cpus {
+        builder = builder.cpus_milli(cpus);
+    }
+    if let Some(memory) = args.memory {
+        builder = builder.memory(memory);
+    }
+    if let Some(disk) = args.disk {
+        builder = builder.disk(disk);
+    }
+    for label in args.labels {
+        builder = builder.label(label);
+    }
     if let Some(slots) = args.slots {
         if slots == 0 {
             bail!("--slots must be at least 1");
@@ -385,6 +444,12 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         backoff: args.backoff.clone(),
         retry_on: args.retry_on.clone().map(|r| vec![r]),
         placement: args.placement.map(|p| p.to_string()),
+        cpus: args.cpus.clone().map(serde_json::Value::String),
+        memory: args.memory.clone().map(serde_json::Value::String),
+        disk: args.disk.clone().map(serde_json::Value::String),
+        labels: args.labels.clone(),
+        priority: args.priority,
+        cost_ms: args.cost.map(|c| c.as_millis() as u64),
         ..SpecInput::default()
     };
     let spec = match (&args.handler, args.command.split_first()) {
@@ -518,7 +583,16 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
     }
     println!("task        {}", task.id);
     println!("state       {}", task.state);
+    if let Some(reason) = &task.reason {
+        println!("why         {reason}");
+    }
     println!("what        {}", describe(task));
+    if task.priority != 0 {
+        println!("priority    {}", task.priority);
+    }
+    if !task.needs.is_empty() {
+        println!("needs       {}", task.needs.join(", "));
+    }
     let show = |label: &str, value: &Option<String>| {
         if let Some(v) = value {
             println!("{label:<11} {v}");

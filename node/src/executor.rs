@@ -276,6 +276,9 @@ mod tests {
             timeout_ms,
             retry: taskswarm_protocol::RetryPolicy::default(),
             placement: None,
+            needs: Default::default(),
+            priority: 0,
+            cost_ms: None,
         }
     }
 
@@ -425,6 +428,9 @@ mod tests {
             timeout_ms: None,
             retry: taskswarm_protocol::RetryPolicy::default(),
             placement: None,
+            needs: Default::default(),
+            priority: 0,
+            cost_ms: None,
         };
         assert_eq!(
             exec.run(id(), 4, spec("epoch"), never()).await,

@@ -39,6 +39,7 @@ pub mod client;
 pub mod codec;
 pub mod executor;
 pub mod keys;
+pub mod machine;
 pub mod network;
 pub mod peer;
 mod runtime;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
-use taskswarm_protocol::{Capabilities, Config, Keypair, Scheduler};
+use taskswarm_protocol::{Capabilities, Config, Keypair, Label, Offer, Resources, Scheduler};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -80,6 +80,11 @@ pub struct PeerBuilder {
     output_cap: usize,
     handlers: BTreeMap<String, Handler>,
     scheduler: Config,
+    /// Capacity set by hand; what is left unset is read from the machine.
+    cpus_milli: Option<u32>,
+    memory: Option<u64>,
+    disk: Option<u64>,
+    labels: Vec<Label>,
 }
 
 impl std::fmt::Debug for PeerBuilder {
@@ -110,6 +115,10 @@ impl Default for PeerBuilder {
             output_cap: 256 * 1024,
             handlers: BTreeMap::new(),
             scheduler: Config::default(),
+            cpus_milli: None,
+            memory: None,
+            disk: None,
+            labels: Vec::new(),
         }
     }
 }
@@ -120,6 +129,28 @@ pub fn default_slots() -> u32 {
 }
 
 impl PeerBuilder {
+    /// The capacity and labels this peer advertises: what was set, the machine's for the rest.
+    fn offer(&self) -> Offer {
+        let machine = || crate::machine::capacity(self.data_dir.as_deref());
+        let needs_machine =
+            self.cpus_milli.is_none() || self.memory.is_none() || self.disk.is_none();
+        let have = if needs_machine {
+            machine()
+        } else {
+            Resources::default()
+        };
+        let mut labels = self.labels.clone();
+        labels.sort();
+        Offer {
+            capacity: Resources {
+                cpu_milli: self.cpus_milli.unwrap_or(have.cpu_milli),
+                memory: self.memory.unwrap_or(have.memory),
+                disk: self.disk.unwrap_or(have.disk),
+            },
+            labels,
+        }
+    }
+
     /// Uses this key (otherwise the key file, otherwise a fresh key).
     pub fn key(mut self, key: Keypair) -> Self {
         self.key = Some(key);
@@ -162,6 +193,32 @@ impl PeerBuilder {
     /// Runs this many tasks at once (default: one per CPU core).
     pub fn slots(mut self, slots: u32) -> Self {
         self.slots = slots.max(1);
+        self
+    }
+
+    /// Advertises this much CPU, in thousandths of a core, instead of the machine's cores.
+    pub fn cpus_milli(mut self, milli: u32) -> Self {
+        self.cpus_milli = Some(milli);
+        self
+    }
+
+    /// Advertises this much memory, in bytes, instead of the machine's.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// Advertises this much disk, in bytes, instead of the free space under the data directory.
+    pub fn disk(mut self, bytes: u64) -> Self {
+        self.disk = Some(bytes);
+        self
+    }
+
+    /// Adds a label (such as `gpu=1`) that tasks can require; a key given twice keeps the last
+    /// value.
+    pub fn label(mut self, label: Label) -> Self {
+        self.labels.retain(|l| l.key != label.key);
+        self.labels.push(label);
         self
     }
 
@@ -241,6 +298,14 @@ impl PeerBuilder {
                     reason: e.to_string(),
                 })?;
         }
+        let offer = self.offer();
+        tracing::info!(
+            cpus = %taskswarm_protocol::resources::format_cpus(offer.capacity.cpu_milli),
+            memory = %taskswarm_protocol::resources::format_bytes(offer.capacity.memory),
+            disk = %taskswarm_protocol::resources::format_bytes(offer.capacity.disk),
+            labels = ?offer.labels.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "capacity"
+        );
         let executor = Executor::new(self.handlers, self.allow_exec, self.output_cap)
             .on_peer(peer_id.to_string());
         let config = Config {
@@ -248,6 +313,7 @@ impl PeerBuilder {
             capabilities: Capabilities {
                 exec: self.allow_exec,
                 handlers: executor.handler_names(),
+                offer,
             },
             ..self.scheduler
         };

@@ -375,6 +375,9 @@ impl EventLoop {
                     timeout_ms: task.timeout.map(|t| t.as_millis() as u64),
                     retry: task.retry,
                     placement: task.placement,
+                    needs: task.needs,
+                    priority: task.priority,
+                    cost_ms: task.cost.map(|c| c.as_millis() as u64),
                 };
                 Signed::sign(&spec, &self.key)
             })

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use taskswarm_protocol::placement::Policy;
+use taskswarm_protocol::resources::{self, Label, Needs, Resources};
 use taskswarm_protocol::{Backoff, ProcessSpec, RetryOn, RetryPolicy, TaskKind};
 
 /// A new task, before it is signed: what to run, its per-attempt time limit and its retry policy.
@@ -19,6 +20,12 @@ pub struct NewTask {
     pub retry: RetryPolicy,
     /// Where to place it, instead of by the policy of the peer that places it.
     pub placement: Option<Policy>,
+    /// What it needs of the peer that runs it (CPU, memory, disk, labels).
+    pub needs: Needs,
+    /// Higher starts first (default 0).
+    pub priority: i32,
+    /// How long it is expected to run: stealing moves long tasks first.
+    pub cost: Option<Duration>,
 }
 
 /// Parses 250ms, 3s, 2m or 1h (a bare number is seconds).
@@ -114,6 +121,9 @@ impl NewTask {
             timeout: None,
             retry: RetryPolicy::default(),
             placement: None,
+            needs: Needs::default(),
+            priority: 0,
+            cost: None,
         }
     }
 
@@ -127,6 +137,9 @@ impl NewTask {
             timeout: None,
             retry: RetryPolicy::default(),
             placement: None,
+            needs: Needs::default(),
+            priority: 0,
+            cost: None,
         }
     }
 
@@ -145,6 +158,31 @@ impl NewTask {
     /// Places this task by `policy` instead of by the placing peer's policy.
     pub fn with_placement(mut self, policy: Policy) -> Self {
         self.placement = Some(policy);
+        self
+    }
+
+    /// Runs it only where these needs fit (and counts them against the peer while it runs).
+    pub fn with_needs(
+        mut self,
+        resources: Resources,
+        labels: impl IntoIterator<Item = Label>,
+    ) -> Self {
+        let mut labels: Vec<Label> = labels.into_iter().collect();
+        labels.sort();
+        labels.dedup();
+        self.needs = Needs { resources, labels };
+        self
+    }
+
+    /// Sets its priority: higher starts first.
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Hints how long it runs: stealing moves long tasks first.
+    pub fn with_cost(mut self, cost: Duration) -> Self {
+        self.cost = Some(cost);
         self
     }
 }
@@ -190,6 +228,38 @@ pub struct SpecInput {
     /// the placing peer's policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,
+    /// CPU cores it needs while it runs: a number such as 2 or 0.5, or the same as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<serde_json::Value>,
+    /// Memory it needs: bytes, or text such as "512M".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<serde_json::Value>,
+    /// Disk it needs: bytes, or text such as "1G".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<serde_json::Value>,
+    /// Labels the peer must have, as `key=value` strings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Higher starts first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// How long it is expected to run, in milliseconds: stealing moves long tasks first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_ms: Option<u64>,
+}
+
+/// A number or a text amount, parsed by `parse` (a number is taken as written, in `parse`'s unit).
+fn amount<T>(
+    field: &str,
+    value: &serde_json::Value,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, SpecError> {
+    let text = match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return Err(SpecError::new(field, "expected a number or a string")),
+    };
+    parse(&text).map_err(|e| SpecError::new(field, e))
 }
 
 /// A spec that cannot be accepted, naming the field at fault.
@@ -287,12 +357,35 @@ impl SpecInput {
             .map(str::parse::<Policy>)
             .transpose()
             .map_err(|e| SpecError::new("placement", e.to_string()))?;
-        Ok(NewTask {
+        let mut resources = Resources::default();
+        if let Some(cpus) = &self.cpus {
+            resources.cpu_milli = amount("cpus", cpus, resources::parse_cpus)?;
+        }
+        if let Some(memory) = &self.memory {
+            resources.memory = amount("memory", memory, resources::parse_bytes)?;
+        }
+        if let Some(disk) = &self.disk {
+            resources.disk = amount("disk", disk, resources::parse_bytes)?;
+        }
+        let labels = self
+            .labels
+            .iter()
+            .map(|l| l.parse::<Label>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SpecError::new("labels", e))?;
+        if self.cost_ms == Some(0) {
+            return Err(SpecError::new("cost_ms", "must be at least 1"));
+        }
+        let task = NewTask {
             kind,
             timeout: self.timeout_ms.map(Duration::from_millis),
             retry,
             placement,
-        })
+            needs: Needs::default(),
+            priority: self.priority.unwrap_or(0),
+            cost: self.cost_ms.map(Duration::from_millis),
+        };
+        Ok(task.with_needs(resources, labels))
     }
 }
 
@@ -411,6 +504,32 @@ mod tests {
         let err = parse_json(br#"{"program": "true", "placement": "nearest"}"#).unwrap_err();
         assert_eq!(err.field, "placement");
         assert!(err.message.contains("nearest"), "{err}");
+    }
+
+    #[test]
+    fn needs_priority_and_cost_parse() {
+        let (tasks, _) = parse_json(
+            br#"{"program": "train", "cpus": 2, "memory": "512M", "disk": 1073741824, "labels": ["gpu=1", "zone=a"], "priority": 9, "cost_ms": 60000}"#,
+        )
+        .unwrap();
+        let task = &tasks[0];
+        assert_eq!(task.needs.resources.cpu_milli, 2000);
+        assert_eq!(task.needs.resources.memory, 512 << 20);
+        assert_eq!(task.needs.resources.disk, 1 << 30);
+        let labels: Vec<String> = task.needs.labels.iter().map(|l| l.to_string()).collect();
+        assert_eq!(labels, ["gpu=1", "zone=a"]);
+        assert_eq!(
+            (task.priority, task.cost),
+            (9, Some(Duration::from_secs(60)))
+        );
+        let (tasks, _) = parse_json(br#"{"program": "x", "cpus": "0.5"}"#).unwrap();
+        assert_eq!(tasks[0].needs.resources.cpu_milli, 500);
+        let err = |body: &str| parse_json(body.as_bytes()).unwrap_err().field;
+        assert_eq!(err(r#"{"program": "x", "memory": "lots"}"#), "memory");
+        assert_eq!(err(r#"{"program": "x", "cpus": [1]}"#), "cpus");
+        assert_eq!(err(r#"{"program": "x", "labels": ["gpu"]}"#), "labels");
+        assert_eq!(err(r#"{"program": "x", "cost_ms": 0}"#), "cost_ms");
+        assert_eq!(err(r#"{"program": "x", "priority": "high"}"#), "priority");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! records. Bytes are shown as (lossy) UTF-8 text, which is what people submit and read.
 
 use serde::{Deserialize, Serialize};
-use taskswarm_protocol::{Counters, Outcome, PeerKey, TaskKind, TaskRecord};
+use taskswarm_protocol::resources::{self, Needs};
+use taskswarm_protocol::{Counters, Outcome, PeerKey, TaskKind, TaskRecord, TaskState};
 
 use crate::keys;
 
@@ -11,8 +12,17 @@ use crate::keys;
 pub struct TaskView {
     /// The task id (64 hex digits).
     pub id: String,
-    /// `waiting`, `running`, `completed` or `failed`.
+    /// `waiting`, `unschedulable`, `running`, `completed`, `failed` or `cancelled`.
     pub state: String,
+    /// Why it is unschedulable (such as "needs label gpu=1; no live peer has it").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its priority (higher starts first).
+    #[serde(default)]
+    pub priority: i32,
+    /// What it needs of the peer that runs it, such as `cpus 2`, `memory 512 MiB`, `label gpu=1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
     /// `process` or `handler`.
     pub kind: String,
     /// The program and its arguments, for process tasks.
@@ -88,6 +98,23 @@ pub fn peer_name(key: &PeerKey) -> String {
     keys::peer_id(key).map_or_else(|| key.to_string(), |id| id.to_string())
 }
 
+/// A task's needs in words: `cpus 2`, `memory 512 MiB`, `disk 1 GiB`, `label gpu=1`.
+fn describe_needs(needs: &Needs) -> Vec<String> {
+    let r = needs.resources;
+    let mut words = Vec::new();
+    if r.cpu_milli > 0 {
+        words.push(format!("cpus {}", resources::format_cpus(r.cpu_milli)));
+    }
+    if r.memory > 0 {
+        words.push(format!("memory {}", resources::format_bytes(r.memory)));
+    }
+    if r.disk > 0 {
+        words.push(format!("disk {}", resources::format_bytes(r.disk)));
+    }
+    words.extend(needs.labels.iter().map(|l| format!("label {l}")));
+    words
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -104,9 +131,18 @@ impl TaskView {
             }
             Some(TaskKind::Handler { name, .. }) => (None, Some(name.clone()), "handler"),
         };
+        let reason = (record.state == TaskState::Unschedulable)
+            .then(|| record.history.last().map(|t| t.note.clone()))
+            .flatten();
         let mut view = TaskView {
             id: record.id().to_string(),
             state: record.state.as_str().to_string(),
+            reason,
+            priority: spec.as_ref().map_or(0, |s| s.priority),
+            needs: spec
+                .as_ref()
+                .map(|s| describe_needs(&s.needs))
+                .unwrap_or_default(),
             kind: kind.to_string(),
             command,
             handler,

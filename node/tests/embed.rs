@@ -62,13 +62,17 @@ async fn three_embedded_peers_share_handler_work() {
         );
     }
 
-    // No peer has this handler: the task waits, unplaced, for a peer that can run it.
+    // No peer has this handler: the task is unschedulable, unplaced, and says why.
     let id = client
         .submit_one(NewTask::handler("no-such-handler", ""))
         .await
         .unwrap();
     let view = client.task(id).await.unwrap().unwrap();
-    assert_eq!((view.state.as_str(), view.holder), ("waiting", None));
+    assert_eq!((view.state.as_str(), view.holder), ("unschedulable", None));
+    assert_eq!(
+        view.reason.as_deref(),
+        Some("needs handler no-such-handler; no live peer has it")
+    );
 
     for peer in [first, second, third] {
         peer.shutdown().await;

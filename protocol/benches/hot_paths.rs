@@ -30,6 +30,9 @@ fn spec(submitter: &Keypair, nonce: u64) -> Signed<TaskSpec> {
         timeout_ms: Some(10_000),
         retry: RetryPolicy::default(),
         placement: None,
+        needs: Default::default(),
+        priority: 0,
+        cost_ms: None,
     };
     Signed::sign(&spec, submitter)
 }
@@ -129,6 +132,7 @@ fn deep(depth: u64) -> Scheduler {
         capabilities: Capabilities {
             exec: true,
             handlers: vec![],
+            offer: Default::default(),
         },
         ..Config::default()
     };
@@ -162,6 +166,7 @@ fn scheduler_steps(c: &mut Criterion) {
         capabilities: Capabilities {
             exec: true,
             handlers: vec![],
+            offer: Default::default(),
         },
     });
     c.bench_function("steal request, 10k queued", |b| {

@@ -7,22 +7,31 @@
 use bincode::{Decode, Encode};
 
 use crate::identity::PeerKey;
+use crate::resources::Offer;
 use crate::signed::{Signable, Signed};
 use crate::task::{TaskKind, TaskSpec};
 
-/// What kinds of task a peer runs.
+/// What a peer runs: kinds of task, and the capacity and labels it offers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct Capabilities {
     /// Whether the peer runs process tasks (it was started with exec allowed).
     pub exec: bool,
     /// The names of the handlers it has registered, sorted.
     pub handlers: Vec<String>,
+    /// Its capacity (CPU, memory, disk) and labels.
+    pub offer: Offer,
 }
 
 impl Capabilities {
-    /// Whether a peer with these capabilities can run the task.
+    /// Whether a peer with these capabilities can run the task: its kind, its labels, and its
+    /// amounts within the peer's capacity.
     pub fn can_run(&self, spec: &TaskSpec) -> bool {
-        match &spec.kind {
+        self.can_run_kind(&spec.kind) && self.offer.fits(&spec.needs)
+    }
+
+    /// Whether a peer with these capabilities runs tasks of this kind.
+    pub fn can_run_kind(&self, kind: &TaskKind) -> bool {
+        match kind {
             TaskKind::Process(_) => self.exec,
             TaskKind::Handler { name, .. } => self
                 .handlers
@@ -81,6 +90,9 @@ mod tests {
             timeout_ms: None,
             retry: crate::retry::RetryPolicy::default(),
             placement: None,
+            needs: Default::default(),
+            priority: 0,
+            cost_ms: None,
         }
     }
 
@@ -89,6 +101,7 @@ mod tests {
         let caps = Capabilities {
             exec: false,
             handlers: vec!["echo".into(), "noop".into()],
+            offer: Default::default(),
         };
         let process = spec(TaskKind::Process(ProcessSpec {
             program: "true".into(),

@@ -18,6 +18,9 @@ use crate::wire::{self, WireError};
 pub enum TaskState {
     /// Accepted, not running: being placed, queued at its holder, or waiting to be retried.
     Waiting,
+    /// Accepted, but no live peer can run it (its last transition says why); it is placed as soon
+    /// as a peer that can joins.
+    Unschedulable,
     /// Its holder has started it.
     Running,
     /// It succeeded (exit code 0, or its handler returned).
@@ -30,8 +33,9 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state, in lifecycle order.
-    pub const ALL: [TaskState; 5] = [
+    pub const ALL: [TaskState; 6] = [
         TaskState::Waiting,
+        TaskState::Unschedulable,
         TaskState::Running,
         TaskState::Completed,
         TaskState::Failed,
@@ -50,6 +54,7 @@ impl TaskState {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Waiting => "waiting",
+            TaskState::Unschedulable => "unschedulable",
             TaskState::Running => "running",
             TaskState::Completed => "completed",
             TaskState::Failed => "failed",

@@ -4,8 +4,11 @@
 //! (power of two choices, so thieves do not all herd onto the single busiest peer). It asks only
 //! when it has free slots and nothing queued (late binding), so stale load figures cost little: a
 //! wrong guess costs one round trip. The victim gives up to half its ready queue, never more than
-//! the thief can start, and only tasks the thief can run, taken from the back of its queue (the
-//! tasks it would have run last). Owns these two choices; the scheduler does the hand-over.
+//! the thief can start, and only tasks the thief can run (kind, labels, capacity). It gives from
+//! the front of its queue, the tasks it would start next, since the thief starts them at once:
+//! high-priority work moves first, and, among tasks of one priority whose submitters gave a cost
+//! hint, the longest first (moving a long task evens the load most). Owns these two choices; the
+//! scheduler does the hand-over.
 
 use rand::{Rng, RngCore};
 
@@ -35,22 +38,34 @@ pub fn choose_victim(rng: &mut dyn RngCore, peers: &[(PeerKey, u32)]) -> Option<
     }
 }
 
+/// How many more tasks than it gives the victim looks at, to find the long ones.
+const LOOK_AHEAD: usize = 4;
+
 /// Chooses which queued tasks to give a thief: up to half the queue (rounded up) and at most
-/// `free_slots`, from the back, that the thief can run. `queue` is front (next to run) to back,
-/// `len` its length; only as much of its back is read as the choice needs.
+/// `free_slots`, that the thief can run, from the front. Of the first few the thief can run
+/// (`LOOK_AHEAD` times as many as it gets), higher priority goes first, then a longer cost hint,
+/// then queue order. `queue` is in start order, `len` its length; only as much of its front is
+/// read as the choice needs.
 pub fn choose_tasks<'a>(
-    queue: impl DoubleEndedIterator<Item = (TaskId, &'a TaskSpec)>,
+    queue: impl Iterator<Item = (TaskId, &'a TaskSpec)>,
     len: usize,
     free_slots: u32,
     thief: &Capabilities,
 ) -> Vec<TaskId> {
     let half = len.div_ceil(2);
     let limit = half.min(usize::try_from(free_slots).unwrap_or(usize::MAX));
-    queue
-        .rev()
+    let mut seen: Vec<(usize, TaskId, i32, u64)> = queue
         .filter(|(_, spec)| thief.can_run(spec))
-        .map(|(id, _)| id)
+        .take(limit.saturating_mul(LOOK_AHEAD))
+        .enumerate()
+        .map(|(i, (id, spec))| (i, id, spec.priority, spec.cost_ms.unwrap_or(0)))
+        .collect();
+    seen.sort_by_key(|&(i, _, priority, cost)| {
+        (std::cmp::Reverse(priority), std::cmp::Reverse(cost), i)
+    });
+    seen.into_iter()
         .take(limit)
+        .map(|(_, id, _, _)| id)
         .collect()
 }
 
@@ -75,6 +90,9 @@ mod tests {
             timeout_ms: None,
             retry: crate::retry::RetryPolicy::default(),
             placement: None,
+            needs: Default::default(),
+            priority: 0,
+            cost_ms: None,
         }
     }
 
@@ -100,13 +118,14 @@ mod tests {
     }
 
     #[test]
-    fn gives_at_most_half_and_at_most_free_slots_from_the_back() {
+    fn gives_at_most_half_and_at_most_free_slots_from_the_front() {
         let specs: Vec<(TaskId, TaskSpec)> = (0..7u8)
             .map(|n| (TaskId::from_bytes([n; 32]), handler("noop")))
             .collect();
         let caps = Capabilities {
             exec: false,
             handlers: vec!["noop".into()],
+            offer: Default::default(),
         };
         let ids = |v: &[u8]| {
             v.iter()
@@ -114,9 +133,47 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let queue = || specs.iter().map(|(id, s)| (*id, s));
-        assert_eq!(choose_tasks(queue(), 7, 100, &caps), ids(&[6, 5, 4, 3]));
-        assert_eq!(choose_tasks(queue(), 7, 2, &caps), ids(&[6, 5]));
+        assert_eq!(choose_tasks(queue(), 7, 100, &caps), ids(&[0, 1, 2, 3]));
+        assert_eq!(choose_tasks(queue(), 7, 2, &caps), ids(&[0, 1]));
         let none = Capabilities::default();
         assert!(choose_tasks(queue(), 7, 100, &none).is_empty());
+    }
+
+    #[test]
+    fn higher_priority_then_longer_cost_hints_move_first() {
+        let caps = Capabilities {
+            exec: false,
+            handlers: vec!["noop".into()],
+            offer: Default::default(),
+        };
+        let spec = |priority: i32, cost_ms: Option<u64>| TaskSpec {
+            priority,
+            cost_ms,
+            ..handler("noop")
+        };
+        // In start order: short, long, unhinted, longest, and one the thief cannot run.
+        let specs = [
+            (0u8, spec(0, Some(10))),
+            (1, spec(0, Some(5_000))),
+            (2, spec(0, None)),
+            (3, spec(0, Some(60_000))),
+            (4, handler("gpu-only")),
+        ];
+        let queue = || specs.iter().map(|(n, s)| (TaskId::from_bytes([*n; 32]), s));
+        let chosen = choose_tasks(queue(), 10, 2, &caps);
+        assert_eq!(
+            chosen,
+            vec![TaskId::from_bytes([3; 32]), TaskId::from_bytes([1; 32])]
+        );
+        let urgent = [(0u8, spec(0, Some(60_000))), (1, spec(5, Some(1)))];
+        let queue = || {
+            urgent
+                .iter()
+                .map(|(n, s)| (TaskId::from_bytes([*n; 32]), s))
+        };
+        assert_eq!(
+            choose_tasks(queue(), 4, 1, &caps),
+            vec![TaskId::from_bytes([1; 32])]
+        );
     }
 }

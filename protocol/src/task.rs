@@ -117,6 +117,13 @@ pub struct TaskSpec {
     pub retry: RetryPolicy,
     /// The placement policy for this task, instead of its primary's.
     pub placement: Option<crate::placement::Policy>,
+    /// What it needs of the peer that runs it: CPU, memory, disk and labels.
+    pub needs: crate::resources::Needs,
+    /// Higher starts first (0 by default); waiting tasks age, see [`crate::queue`].
+    pub priority: i32,
+    /// The submitter's guess of how long it runs, in milliseconds: stealing moves long tasks
+    /// first.
+    pub cost_ms: Option<u64>,
 }
 
 impl Signable for TaskSpec {
@@ -247,6 +254,9 @@ mod tests {
             timeout_ms: None,
             retry: RetryPolicy::default(),
             placement: None,
+            needs: Default::default(),
+            priority: 0,
+            cost_ms: None,
         }
     }
 

@@ -26,6 +26,7 @@ fn peer(n: u8, slots: u32, exec: bool) -> Scheduler {
         capabilities: Capabilities {
             exec,
             handlers: vec!["echo".into()],
+            offer: Default::default(),
         },
         ..Config::default()
     };
@@ -76,6 +77,9 @@ fn process_spec(submitter: &Keypair, nonce: u64, retry: RetryPolicy) -> SignedSp
         timeout_ms: None,
         retry,
         placement: None,
+        needs: Default::default(),
+        priority: 0,
+        cost_ms: None,
     };
     Signed::sign(&spec, submitter)
 }
@@ -94,6 +98,7 @@ fn report(from: &Keypair, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
         capabilities: Capabilities {
             exec,
             handlers: vec!["echo".into()],
+            offer: Default::default(),
         },
         addrs: vec![b"addr".to_vec()],
     };

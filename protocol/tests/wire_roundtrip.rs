@@ -5,9 +5,9 @@
 
 use proptest::prelude::*;
 use taskswarm_protocol::{
-    Attempt, Capabilities, Ending, Envelope, Gossip, Grant, Keypair, Lease, LoadReport, Message,
-    Outcome, PeerKey, ProcessSpec, RetryPolicy, Signed, Task, TaskId, TaskKind, TaskRecord,
-    TaskSpec, TaskState, Transition, wire,
+    Attempt, Capabilities, Ending, Envelope, Gossip, Grant, Keypair, Label, Lease, LoadReport,
+    Message, Needs, Offer, Outcome, PeerKey, ProcessSpec, Resources, RetryPolicy, Signed, Task,
+    TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, Transition, wire,
 };
 
 fn key() -> Keypair {
@@ -43,23 +43,50 @@ fn arb_kind() -> impl Strategy<Value = TaskKind> {
     ]
 }
 
+fn arb_resources() -> impl Strategy<Value = Resources> {
+    (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(cpu_milli, memory, disk)| Resources {
+        cpu_milli,
+        memory,
+        disk,
+    })
+}
+
+fn arb_labels() -> impl Strategy<Value = Vec<Label>> {
+    prop::collection::vec(("[a-z]{1,4}", "[a-z0-9]{0,3}"), 0..3).prop_map(|ls| {
+        ls.into_iter()
+            .map(|(key, value)| Label { key, value })
+            .collect()
+    })
+}
+
 fn arb_envelope() -> impl Strategy<Value = Envelope> {
-    (any::<u64>(), arb_kind(), proptest::option::of(any::<u64>())).prop_map(
-        |(nonce, kind, timeout_ms)| {
-            let k = key();
-            let spec = TaskSpec {
-                submitter: k.public(),
-                nonce,
-                kind,
-                timeout_ms,
-                retry: RetryPolicy::default(),
-                placement: None,
-            };
-            Task::from_signed(Signed::sign(&spec, &k), vec![k.public()])
-                .map(|t| t.envelope())
-                .unwrap()
-        },
+    (
+        any::<u64>(),
+        arb_kind(),
+        proptest::option::of(any::<u64>()),
+        (arb_resources(), arb_labels()),
+        any::<i32>(),
+        proptest::option::of(any::<u64>()),
     )
+        .prop_map(
+            |(nonce, kind, timeout_ms, (resources, labels), priority, cost_ms)| {
+                let k = key();
+                let spec = TaskSpec {
+                    submitter: k.public(),
+                    nonce,
+                    kind,
+                    timeout_ms,
+                    retry: RetryPolicy::default(),
+                    placement: None,
+                    needs: Needs { resources, labels },
+                    priority,
+                    cost_ms,
+                };
+                Task::from_signed(Signed::sign(&spec, &k), vec![k.public()])
+                    .map(|t| t.envelope())
+                    .unwrap()
+            },
+        )
 }
 
 fn arb_grant() -> impl Strategy<Value = taskswarm_protocol::SignedGrant> {
@@ -86,8 +113,17 @@ fn arb_grant() -> impl Strategy<Value = taskswarm_protocol::SignedGrant> {
 }
 
 fn arb_caps() -> impl Strategy<Value = Capabilities> {
-    (any::<bool>(), prop::collection::vec("[a-z]{1,6}", 0..3))
-        .prop_map(|(exec, handlers)| Capabilities { exec, handlers })
+    (
+        any::<bool>(),
+        prop::collection::vec("[a-z]{1,6}", 0..3),
+        arb_resources(),
+        arb_labels(),
+    )
+        .prop_map(|(exec, handlers, capacity, labels)| Capabilities {
+            exec,
+            handlers,
+            offer: Offer { capacity, labels },
+        })
 }
 
 fn arb_outcome() -> impl Strategy<Value = Outcome> {

@@ -175,6 +175,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 dir: dir.join(format!("run{run_no}-{}", w.name())),
                 ready_deadline: Duration::from_secs(30),
                 node_args: vec!["--placement".into(), args.placement.to_string()],
+                peer_args: Vec::new(),
                 netns,
             };
             let cluster = Cluster::start(options).await?;

@@ -43,6 +43,8 @@ pub struct Options {
     pub ready_deadline: Duration,
     /// More arguments for every `taskswarm node` (such as `--lease-ttl 1500ms`).
     pub node_args: Vec<String>,
+    /// More arguments for one peer's `taskswarm node`, by index (such as `--label gpu=1`).
+    pub peer_args: Vec<Vec<String>>,
     /// Run every peer in a network namespace of its own (needs root).
     pub netns: bool,
 }
@@ -58,6 +60,7 @@ impl Options {
             dir,
             ready_deadline: Duration::from_secs(30),
             node_args: Vec::new(),
+            peer_args: Vec::new(),
             netns: false,
         }
     }
@@ -322,6 +325,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts one more peer, with `args` added to its command line, bootstrapped from the first
+    /// live peer; returns its index.
+    pub async fn add_peer(&mut self, args: &[&str], deadline: Instant) -> anyhow::Result<usize> {
+        let i = self.peers.len();
+        let boot = self.live_other_than(i).context("no live peer to join")?;
+        let bootstrap = self.peers[boot].addr.clone();
+        self.options.peer_args.resize(i + 1, Vec::new());
+        self.options.peer_args[i] = args.iter().map(|a| a.to_string()).collect();
+        let peer = start_peer(
+            &self.options,
+            self.net.as_ref(),
+            i,
+            Some(&bootstrap),
+            deadline,
+        )
+        .await?;
+        self.peers.push(peer);
+        self.write_pids()?;
+        Ok(i)
+    }
+
     /// Kills peer `i` with SIGKILL.
     pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
         let peer = &mut self.peers[i];
@@ -411,6 +435,9 @@ async fn start_peer(
         command.args(["--bootstrap", addr]);
     }
     command.args(&options.node_args);
+    if let Some(args) = options.peer_args.get(i) {
+        command.args(args);
+    }
     // Its own process group, so a Ctrl-C meant for the testnet command does not reach a detached
     // testnet's peers.
     use std::os::unix::process::CommandExt;

@@ -116,8 +116,14 @@ fn stop(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The demo workload: process tasks and handler tasks of a few hundred milliseconds, and one
-/// `echo hello`.
+/// The label the demo's last peer has, and its labelled tasks need.
+const DEMO_LABEL: &str = "gpu=1";
+
+/// How many demo tasks need [`DEMO_LABEL`].
+const DEMO_LABELLED: usize = 4;
+
+/// The demo workload: one `echo hello`, process tasks and handler tasks of a few hundred
+/// milliseconds, and a few tasks that need the label only the last peer has.
 fn demo_specs() -> Vec<serde_json::Value> {
     let mut specs = vec![json!({ "program": "echo", "args": ["hello from taskswarm"] })];
     for n in 0..24 {
@@ -128,6 +134,9 @@ fn demo_specs() -> Vec<serde_json::Value> {
     }
     for _ in 0..16 {
         specs.push(json!({ "handler": "sleep", "input": "200" }));
+    }
+    for _ in 0..DEMO_LABELLED {
+        specs.push(json!({ "handler": "sleep", "input": "100", "labels": [DEMO_LABEL] }));
     }
     specs
 }
@@ -161,6 +170,16 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         dir: dir.clone(),
         ready_deadline: Duration::from_secs(30),
         node_args: Vec::new(),
+        // The last peer has a GPU, in the demo's words: tasks that need `gpu=1` run there.
+        peer_args: (0..args.peers)
+            .map(|i| {
+                if i + 1 == args.peers {
+                    vec!["--label".to_string(), DEMO_LABEL.to_string()]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect(),
         netns: false,
     };
     let started = Instant::now();
@@ -175,7 +194,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     let specs = demo_specs();
-    let work_ms = 24.0 * 300.0 + 16.0 * 200.0;
+    let work_ms = 24.0 * 300.0 + 16.0 * 200.0 + DEMO_LABELLED as f64 * 100.0;
     let ideal = work_ms / 1000.0 / f64::from(args.slots * args.peers as u32);
     println!("submitting {} demo tasks to peer 1", specs.len());
     let begun = Instant::now();
@@ -244,7 +263,19 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !idle.is_empty() {
         println!("peers that ran nothing: {idle:?}");
     }
-    let ok = completed == tasks.len() && idle.is_empty();
+    let labelled_peer = cluster.peers.last().map(|p| p.peer_id.clone());
+    let labelled: Vec<&taskswarm::TaskView> =
+        tasks.iter().filter(|t| !t.needs.is_empty()).collect();
+    let on_labelled = labelled
+        .iter()
+        .filter(|t| t.executed_by == labelled_peer)
+        .count();
+    println!(
+        "{on_labelled}/{} tasks that need {DEMO_LABEL} ran on peer {}, the only one labelled {DEMO_LABEL}",
+        labelled.len(),
+        cluster.peers.len()
+    );
+    let ok = completed == tasks.len() && idle.is_empty() && on_labelled == labelled.len();
 
     if args.once {
         drop(cluster);

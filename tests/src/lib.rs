@@ -218,6 +218,7 @@ impl Sim {
                     capabilities: Capabilities {
                         exec: false,
                         handlers: vec![SLEEP.to_string()],
+                        offer: Default::default(),
                     },
                     ..config(i)
                 };
@@ -355,6 +356,9 @@ impl Sim {
             timeout_ms: None,
             retry,
             placement: None,
+            needs: Default::default(),
+            priority: 0,
+            cost_ms: None,
         };
         Signed::sign(&spec, &self.peers[by].key)
     }

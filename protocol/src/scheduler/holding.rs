@@ -15,6 +15,9 @@ use crate::record::{HeldEntry, OutboxEntry};
 use crate::task::{Envelope, Outcome, Task, TaskId};
 use crate::wire::WireError;
 
+/// How deep into the ready queue a start looks for a task that fits the free resources.
+const FIT_WINDOW: usize = 64;
+
 impl Scheduler {
     /// Queues a task under the lease at `epoch` (or moves a queued one to a newer epoch).
     ///
@@ -33,10 +36,11 @@ impl Scheduler {
                 self.write(Table::Held, task.id, Some(&entry));
             }
             None => {
+                let priority = task.spec.priority;
                 if epoch >> 32 > 1 {
-                    self.ready.push_front(task.id);
+                    self.ready.push_front(task.id, priority, self.last_now);
                 } else {
-                    self.ready.push_back(task.id);
+                    self.ready.push(task.id, priority, self.last_now);
                 }
                 let entry = HeldEntry {
                     envelope: task.envelope(),
@@ -60,19 +64,28 @@ impl Scheduler {
         let held = self.held.remove(&id)?;
         if held.running {
             self.running = self.running.saturating_sub(1);
+            self.in_use = self.in_use.minus(&held.task.spec.needs.resources);
         } else {
-            self.ready.retain(|r| *r != id);
+            self.ready.remove(&id);
         }
         self.write::<HeldEntry>(Table::Held, id, None);
         Some(held)
     }
 
-    /// Starts ready tasks while slots are free, and tells their primaries.
+    /// Starts ready tasks while slots are free, highest priority first, each only if what it
+    /// needs fits in what the running tasks leave of this peer's capacity (a task that does not
+    /// fit yet lets one behind it start), and tells their primaries.
     pub(super) fn dispatch(&mut self, now: Millis) {
         let mut started: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
             std::collections::BTreeMap::new();
         while self.running < self.config.slots {
-            let Some(id) = self.ready.pop_front() else {
+            let free = self.config.capabilities.offer.capacity.minus(&self.in_use);
+            let held = &self.held;
+            let fits = |id: TaskId| {
+                held.get(&id)
+                    .is_none_or(|h| h.task.spec.needs.resources.fits_in(&free))
+            };
+            let Some(id) = self.ready.pop_first_fitting(FIT_WINDOW, fits) else {
                 break;
             };
             let Some(held) = self.held.get_mut(&id) else {
@@ -80,6 +93,7 @@ impl Scheduler {
             };
             held.running = true;
             self.running += 1;
+            self.in_use = self.in_use.plus(&held.task.spec.needs.resources);
             self.counters.tasks_executed += 1;
             let (epoch, spec) = (held.epoch, held.task.spec.clone());
             let home = held.task.home.clone();

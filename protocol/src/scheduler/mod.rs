@@ -20,6 +20,8 @@ mod stealing;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::queue::ReadyQueue;
+
 use rand::RngCore;
 
 use crate::Millis;
@@ -72,6 +74,10 @@ pub struct Config {
     pub place_batch_max: usize,
     /// How long to wait before sending an unacknowledged message again.
     pub resend_after_ms: Millis,
+    /// How long a queued task waits to be worth one more level of priority (see
+    /// [`crate::queue`]): a task of priority `p` is never passed by one of priority `P` queued
+    /// more than `(P − p) · ageing_ms` after it.
+    pub ageing_ms: Millis,
     /// The most completions and transfers held while waiting for an earlier hand-over notice.
     pub early_max: usize,
     /// How long a query for a task this peer does not keep may wait for answers.
@@ -92,6 +98,7 @@ impl Default for Config {
             steal_timeout_ms: 1_000,
             place_batch_max: 256,
             resend_after_ms: 500,
+            ageing_ms: 10_000,
             early_max: 10_000,
             query_timeout_ms: 2_000,
         }
@@ -336,8 +343,12 @@ pub struct Scheduler {
     early_transfers: BTreeMap<TaskId, Vec<Lease>>,
     // As a holder.
     held: BTreeMap<TaskId, Held>,
-    ready: VecDeque<TaskId>,
+    ready: ReadyQueue,
     running: u32,
+    /// What the running tasks need, summed: a task starts only if it fits in what is left.
+    in_use: crate::resources::Resources,
+    /// The `now` of the latest input, for work done outside one (restoring held tasks).
+    last_now: Millis,
     outbox: BTreeMap<TaskId, Pending>,
     // As a thief, and as a victim whose grant is on its way.
     steal_pending: Option<(PeerKey, Millis)>,
@@ -370,6 +381,7 @@ impl Scheduler {
     /// A scheduler for the peer with key `key`.
     pub fn new(key: Keypair, mut config: Config) -> Self {
         let placement = config.placement;
+        let ageing_ms = config.ageing_ms;
         config.capabilities.handlers.sort();
         config.capabilities.handlers.dedup();
         config.slots = config.slots.max(1);
@@ -392,8 +404,10 @@ impl Scheduler {
             early_completions: BTreeMap::new(),
             early_transfers: BTreeMap::new(),
             held: BTreeMap::new(),
-            ready: VecDeque::new(),
+            ready: ReadyQueue::new(ageing_ms),
             running: 0,
+            in_use: Default::default(),
+            last_now: 0,
             outbox: BTreeMap::new(),
             steal_pending: None,
             given: BTreeMap::new(),
@@ -828,6 +842,7 @@ impl Scheduler {
 
     /// Runs first in every input: notes the start, and notices a freeze.
     fn boot(&mut self, now: Millis) {
+        self.last_now = self.last_now.max(now);
         if self.booted_at.is_none() {
             self.booted_at = Some(now);
         }
@@ -889,12 +904,15 @@ impl Scheduler {
     }
 
     fn can_run(&self, peer: &PeerKey, spec: &TaskSpec) -> bool {
+        self.capabilities_of(peer).is_some_and(|c| c.can_run(spec))
+    }
+
+    /// What `peer` runs, as this peer knows it (its own configuration, or the peer's last report).
+    fn capabilities_of(&self, peer: &PeerKey) -> Option<&crate::load::Capabilities> {
         if *peer == self.me {
-            return self.config.capabilities.can_run(spec);
+            return Some(&self.config.capabilities);
         }
-        self.members
-            .get(peer)
-            .is_some_and(|v| v.report.capabilities.can_run(spec))
+        self.members.get(peer).map(|v| &v.report.capabilities)
     }
 
     fn sign_grant(&self, leases: Vec<Lease>) -> SignedGrant {

@@ -1,6 +1,8 @@
 //! Placement as the primary does it: choose a peer for each task (by the task's placement policy
-//! if it names one, else the peer's, power of two choices by default, over the loads it knows, among peers that can run the task), raise the epoch, and hand the tasks over
-//! under one signed grant per peer.
+//! if it names one, else the peer's, power of two choices by default, over the loads it knows,
+//! among peers that can run the task: its kind, its labels, its amounts within their capacity),
+//! raise the epoch, and hand the tasks over under one signed grant per peer. A task no live peer
+//! can run is marked unschedulable, with the reason, until one can.
 
 use std::collections::BTreeMap;
 
@@ -10,9 +12,10 @@ use super::{Scheduler, TaskState};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::lease::Lease;
+use crate::load::Capabilities;
 use crate::message::Message;
 use crate::placement::Candidate;
-use crate::task::{Envelope, Task, TaskId};
+use crate::task::{Envelope, Task, TaskId, TaskKind, TaskSpec};
 
 impl Scheduler {
     /// Places tasks whose records this peer keeps as primary. A task no live peer can run stays
@@ -23,6 +26,7 @@ impl Scheduler {
         }
         let mut candidates = self.candidates();
         let mut batches: BTreeMap<PeerKey, Vec<TaskId>> = BTreeMap::new();
+        let mut unfit: Vec<(TaskId, String)> = Vec::new();
         for id in ids {
             let Some(entry) = self.records.get(&id) else {
                 continue;
@@ -30,6 +34,10 @@ impl Scheduler {
             let fitting: Vec<usize> = (0..candidates.len())
                 .filter(|&i| self.can_run(&candidates[i].peer, &entry.spec))
                 .collect();
+            if fitting.is_empty() {
+                unfit.push((id, self.why_unschedulable(&candidates, &entry.spec)));
+                continue;
+            }
             let subset: Vec<Candidate> = fitting.iter().map(|&i| candidates[i]).collect();
             let policy = entry.spec.placement.unwrap_or(self.placer.policy());
             let Some(choice) = self.placer.choose_by(policy, rng, &subset) else {
@@ -45,6 +53,47 @@ impl Scheduler {
             }
             self.place_on(now, peer, ids);
         }
+        for (id, reason) in unfit {
+            self.mark_unschedulable(now, id, &reason);
+        }
+    }
+
+    /// Why no live peer (of `candidates`) can run `spec`: its kind, then its labels and amounts.
+    fn why_unschedulable(&self, candidates: &[Candidate], spec: &TaskSpec) -> String {
+        let of_kind: Vec<&Capabilities> = candidates
+            .iter()
+            .filter_map(|c| self.capabilities_of(&c.peer))
+            .filter(|caps| caps.can_run_kind(&spec.kind))
+            .collect();
+        if of_kind.is_empty() {
+            return match &spec.kind {
+                TaskKind::Process(_) => {
+                    "needs a peer that runs processes (--allow-exec); no live peer does".into()
+                }
+                TaskKind::Handler { name, .. } => {
+                    format!("needs handler {name}; no live peer has it")
+                }
+            };
+        }
+        crate::resources::why_unfit(&spec.needs, of_kind.iter().map(|c| &c.offer))
+            .unwrap_or_else(|| "no live peer can run it".into())
+    }
+
+    /// Records that no live peer can run the task, and why, once per reason: it stays unplaced and
+    /// is placed at a later scan when a peer that can run it is known.
+    fn mark_unschedulable(&mut self, now: Millis, id: TaskId, reason: &str) {
+        let wall = self.wall(now);
+        let Some(entry) = self.records.get_mut(&id) else {
+            return;
+        };
+        let record = &mut entry.record;
+        let same = record.state == TaskState::Unschedulable
+            && record.history.last().is_some_and(|t| t.note == reason);
+        if same || record.state.is_final() {
+            return;
+        }
+        record.transition(TaskState::Unschedulable, None, wall, reason);
+        self.changed(now, id);
     }
 
     /// Everyone who could take work, with this peer first.
@@ -65,6 +114,7 @@ impl Scheduler {
 
     /// Gives the tasks to `peer` under new leases at the next epoch, and replicates the change.
     fn place_on(&mut self, now: Millis, peer: PeerKey, ids: Vec<TaskId>) {
+        let wall = self.wall(now);
         let mut leases = Vec::with_capacity(ids.len());
         for id in &ids {
             let Some(entry) = self.records.get_mut(id) else {
@@ -73,7 +123,14 @@ impl Scheduler {
             let record = &mut entry.record;
             record.epoch = crate::lease::next_major(record.epoch);
             record.holder = Some(peer);
-            if record.state != TaskState::Waiting {
+            if record.state == TaskState::Unschedulable {
+                record.transition(
+                    TaskState::Waiting,
+                    Some(peer),
+                    wall,
+                    "placed on a peer that can run it",
+                );
+            } else if record.state != TaskState::Waiting {
                 record.state = TaskState::Waiting;
             }
             leases.push(Lease {

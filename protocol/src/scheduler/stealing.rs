@@ -15,7 +15,7 @@ use crate::load::Capabilities;
 use crate::message::Message;
 use crate::record::HeldEntry;
 use crate::steal;
-use crate::task::{Envelope, TaskId};
+use crate::task::Envelope;
 
 impl Scheduler {
     pub(super) fn maybe_steal(&mut self, now: Millis, rng: &mut dyn RngCore) {
@@ -62,27 +62,14 @@ impl Scheduler {
         let queue = self
             .ready
             .iter()
-            .filter_map(|id| self.held.get(id).map(|h| (*id, &h.task.spec)));
+            .filter_map(|id| self.held.get(&id).map(|h| (id, &h.task.spec)));
         let chosen = steal::choose_tasks(queue, self.ready.len(), free_slots, capabilities);
         if chosen.is_empty() {
             return self.send(thief, Message::NothingToSteal);
         }
-        let chosen_set: BTreeSet<TaskId> = chosen.iter().copied().collect();
-        // The chosen tasks sit at the back of the queue: take them from there, putting back the
-        // ones skipped on the way (tasks the thief cannot run), so a deep queue costs nothing.
-        let mut skipped = Vec::new();
-        let mut left = chosen_set.len();
-        while left > 0 {
-            let Some(id) = self.ready.pop_back() else {
-                break;
-            };
-            if chosen_set.contains(&id) {
-                left -= 1;
-            } else {
-                skipped.push(id);
-            }
+        for id in &chosen {
+            self.ready.remove(id);
         }
-        self.ready.extend(skipped.into_iter().rev());
         let mut envelopes: Vec<Envelope> = Vec::with_capacity(chosen.len());
         let mut leases = Vec::with_capacity(chosen.len());
         for id in chosen {
@@ -167,7 +154,8 @@ impl Scheduler {
     pub(super) fn on_grant_undelivered(&mut self, tasks: &[Envelope]) {
         for envelope in tasks {
             if let Some(Held { task, epoch, .. }) = self.given.remove(&envelope.id) {
-                self.ready.push_front(task.id);
+                self.ready
+                    .push_front(task.id, task.spec.priority, self.last_now);
                 self.held.insert(
                     task.id,
                     Held {
