@@ -4,6 +4,9 @@
 //!   `{"ids"}`.
 //! - `GET /v1/tasks/{id}[?wait_ms=N]`: a task's view; with `wait_ms`, waits up to N ms for it to
 //!   end.
+//! - `POST /v1/jobs`: a job, `{"tasks": [...]}`, each a spec with a `name` and an `after` list of
+//!   names (see [`crate::job`]); answers `{"tasks": [{"name", "id"}]}` in dependency order. A
+//!   cycle, an unknown name or an id no live peer knows is a 400 that names it.
 //! - `POST /v1/tasks/wait`: `{"ids": [...], "wait_ms": N}`; waits up to N ms for every listed task
 //!   to end and answers `{"tasks": [...]}` with each task's view in order (`null` for an id no live
 //!   peer knows): one request instead of one long poll per task.
@@ -93,6 +96,7 @@ pub fn router(client: Client) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/tasks", get(list_tasks).post(post_tasks))
         .route("/v1/tasks/wait", post(wait_tasks))
+        .route("/v1/jobs", post(post_job))
         .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz")
@@ -165,6 +169,17 @@ async fn list_tasks(
 
 async fn post_tasks(State(client): State<Client>, body: Bytes) -> Result<Response, ApiError> {
     let (tasks, many) = spec::parse_json(&body).map_err(|e| ApiError::bad(&e.field, e.message))?;
+    let mut external: Vec<TaskId> = tasks
+        .iter()
+        .flat_map(|t| t.after.iter())
+        .filter_map(|a| match a {
+            spec::After::Task(id) => Some(*id),
+            spec::After::Earlier(_) => None,
+        })
+        .collect();
+    external.sort();
+    external.dedup();
+    check_known(&client, &external).await?;
     let ids = client.submit(tasks).await?;
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     let body = if many {
@@ -173,6 +188,34 @@ async fn post_tasks(State(client): State<Client>, body: Bytes) -> Result<Respons
         json!({ "id": ids.first() })
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Rejects a dependency on a task no live peer knows (a dangling id).
+async fn check_known(client: &Client, ids: &[TaskId]) -> Result<(), ApiError> {
+    for id in ids {
+        if client.task(*id).await?.is_none() {
+            return Err(ApiError::bad(
+                "after",
+                format!("no live peer knows task {id}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/jobs`: a job (see [`crate::job`]); answers `{"tasks": [{"name", "id"}]}` in
+/// dependency order.
+async fn post_job(State(client): State<Client>, body: Bytes) -> Result<Response, ApiError> {
+    let job = crate::job::parse_json(&body).map_err(|e| ApiError::bad(&e.field, e.message))?;
+    check_known(&client, &job.external()).await?;
+    let ids = client.submit(job.tasks).await?;
+    let tasks: Vec<serde_json::Value> = job
+        .names
+        .iter()
+        .zip(&ids)
+        .map(|(name, id)| json!({ "name": name, "id": id.to_string() }))
+        .collect();
+    Ok((StatusCode::CREATED, Json(json!({ "tasks": tasks }))).into_response())
 }
 
 async fn get_task(

@@ -115,8 +115,21 @@ struct SubmitArgs {
     json: bool,
     /// A file of specs, one JSON object per line (`{"program": "echo", "args": ["hi"]}` or
     /// `{"handler": "echo", "input": "hi"}`, with optional "timeout_ms"); `-` reads stdin.
-    #[arg(long, conflicts_with_all = ["handler", "command"])]
+    #[arg(long, conflicts_with_all = ["handler", "command", "job"])]
     file: Option<PathBuf>,
+    /// A job file: named tasks (`[[task]]` tables in TOML, or `{"tasks": [...]}` in a .json
+    /// file) whose `after` lists name the tasks they wait for; submitted as a unit.
+    #[arg(long, conflicts_with_all = ["handler", "command"])]
+    job: Option<PathBuf>,
+    /// Start only after task ID has completed (its result becomes an input). May be repeated.
+    #[arg(long, value_name = "ID")]
+    after: Vec<String>,
+    /// Run even if a task it waits for (--after) failed or was cancelled.
+    #[arg(long)]
+    run_anyway: bool,
+    /// A name for the task, shown by `task show`.
+    #[arg(long)]
+    name: Option<String>,
     /// Run the registered handler NAME instead of a program.
     #[arg(long, value_name = "NAME", conflicts_with = "command")]
     handler: Option<String>,
@@ -438,6 +451,9 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.file {
         return submit_file(&api, file, args.wait, args.json).await;
     }
+    if let Some(file) = &args.job {
+        return submit_job(&api, file, args.wait, args.json).await;
+    }
     let common = SpecInput {
         timeout_ms: args.timeout.map(|t| t.as_millis() as u64),
         retries: args.retries,
@@ -450,6 +466,9 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         labels: args.labels.clone(),
         priority: args.priority,
         cost_ms: args.cost.map(|c| c.as_millis() as u64),
+        name: args.name.clone(),
+        after: args.after.clone(),
+        run_anyway: args.run_anyway,
         ..SpecInput::default()
     };
     let spec = match (&args.handler, args.command.split_first()) {
@@ -554,6 +573,64 @@ async fn submit_file(
     })
 }
 
+/// Submits a job file (TOML, or JSON if it ends in .json) and, with `wait`, waits for every task.
+async fn submit_job(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let job: taskswarm::job::JobInput = if file.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{}: not a job", file.display()))?
+    } else {
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a job file: {}", file.display(), e.message()))?
+    };
+    // Checked here too, so that a bad file is named before anything is sent.
+    taskswarm::job::check(job.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let answer: serde_json::Value = api.post("/v1/jobs", &serde_json::to_value(&job)?).await?;
+    let tasks: Vec<(String, String)> = answer["tasks"]
+        .as_array()
+        .context("the peer returned no tasks")?
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t["name"].as_str()?.to_string(),
+                t["id"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    if !wait {
+        if json {
+            println!("{answer}");
+        } else {
+            for (name, id) in &tasks {
+                println!("{name:<16} {id}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut views = Vec::with_capacity(tasks.len());
+    for (_, id) in &tasks {
+        views.push(api.wait(id).await?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        for ((name, id), view) in tasks.iter().zip(&views) {
+            let why = view
+                .error
+                .as_deref()
+                .map(|e| format!("  {e}"))
+                .unwrap_or_default();
+            println!("{name:<16} {id}  {}{why}", view.state);
+        }
+    }
+    let all_done = views.iter().all(|v| v.state == "completed");
+    Ok(if all_done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn progress(len: u64, what: &str, hidden: bool) -> ProgressBar {
     if hidden {
         return ProgressBar::hidden();
@@ -585,6 +662,12 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
     println!("state       {}", task.state);
     if let Some(reason) = &task.reason {
         println!("why         {reason}");
+    }
+    if let Some(name) = &task.name {
+        println!("name        {name}");
+    }
+    for dep in &task.after {
+        println!("after       {dep}");
     }
     println!("what        {}", describe(task));
     if task.priority != 0 {

@@ -16,18 +16,20 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use taskswarm_protocol::{Outcome, ProcessSpec, TaskId, TaskKind, TaskSpec};
+use taskswarm_protocol::{Input, Outcome, ProcessSpec, TaskId, TaskKind, TaskSpec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
 /// What a handler sees of the run it serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandlerContext {
     /// The task.
     pub task: TaskId,
     /// The epoch of the lease this attempt runs under: a fencing token for side effects.
     pub epoch: u64,
+    /// The results of the tasks it depends on (its spec's `after`), in that order.
+    pub inputs: Vec<Input>,
 }
 
 /// The boxed future a handler returns.
@@ -66,6 +68,76 @@ impl std::fmt::Debug for Executor {
     }
 }
 
+/// The inputs of a process task, written to files for it to read: a directory named in
+/// `TASKSWARM_INPUTS` holds one file per dependency, named after it, and `TASKSWARM_INPUT_<NAME>`
+/// (the name upper-cased, other characters than letters and digits as `_`) names each file. The
+/// directory is removed when the run ends.
+#[derive(Debug, Default)]
+struct InputFiles {
+    dir: Option<std::path::PathBuf>,
+    vars: Vec<(String, String)>,
+}
+
+impl InputFiles {
+    fn write(task: TaskId, epoch: u64, inputs: &[Input]) -> std::io::Result<Self> {
+        if inputs.is_empty() {
+            return Ok(Self::default());
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "taskswarm-inputs-{}-{epoch}-{}",
+            task.short(),
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut files = Self {
+            dir: Some(dir.clone()),
+            vars: vec![("TASKSWARM_INPUTS".into(), dir.display().to_string())],
+        };
+        for input in inputs {
+            let file_name: String = input
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let path = dir.join(&file_name);
+            std::fs::write(&path, &input.output)?;
+            let var: String = input
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            files
+                .vars
+                .push((format!("TASKSWARM_INPUT_{var}"), path.display().to_string()));
+        }
+        Ok(files)
+    }
+
+    fn env(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl Drop for InputFiles {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 impl Executor {
     /// An executor with these handlers; it runs processes only if `allow_exec`. Each of stdout and
     /// stderr is kept up to `output_cap` bytes.
@@ -96,19 +168,29 @@ impl Executor {
         task: TaskId,
         epoch: u64,
         spec: TaskSpec,
+        inputs: Vec<Input>,
         abort: oneshot::Receiver<()>,
     ) -> Outcome {
         let timeout = spec.timeout_ms.map(Duration::from_millis);
         match spec.kind {
             TaskKind::Process(process) if self.allow_exec => {
-                self.run_process(task, epoch, process, timeout, abort).await
+                let files = match InputFiles::write(task, epoch, &inputs) {
+                    Ok(files) => files,
+                    Err(e) => {
+                        return Outcome::Error {
+                            message: format!("cannot write the inputs from its dependencies: {e}"),
+                        };
+                    }
+                };
+                self.run_process(task, epoch, process, &files, timeout, abort)
+                    .await
             }
             TaskKind::Process(_) => Outcome::Error {
                 message: "this peer does not run process tasks (start it with --allow-exec)".into(),
             },
             TaskKind::Handler { name, input } => {
                 tokio::select! {
-                    outcome = self.run_handler(task, epoch, &name, input, timeout) => outcome,
+                    outcome = self.run_handler(HandlerContext { task, epoch, inputs }, &name, input, timeout) => outcome,
                     _ = abort => Outcome::Error { message: "aborted".into() },
                 }
             }
@@ -117,8 +199,7 @@ impl Executor {
 
     async fn run_handler(
         &self,
-        task: TaskId,
-        epoch: u64,
+        context: HandlerContext,
         name: &str,
         input: Vec<u8>,
         timeout: Option<Duration>,
@@ -128,7 +209,7 @@ impl Executor {
                 message: format!("no handler named {name:?} on this peer"),
             };
         };
-        let run = handler(HandlerContext { task, epoch }, input);
+        let run = handler(context, input);
         let result = match timeout {
             Some(limit) => match tokio::time::timeout(limit, run).await {
                 Ok(result) => result,
@@ -152,6 +233,7 @@ impl Executor {
         task: TaskId,
         epoch: u64,
         spec: ProcessSpec,
+        inputs: &InputFiles,
         timeout: Option<Duration>,
         abort: oneshot::Receiver<()>,
     ) -> Outcome {
@@ -162,6 +244,7 @@ impl Executor {
             .env("TASKSWARM_TASK_ID", task.to_string())
             .env("TASKSWARM_EPOCH", epoch.to_string())
             .envs(self.peer.iter().map(|p| ("TASKSWARM_PEER", p)))
+            .envs(inputs.env())
             .stdin(if spec.stdin.is_empty() {
                 Stdio::null()
             } else {
@@ -279,6 +362,9 @@ mod tests {
             needs: Default::default(),
             priority: 0,
             cost_ms: None,
+            name: None,
+            after: Vec::new(),
+            run_anyway: false,
         }
     }
 
@@ -300,8 +386,14 @@ mod tests {
         let run = tokio::spawn({
             let exec = exec.clone();
             async move {
-                exec.run(id(), 1, process("sh", &["-c", "sleep 30 & wait"], None), rx)
-                    .await
+                exec.run(
+                    id(),
+                    1,
+                    process("sh", &["-c", "sleep 30 & wait"], None),
+                    Vec::new(),
+                    rx,
+                )
+                .await
             }
         });
         tx.send(()).unwrap();
@@ -322,7 +414,13 @@ mod tests {
         let exec = Executor::new(BTreeMap::new(), true, 1024);
         let script = "cat; echo \" $GREETING $TASKSWARM_EPOCH\"; echo oops >&2; exit 3";
         let outcome = exec
-            .run(id(), 7, process("sh", &["-c", script], None), never())
+            .run(
+                id(),
+                7,
+                process("sh", &["-c", script], None),
+                Vec::new(),
+                never(),
+            )
             .await;
         assert_eq!(
             outcome,
@@ -342,6 +440,7 @@ mod tests {
                 id(),
                 1,
                 process("sh", &["-c", "seq 1 10000"], None),
+                Vec::new(),
                 never(),
             )
             .await;
@@ -373,7 +472,13 @@ mod tests {
         // The task starts a grandchild that would live 30 s, prints its pid and waits.
         let script = "sleep 30 & echo $!; wait";
         let outcome = exec
-            .run(id(), 1, process("sh", &["-c", script], Some(300)), never())
+            .run(
+                id(),
+                1,
+                process("sh", &["-c", script], Some(300)),
+                Vec::new(),
+                never(),
+            )
             .await;
         let Outcome::TimedOut { stdout, .. } = &outcome else {
             panic!("{outcome:?}");
@@ -394,12 +499,18 @@ mod tests {
     async fn processes_need_exec_allowed_and_programs_must_exist() {
         let no_exec = Executor::new(BTreeMap::new(), false, 1024);
         let outcome = no_exec
-            .run(id(), 1, process("true", &[], None), never())
+            .run(id(), 1, process("true", &[], None), Vec::new(), never())
             .await;
         assert!(matches!(outcome, Outcome::Error { .. }));
         let exec = Executor::new(BTreeMap::new(), true, 1024);
         let outcome = exec
-            .run(id(), 1, process("/no/such/program", &[], None), never())
+            .run(
+                id(),
+                1,
+                process("/no/such/program", &[], None),
+                Vec::new(),
+                never(),
+            )
             .await;
         assert!(matches!(outcome, Outcome::Error { message } if message.contains("cannot start")));
     }
@@ -431,21 +542,25 @@ mod tests {
             needs: Default::default(),
             priority: 0,
             cost_ms: None,
+            name: None,
+            after: Vec::new(),
+            run_anyway: false,
         };
         assert_eq!(
-            exec.run(id(), 4, spec("epoch"), never()).await,
+            exec.run(id(), 4, spec("epoch"), Vec::new(), never()).await,
             Outcome::Returned {
                 output: b"e=4".to_vec()
             }
         );
         assert_eq!(
-            exec.run(id(), 4, spec("fail"), never()).await,
+            exec.run(id(), 4, spec("fail"), Vec::new(), never()).await,
             Outcome::Error {
                 message: "no".into()
             }
         );
         assert!(matches!(
-            exec.run(id(), 4, spec("missing"), never()).await,
+            exec.run(id(), 4, spec("missing"), Vec::new(), never())
+                .await,
             Outcome::Error { .. }
         ));
     }

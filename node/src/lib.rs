@@ -38,6 +38,7 @@ pub mod api;
 pub mod client;
 pub mod codec;
 pub mod executor;
+pub mod job;
 pub mod keys;
 pub mod machine;
 pub mod network;

@@ -364,9 +364,20 @@ impl EventLoop {
     ) {
         let now = state.now();
         let me = self.scheduler.me();
+        // A task may name earlier tasks of the same submission as dependencies (a job, in
+        // dependency order): their ids are known once they are signed.
+        let mut signed_ids: Vec<TaskId> = Vec::with_capacity(tasks.len());
         let specs = tasks
             .into_iter()
             .map(|task| {
+                let after = task
+                    .after
+                    .iter()
+                    .filter_map(|a| match a {
+                        crate::spec::After::Task(id) => Some(*id),
+                        crate::spec::After::Earlier(i) => signed_ids.get(*i).copied(),
+                    })
+                    .collect();
                 state.nonce = state.nonce.wrapping_add(1);
                 let spec = TaskSpec {
                     submitter: me,
@@ -378,8 +389,13 @@ impl EventLoop {
                     needs: task.needs,
                     priority: task.priority,
                     cost_ms: task.cost.map(|c| c.as_millis() as u64),
+                    name: task.name,
+                    after,
+                    run_anyway: task.run_anyway,
                 };
-                Signed::sign(&spec, &self.key)
+                let signed = Signed::sign(&spec, &self.key);
+                signed_ids.push(TaskId::of_spec_bytes(signed.bytes()));
+                signed
             })
             .collect();
         let ids: Vec<TaskId> = self
@@ -472,13 +488,18 @@ impl EventLoop {
                 Action::Write { .. } => {}
                 Action::Send { to, message } => self.send(state, to, message),
                 Action::Broadcast { gossip } => self.publish(state, &gossip),
-                Action::Execute { task, epoch, spec } => {
+                Action::Execute {
+                    task,
+                    epoch,
+                    spec,
+                    inputs,
+                } => {
                     let executor = self.executor.clone();
                     let done = state.finished_tx.clone();
                     let (abort_tx, abort_rx) = oneshot::channel();
                     state.aborts.insert((task, epoch), abort_tx);
                     tokio::spawn(async move {
-                        let outcome = executor.run(task, epoch, spec, abort_rx).await;
+                        let outcome = executor.run(task, epoch, *spec, inputs, abort_rx).await;
                         let _ = done
                             .send(Finished {
                                 task,

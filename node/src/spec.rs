@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use taskswarm_protocol::placement::Policy;
 use taskswarm_protocol::resources::{self, Label, Needs, Resources};
-use taskswarm_protocol::{Backoff, ProcessSpec, RetryOn, RetryPolicy, TaskKind};
+use taskswarm_protocol::{Backoff, ProcessSpec, RetryOn, RetryPolicy, TaskId, TaskKind};
 
 /// A new task, before it is signed: what to run, its per-attempt time limit and its retry policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +26,21 @@ pub struct NewTask {
     pub priority: i32,
     /// How long it is expected to run: stealing moves long tasks first.
     pub cost: Option<Duration>,
+    /// A name people know it by (a job's task names).
+    pub name: Option<String>,
+    /// Tasks that must complete first; their results are its inputs.
+    pub after: Vec<After>,
+    /// Run even if a dependency failed or was cancelled.
+    pub run_anyway: bool,
+}
+
+/// A dependency of a new task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// A task submitted before.
+    Task(TaskId),
+    /// The task at this index of the same submission, which must come earlier in it.
+    Earlier(usize),
 }
 
 /// Parses 250ms, 3s, 2m or 1h (a bare number is seconds).
@@ -124,6 +139,9 @@ impl NewTask {
             needs: Needs::default(),
             priority: 0,
             cost: None,
+            name: None,
+            after: Vec::new(),
+            run_anyway: false,
         }
     }
 
@@ -140,6 +158,9 @@ impl NewTask {
             needs: Needs::default(),
             priority: 0,
             cost: None,
+            name: None,
+            after: Vec::new(),
+            run_anyway: false,
         }
     }
 
@@ -183,6 +204,24 @@ impl NewTask {
     /// Hints how long it runs: stealing moves long tasks first.
     pub fn with_cost(mut self, cost: Duration) -> Self {
         self.cost = Some(cost);
+        self
+    }
+
+    /// Names it (a name shows in `task show` and in dependency errors).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Makes it wait for `dependency` to complete, and get its result as an input.
+    pub fn after(mut self, dependency: After) -> Self {
+        self.after.push(dependency);
+        self
+    }
+
+    /// Runs it even if a dependency failed or was cancelled.
+    pub fn run_anyway(mut self) -> Self {
+        self.run_anyway = true;
         self
     }
 }
@@ -246,6 +285,31 @@ pub struct SpecInput {
     /// How long it is expected to run, in milliseconds: stealing moves long tasks first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_ms: Option<u64>,
+    /// A name for it (in a job, how other tasks' `after` lists name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tasks that must complete first: ids of tasks already submitted, or, in a job, names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Run even if a dependency failed or was cancelled (default false: this task fails too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_anyway: bool,
+}
+
+/// Checks a task name: 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: a name is 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
+    }
 }
 
 /// A number or a text amount, parsed by `parse` (a number is taken as written, in `parse`'s unit).
@@ -376,6 +440,21 @@ impl SpecInput {
         if self.cost_ms == Some(0) {
             return Err(SpecError::new("cost_ms", "must be at least 1"));
         }
+        if let Some(name) = &self.name {
+            check_name(name).map_err(|e| SpecError::new("name", e))?;
+        }
+        let after = self
+            .after
+            .iter()
+            .map(|a| {
+                a.parse::<TaskId>().map(After::Task).map_err(|_| {
+                    SpecError::new(
+                        "after",
+                        format!("{a:?} is not a task id (names of other tasks work in a job)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let task = NewTask {
             kind,
             timeout: self.timeout_ms.map(Duration::from_millis),
@@ -384,6 +463,9 @@ impl SpecInput {
             needs: Needs::default(),
             priority: self.priority.unwrap_or(0),
             cost: self.cost_ms.map(Duration::from_millis),
+            name: self.name,
+            after,
+            run_anyway: self.run_anyway,
         };
         Ok(task.with_needs(resources, labels))
     }

@@ -20,6 +20,12 @@ pub struct TaskView {
     /// Its priority (higher starts first).
     #[serde(default)]
     pub priority: i32,
+    /// Its name, if it was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The ids of the tasks it waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
     /// What it needs of the peer that runs it, such as `cpus 2`, `memory 512 MiB`, `label gpu=1`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
@@ -139,6 +145,11 @@ impl TaskView {
             state: record.state.as_str().to_string(),
             reason,
             priority: spec.as_ref().map_or(0, |s| s.priority),
+            name: spec.as_ref().and_then(|s| s.name.clone()),
+            after: spec
+                .as_ref()
+                .map(|s| s.after.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
             needs: spec
                 .as_ref()
                 .map(|s| describe_needs(&s.needs))

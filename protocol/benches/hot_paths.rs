@@ -33,6 +33,9 @@ fn spec(submitter: &Keypair, nonce: u64) -> Signed<TaskSpec> {
         needs: Default::default(),
         priority: 0,
         cost_ms: None,
+        name: None,
+        after: Vec::new(),
+        run_anyway: false,
     };
     Signed::sign(&spec, submitter)
 }

@@ -56,5 +56,7 @@ pub use resources::{Label, Needs, Offer, Resources};
 pub use retry::{Backoff, Ending, RetryOn, RetryPolicy};
 pub use scheduler::{Action, Config, Counters, Scheduler, Table};
 pub use signed::{Signable, Signed};
-pub use task::{Envelope, Outcome, ProcessSpec, SignedSpec, Task, TaskId, TaskKind, TaskSpec};
+pub use task::{
+    Envelope, Input, Outcome, ProcessSpec, SignedSpec, Task, TaskId, TaskKind, TaskSpec,
+};
 pub use wire::WireError;

@@ -93,6 +93,9 @@ mod tests {
             needs: Default::default(),
             priority: 0,
             cost_ms: None,
+            name: None,
+            after: Vec::new(),
+            run_anyway: false,
         }
     }
 

@@ -124,6 +124,12 @@ pub struct TaskSpec {
     /// The submitter's guess of how long it runs, in milliseconds: stealing moves long tasks
     /// first.
     pub cost_ms: Option<u64>,
+    /// A name people know it by (a job's task names); shown, and used in dependency errors.
+    pub name: Option<String>,
+    /// Tasks that must complete before this one starts; their results are its inputs.
+    pub after: Vec<TaskId>,
+    /// Run even if a task in `after` failed or was cancelled (otherwise this one fails).
+    pub run_anyway: bool,
 }
 
 impl Signable for TaskSpec {
@@ -146,6 +152,22 @@ pub struct Envelope {
     pub spec: SignedSpec,
     /// The home set, in rank order; the first member is the peer the task was submitted through.
     pub home: Vec<PeerKey>,
+    /// The results of the tasks in the spec's `after`, in its order: filled in by the primary
+    /// when they have all ended, so the holder gives them to the run.
+    pub inputs: Vec<Input>,
+}
+
+/// The result of a dependency, as its dependent's run receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Input {
+    /// The dependency.
+    pub task: TaskId,
+    /// Its name, or its short id if it has none.
+    pub name: String,
+    /// Whether it completed (a dependent that runs anyway may get a failed one's result).
+    pub completed: bool,
+    /// What it produced: a process's standard output, a handler's output, or an error message.
+    pub output: Vec<u8>,
 }
 
 /// A task whose signature and id have been checked.
@@ -159,6 +181,8 @@ pub struct Task {
     pub signed: SignedSpec,
     /// Its home set, in rank order.
     pub home: Vec<PeerKey>,
+    /// The results of its dependencies, once known (see [`Envelope::inputs`]).
+    pub inputs: Vec<Input>,
 }
 
 impl Task {
@@ -171,6 +195,7 @@ impl Task {
             spec,
             signed,
             home,
+            inputs: Vec::new(),
         })
     }
 
@@ -180,10 +205,11 @@ impl Task {
         if envelope.home.is_empty() {
             return Err(WireError::Unauthorized("a task with no home set"));
         }
-        let task = Self::from_signed(envelope.spec, envelope.home)?;
+        let mut task = Self::from_signed(envelope.spec, envelope.home)?;
         if task.id != envelope.id {
             return Err(WireError::IdMismatch);
         }
+        task.inputs = envelope.inputs;
         Ok(task)
     }
 
@@ -193,6 +219,7 @@ impl Task {
             id: self.id,
             spec: self.signed.clone(),
             home: self.home.clone(),
+            inputs: self.inputs.clone(),
         }
     }
 }
@@ -257,6 +284,9 @@ mod tests {
             needs: Default::default(),
             priority: 0,
             cost_ms: None,
+            name: None,
+            after: Vec::new(),
+            run_anyway: false,
         }
     }
 

@@ -80,6 +80,9 @@ fn process_spec(submitter: &Keypair, nonce: u64, retry: RetryPolicy) -> SignedSp
         needs: Default::default(),
         priority: 0,
         cost_ms: None,
+        name: None,
+        after: Vec::new(),
+        run_anyway: false,
     };
     Signed::sign(&spec, submitter)
 }

@@ -81,6 +81,9 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                     needs: Needs { resources, labels },
                     priority,
                     cost_ms,
+                    name: Some("a".into()),
+                    after: vec![TaskId::from_bytes([7; 32])],
+                    run_anyway: true,
                 };
                 Task::from_signed(Signed::sign(&spec, &k), vec![k.public()])
                     .map(|t| t.envelope())

@@ -359,6 +359,9 @@ impl Sim {
             needs: Default::default(),
             priority: 0,
             cost_ms: None,
+            name: None,
+            after: Vec::new(),
+            run_anyway: false,
         };
         Signed::sign(&spec, &self.peers[by].key)
     }
@@ -456,7 +459,9 @@ impl Sim {
                     }
                 }
             }
-            Action::Execute { task, epoch, spec } => {
+            Action::Execute {
+                task, epoch, spec, ..
+            } => {
                 self.peers[i].executed.push((task, epoch));
                 let (at, outcome) = self.run(&spec);
                 let incarnation = self.peers[i].incarnation;

@@ -95,12 +95,14 @@ impl Scheduler {
             self.running += 1;
             self.in_use = self.in_use.plus(&held.task.spec.needs.resources);
             self.counters.tasks_executed += 1;
-            let (epoch, spec) = (held.epoch, held.task.spec.clone());
+            let (epoch, spec) = (held.epoch, Box::new(held.task.spec.clone()));
+            let inputs = held.task.inputs.clone();
             let home = held.task.home.clone();
             self.actions.push_back(Action::Execute {
                 task: id,
                 epoch,
                 spec,
+                inputs,
             });
             match self.primary_of(&home) {
                 Some(primary) if primary == self.me => {

@@ -13,6 +13,7 @@
 //! It never performs IO, reads a clock or draws OS randomness: the caller hands in `now` and an
 //! RNG, and carries out the [`Action`]s it emits.
 
+mod depending;
 mod holding;
 mod placing;
 mod records;
@@ -140,8 +141,10 @@ pub enum Action {
         task: TaskId,
         /// The epoch of the lease it runs under (the task may use it to fence side effects).
         epoch: u64,
-        /// What to run.
-        spec: TaskSpec,
+        /// What to run (boxed: a spec is large next to the other actions).
+        spec: Box<TaskSpec>,
+        /// The results of the tasks it depends on, in its spec's `after` order.
+        inputs: Vec<crate::task::Input>,
     },
     /// Stop a running attempt (its lease is void: cancelled, or this peer was cut off).
     Abort {
@@ -359,6 +362,10 @@ pub struct Scheduler {
     // As an asker.
     next_query: u64,
     queries: BTreeMap<u64, Query>,
+    // As the primary of tasks with dependencies it does not keep: lookups by dependency, and
+    // the queries out for them (query -> (dependency, asked at)).
+    lookups: BTreeMap<TaskId, depending::Lookup>,
+    dependency_queries: BTreeMap<u64, (TaskId, Millis)>,
     // Batched outgoing messages, flushed at the end of every input.
     out_store: BTreeMap<PeerKey, BTreeSet<TaskId>>,
     out_stored: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
@@ -414,6 +421,8 @@ impl Scheduler {
             unsent_transfers: Vec::new(),
             next_query: 0,
             queries: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            dependency_queries: BTreeMap::new(),
             out_store: BTreeMap::new(),
             out_stored: BTreeMap::new(),
             out_recorded: BTreeMap::new(),
@@ -835,6 +844,7 @@ impl Scheduler {
         }
         self.resend_due(now, rng);
         self.expire_queries(now);
+        self.expire_dependency_queries(now);
         self.finish_input(now, rng);
     }
 
@@ -1062,6 +1072,9 @@ impl Scheduler {
     }
 
     fn on_answer(&mut self, query: u64, record: Option<Box<TaskRecord>>) {
+        if self.on_dependency_answer(query, record.as_deref()) {
+            return;
+        }
         let Some(waiting) = self.queries.get_mut(&query) else {
             return;
         };

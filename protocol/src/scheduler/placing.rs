@@ -21,6 +21,7 @@ impl Scheduler {
     /// Places tasks whose records this peer keeps as primary. A task no live peer can run stays
     /// unplaced (holder `None`) and is tried again on later ticks.
     pub(super) fn place(&mut self, now: Millis, rng: &mut dyn RngCore, ids: Vec<TaskId>) {
+        let ids = self.gate_dependencies(now, ids);
         if ids.is_empty() {
             return;
         }
@@ -167,6 +168,7 @@ impl Scheduler {
             spec: e.spec.clone(),
             signed: e.record.envelope.spec.clone(),
             home: e.record.envelope.home.clone(),
+            inputs: e.record.envelope.inputs.clone(),
         })
     }
 

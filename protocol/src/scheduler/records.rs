@@ -51,13 +51,25 @@ impl Scheduler {
                 }
                 continue;
             }
-            let home = home::home_set(&id, self.me, live.iter().copied(), self.config.replicas);
+            // A task that depends on one this peer leads shares its home set, so that their
+            // primary keeps both records and sees the dependency end without asking.
+            let home = task
+                .spec
+                .after
+                .first()
+                .and_then(|dep| self.records.get(dep))
+                .map(|e| e.record.home().to_vec())
+                .filter(|home| home.first() == Some(&self.me))
+                .unwrap_or_else(|| {
+                    home::home_set(&id, self.me, live.iter().copied(), self.config.replicas)
+                });
             let wall = self.wall(now);
             let record = TaskRecord {
                 envelope: Envelope {
                     id,
                     spec: task.signed,
                     home,
+                    inputs: Vec::new(),
                 },
                 state: TaskState::Waiting,
                 epoch: 0,

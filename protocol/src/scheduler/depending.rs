@@ -1,0 +1,196 @@
+//! Dependencies, as the primary of a dependent task sees them: the task is placed only once every
+//! task in its spec's `after` has ended, with their results as its inputs; it fails, saying which
+//! dependency failed or was cancelled, unless it runs anyway.
+//!
+//! A dependency's end is read from its record when this peer keeps it (a job's tasks share one
+//! home set, so their primary keeps them all); otherwise it is asked for, of the dependency's home
+//! set once an answer named it and of every live peer before that, at most once a second. Once the
+//! inputs are in the record they travel with it: a task re-placed after a crash does not wait
+//! again. Owns the gate and the lookups, never the placing.
+
+use super::{Scheduler, TaskState};
+use crate::Millis;
+use crate::identity::PeerKey;
+use crate::message::Message;
+use crate::record::TaskRecord;
+use crate::task::{Input, Outcome, TaskId, TaskSpec};
+
+/// How long a dependency lookup waits before it is asked again.
+const ASK_EVERY_MS: Millis = 1_000;
+
+/// What this peer learnt of a dependency it does not keep.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Lookup {
+    asked_at: Option<Millis>,
+    home: Option<Vec<PeerKey>>,
+    ended: Option<Ended>,
+}
+
+/// A dependency that has ended.
+#[derive(Clone, Debug)]
+struct Ended {
+    input: Input,
+    /// `failed` or `was cancelled`, for one that did not complete.
+    how: &'static str,
+}
+
+/// Where a dependent task stands.
+enum Gate {
+    Open(Vec<Input>),
+    Shut,
+    Failed(String),
+}
+
+impl Ended {
+    fn of(record: &TaskRecord, spec: &TaskSpec) -> Option<Self> {
+        let how = match record.state {
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "was cancelled",
+            _ => return None,
+        };
+        let output = match &record.outcome {
+            Some(Outcome::Exited { stdout, .. } | Outcome::TimedOut { stdout, .. }) => {
+                stdout.clone()
+            }
+            Some(Outcome::Returned { output }) => output.clone(),
+            Some(Outcome::Error { message }) => message.clone().into_bytes(),
+            None => Vec::new(),
+        };
+        let id = record.id();
+        Some(Ended {
+            input: Input {
+                task: id,
+                name: spec.name.clone().unwrap_or_else(|| id.short()),
+                completed: record.state == TaskState::Completed,
+                output,
+            },
+            how,
+        })
+    }
+}
+
+impl Scheduler {
+    /// Of `ids`, the tasks that may be placed now: those without dependencies, and those whose
+    /// dependencies have all ended (their inputs are set in the record). Tasks whose dependency
+    /// failed are failed here; the others wait for a later scan.
+    pub(super) fn gate_dependencies(&mut self, now: Millis, ids: Vec<TaskId>) -> Vec<TaskId> {
+        let mut open = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(entry) = self.records.get(&id) else {
+                continue;
+            };
+            let spec = &entry.spec;
+            if spec.after.is_empty() || entry.record.envelope.inputs.len() == spec.after.len() {
+                open.push(id);
+                continue;
+            }
+            let spec = spec.clone();
+            match self.gate(now, &spec) {
+                Gate::Open(inputs) => {
+                    if let Some(entry) = self.records.get_mut(&id) {
+                        entry.record.envelope.inputs = inputs;
+                    }
+                    open.push(id);
+                }
+                Gate::Shut => {}
+                Gate::Failed(reason) => self.fail_for_dependency(now, id, &reason),
+            }
+        }
+        open
+    }
+
+    fn gate(&mut self, now: Millis, spec: &TaskSpec) -> Gate {
+        let mut inputs = Vec::with_capacity(spec.after.len());
+        let mut waiting = false;
+        for dep in &spec.after {
+            match self.ended(now, dep) {
+                None => waiting = true,
+                Some(ended) if !ended.input.completed && !spec.run_anyway => {
+                    return Gate::Failed(format!("dependency {} {}", ended.input.name, ended.how));
+                }
+                Some(ended) => inputs.push(ended.input),
+            }
+        }
+        if waiting {
+            Gate::Shut
+        } else {
+            Gate::Open(inputs)
+        }
+    }
+
+    /// How `dep` ended, if this peer knows it did; asks for it otherwise.
+    fn ended(&mut self, now: Millis, dep: &TaskId) -> Option<Ended> {
+        if let Some(entry) = self.records.get(dep) {
+            return Ended::of(&entry.record, &entry.spec);
+        }
+        let lookup = self.lookups.entry(*dep).or_default();
+        if let Some(ended) = &lookup.ended {
+            return Some(ended.clone());
+        }
+        if lookup
+            .asked_at
+            .is_some_and(|at| now.saturating_sub(at) < ASK_EVERY_MS)
+        {
+            return None;
+        }
+        lookup.asked_at = Some(now);
+        let targets: Vec<PeerKey> = match &lookup.home {
+            Some(home) => home.iter().filter(|p| **p != self.me).copied().collect(),
+            None => self.members.iter().map(|(p, _)| *p).collect(),
+        };
+        self.next_query += 1;
+        let query = self.next_query;
+        self.dependency_queries.insert(query, (*dep, now));
+        for peer in targets {
+            self.send(peer, Message::Query { query, task: *dep });
+        }
+        None
+    }
+
+    /// An answer to a dependency lookup: remember where the dependency lives and how it ended.
+    /// Returns false if `query` was not a dependency lookup.
+    pub(super) fn on_dependency_answer(&mut self, query: u64, record: Option<&TaskRecord>) -> bool {
+        let Some((dep, _)) = self.dependency_queries.get(&query).copied() else {
+            return false;
+        };
+        let Some(record) = record.filter(|r| r.id() == dep) else {
+            return true;
+        };
+        let Ok(spec) = record.envelope.spec.open() else {
+            return true;
+        };
+        let lookup = self.lookups.entry(dep).or_default();
+        lookup.home = Some(record.home().to_vec());
+        if lookup.ended.is_none() {
+            lookup.ended = Ended::of(record, &spec);
+        }
+        true
+    }
+
+    /// Forgets dependency lookups that have had their answers' time.
+    pub(super) fn expire_dependency_queries(&mut self, now: Millis) {
+        let timeout = self.config.query_timeout_ms;
+        self.dependency_queries
+            .retain(|_, (_, at)| now.saturating_sub(*at) < timeout);
+    }
+
+    /// Ends a task whose dependency failed or was cancelled: failed, with the reason as its error.
+    fn fail_for_dependency(&mut self, now: Millis, id: TaskId, reason: &str) {
+        let wall = self.wall(now);
+        let Some(entry) = self.records.get_mut(&id) else {
+            return;
+        };
+        if entry.record.state.is_final() {
+            return;
+        }
+        entry.record.finished_wall_ms = Some(wall);
+        entry.record.outcome = Some(Outcome::Error {
+            message: reason.to_string(),
+        });
+        entry
+            .record
+            .transition(TaskState::Failed, None, wall, reason);
+        self.changed(now, id);
+    }
+}
