@@ -119,6 +119,18 @@ fn stop(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 /// The label the demo's last peer has, and its labelled tasks need.
 const DEMO_LABEL: &str = "gpu=1";
 
+/// The demo's dependency job: `text` feeds `words` and `lines`, whose counts `report` reads.
+fn demo_job() -> serde_json::Value {
+    let sh = |name: &str, after: &[&str], script: &str| json!({ "name": name, "after": after, "program": "sh", "args": ["-c", script] });
+    json!({ "tasks": [
+        sh("text", &[], "printf 'no broker\\nno head node\\nnothing lost\\n'"),
+        sh("words", &["text"], "wc -w < \"$TASKSWARM_INPUT_TEXT\" | tr -d ' '"),
+        sh("lines", &["text"], "wc -l < \"$TASKSWARM_INPUT_TEXT\" | tr -d ' '"),
+        sh("report", &["words", "lines"],
+            "echo \"$(cat \"$TASKSWARM_INPUT_WORDS\") words on $(cat \"$TASKSWARM_INPUT_LINES\") lines\""),
+    ]})
+}
+
 /// How many demo tasks need [`DEMO_LABEL`].
 const DEMO_LABELLED: usize = 4;
 
@@ -139,6 +151,57 @@ fn demo_specs() -> Vec<serde_json::Value> {
         specs.push(json!({ "handler": "sleep", "input": "100", "labels": [DEMO_LABEL] }));
     }
     specs
+}
+
+/// Runs the demo's dependency job through peer 1 and prints where each task ran and what the
+/// last one said; whether it all completed.
+async fn run_demo_job(cluster: &Cluster) -> anyhow::Result<bool> {
+    let (status, answer) = cluster.post(0, "/v1/jobs", &demo_job()).await?;
+    if !status.is_success() {
+        anyhow::bail!("the demo job was refused: {status}: {answer}");
+    }
+    let named: Vec<(String, String)> = answer["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t["name"].as_str()?.to_string(),
+                        t["id"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ids: Vec<String> = named.iter().map(|(_, id)| id.clone()).collect();
+    let tasks = cluster
+        .wait_all(0, &ids, Instant::now() + Duration::from_secs(60))
+        .await?;
+    let peer_no = |id: &Option<String>| {
+        cluster
+            .peers
+            .iter()
+            .position(|p| Some(&p.peer_id) == id.as_ref())
+            .map_or("-".to_string(), |i| (i + 1).to_string())
+    };
+    let line: Vec<String> = named
+        .iter()
+        .zip(&tasks)
+        .map(|((name, _), t)| format!("{name} ({} on peer {})", t.state, peer_no(&t.executed_by)))
+        .collect();
+    println!(
+        "
+a dependency job, text → (words, lines) → report: {}",
+        line.join(", ")
+    );
+    if let Some(report) = tasks.last() {
+        println!(
+            "report said: {}",
+            report.stdout.as_deref().unwrap_or("").trim_end()
+        );
+    }
+    Ok(tasks.iter().all(|t| t.state == "completed"))
 }
 
 async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -275,7 +338,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         labelled.len(),
         cluster.peers.len()
     );
-    let ok = completed == tasks.len() && idle.is_empty() && on_labelled == labelled.len();
+    let job_ok = run_demo_job(&cluster).await?;
+    let ok = completed == tasks.len() && idle.is_empty() && on_labelled == labelled.len() && job_ok;
 
     if args.once {
         drop(cluster);
