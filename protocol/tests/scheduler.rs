@@ -355,6 +355,81 @@ fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
     assert_eq!(c.counters().completions_duplicate, 1);
 }
 
+/// A task placed only once the task it waits for has completed, with its result as input; the
+/// dependency's record is kept elsewhere, so its primary asks for it.
+#[test]
+fn a_dependent_task_waits_for_its_dependency_asked_of_the_peer_that_keeps_it() {
+    let lone = |n: u8| {
+        let config = Config {
+            slots: 1,
+            replicas: 1,
+            capabilities: Capabilities {
+                exec: true,
+                handlers: vec!["echo".into()],
+                offer: Default::default(),
+            },
+            ..Config::default()
+        };
+        Scheduler::new(key(n), config)
+    };
+    let (mut a, mut b) = (lone(1), lone(2));
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
+    drain(&mut a);
+    drain(&mut b);
+    // A keeps and runs the dependency.
+    let dep = *a.submit(1, &mut rng, vec![spec(&key(1), 1)])[0]
+        .as_ref()
+        .unwrap();
+    let ran = drain(&mut a);
+    let epoch = ran
+        .iter()
+        .find_map(|x| match x {
+            Action::Execute { task, epoch, .. } if *task == dep => Some(*epoch),
+            _ => None,
+        })
+        .expect("A runs the dependency itself");
+    // B takes a task that waits for it: nothing runs, B asks A.
+    let mut waiting = spec(&key(2), 2).open().unwrap();
+    waiting.after = vec![dep];
+    waiting.name = Some("d".into());
+    let id = *b.submit(2, &mut rng, vec![Signed::sign(&waiting, &key(2))])[0]
+        .as_ref()
+        .unwrap();
+    let asked = drain(&mut b);
+    assert!(!kinds(&asked).iter().any(|k| k.starts_with("execute")));
+    let answered = deliver(&mut a, b.me(), &asked, 3);
+    deliver(&mut b, a.me(), &answered, 4);
+    assert_eq!(
+        b.task(&id).unwrap().holder,
+        None,
+        "the dependency has not ended"
+    );
+
+    a.handle_finished(5, &mut rng, dep, epoch, ok());
+    drain(&mut a);
+    // B asks again at most once a second, once it has been up a lease TTL; then it runs the task
+    // with the dependency's output.
+    let mut now = 5;
+    let mut inputs = None;
+    while inputs.is_none() && now < 10_000 {
+        now += 100;
+        b.tick(now, &mut rng);
+        let out = drain(&mut b);
+        inputs = out.iter().find_map(|x| match x {
+            Action::Execute { task, inputs, .. } if *task == id => Some(inputs.clone()),
+            _ => None,
+        });
+        let answers = deliver(&mut a, b.me(), &out, now);
+        deliver(&mut b, a.me(), &answers, now);
+    }
+    let inputs = inputs.expect("the task ran once its dependency completed");
+    assert_eq!(inputs.len(), 1);
+    assert_eq!((inputs[0].task, inputs[0].completed), (dep, true));
+    assert_eq!(inputs[0].output, b"ok".to_vec());
+}
+
 /// The thief tells the home set of the tasks it was given too: if the victim dies before its own
 /// notice goes out, the home set still follows the lease and does not re-claim (and run again)
 /// what the thief runs. A notice from a third peer is refused.

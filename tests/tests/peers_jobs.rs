@@ -101,6 +101,60 @@ async fn a_diamond_runs_in_dependency_order_and_d_reads_b_and_c() {
         answer["error"].as_str().unwrap().contains("x → y → x"),
         "{answer}"
     );
+    // The same from the command line: a TOML job file, and one with a cycle.
+    let (dir, binary) = (
+        tempfile::tempdir().unwrap(),
+        taskswarm_binary("debug").unwrap(),
+    );
+    let file = dir.path().join("job.toml");
+    std::fs::write(
+        &file,
+        "[[task]]\nname = \"hello\"\nhandler = \"echo\"\ninput = \"hi\"\n\n\
+         [[task]]\nname = \"shout\"\nafter = [\"hello\"]\nprogram = \"sh\"\n\
+         args = [\"-c\", \"tr a-z A-Z < $TASKSWARM_INPUT_HELLO\"]\n",
+    )
+    .unwrap();
+    let run = |file: &std::path::Path| {
+        std::process::Command::new(&binary)
+            .args(["submit", "--wait", "--job"])
+            .arg(file)
+            .env("TASKSWARM_API", &cluster.peers[1].api)
+            .output()
+            .unwrap()
+    };
+    let out = run(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("submit --job --wait printed:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("shout") && l.ends_with("completed"))
+    );
+    let bad = dir.path().join("cycle.toml");
+    std::fs::write(
+        &bad,
+        "[[task]]\nname = \"x\"\nafter = [\"y\"]\nprogram = \"true\"\n\
+         [[task]]\nname = \"y\"\nafter = [\"x\"]\nprogram = \"true\"\n",
+    )
+    .unwrap();
+    let out = run(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!(
+        "a job file with a cycle: exit {:?}, {}",
+        out.status.code(),
+        stderr.trim()
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the job has a cycle: x → y → x"),
+        "{stderr}"
+    );
+
     let dangling = json!({ "program": "true", "after": ["ab".repeat(32)] });
     let (status, answer) = cluster.post(0, "/v1/tasks", &dangling).await.unwrap();
     assert_eq!(status.as_u16(), 400, "{answer}");
