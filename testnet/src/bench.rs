@@ -11,7 +11,7 @@
 //!                "skew": {"makespan_over_ideal": {...}, ...},
 //!                "crash": {"reexec_after_kill_s": {...}, "completed", "lost", "ran_twice",
 //!                          "recorded_twice", ...}},
-//!  "skipped": {"dag": "why"}, "marks": [...], "anomalies": {NAME: [task views]},
+//!  "marks": [...], "anomalies": {NAME: [task views]},
 //!  "lost": total, "recorded_twice": total}
 //! ```
 //! Every workload carries the counts `tasks`, `unacknowledged`, `completed`, `failed`, `lost`,
@@ -154,17 +154,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
 
     let mut results: BTreeMap<Workload, Vec<RunResult>> = BTreeMap::new();
-    let mut skipped = BTreeMap::new();
     let mut marks: BTreeMap<Workload, Vec<Mark>> = BTreeMap::new();
     // The first run of each workload is drawn, with the peer ids of its own testnet.
     let mut drawn_ids: BTreeMap<Workload, Vec<String>> = BTreeMap::new();
     let mut run_no = 0;
     for &w in &workloads {
-        if let Some(why) = w.unavailable() {
-            println!("{}: skipped: {why}", w.name());
-            skipped.insert(w.name(), why);
-            continue;
-        }
         for r in 0..args.repeat {
             run_no += 1;
             let options = Options {
@@ -211,7 +205,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let report = report_json(&args, netns, &chaos, &results, &skipped, &marks);
+    let report = report_json(&args, netns, &chaos, &results, &marks);
     print_tables(&results);
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
@@ -274,7 +268,6 @@ fn report_json(
     netns: bool,
     chaos: &[Chaos],
     results: &BTreeMap<Workload, Vec<RunResult>>,
-    skipped: &BTreeMap<&str, &str>,
     marks: &BTreeMap<Workload, Vec<Mark>>,
 ) -> Value {
     let mut workloads = serde_json::Map::new();
@@ -327,7 +320,6 @@ fn report_json(
         "netns": netns,
         "chaos": chaos,
         "workloads": workloads,
-        "skipped": skipped,
         "marks": marks,
         "anomalies": anomalies,
         "lost": lost,

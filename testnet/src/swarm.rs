@@ -126,6 +126,42 @@ impl Swarm {
         }
     }
 
+    /// Submits a job (`{"tasks": [...]}`) through peer `prefer` (or the next live peer); returns
+    /// the peer that took it and the ids of its tasks, in dependency order.
+    pub(crate) async fn submit_job(
+        &self,
+        prefer: usize,
+        job: &serde_json::Value,
+        deadline: Instant,
+    ) -> anyhow::Result<(usize, Vec<String>)> {
+        let mut at = prefer;
+        loop {
+            let Some((i, api)) = self.api_near(at) else {
+                bail!("no peer is up to submit to");
+            };
+            match self
+                .post_json(&format!("{api}/v1/jobs"), job, Duration::from_secs(30))
+                .await
+            {
+                Ok(answer) => {
+                    let ids = answer["tasks"]
+                        .as_array()
+                        .context("a job answer without tasks")?
+                        .iter()
+                        .filter_map(|t| t["id"].as_str().map(str::to_string))
+                        .collect();
+                    return Ok((i, ids));
+                }
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!("job through peer {} failed: {e:#}", i + 1);
+                    at = i + 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
     /// Waits until every task has ended or the deadline passes, asking peer `prefer` (the one the
     /// tasks were submitted through) or, while it is down, another live peer. Returns each task's
     /// last view, `None` for a task no peer could show.

@@ -8,6 +8,8 @@
 //! inputs are in the record they travel with it: a task re-placed after a crash does not wait
 //! again. Owns the gate and the lookups, never the placing.
 
+use rand::RngCore;
+
 use super::{Scheduler, TaskState};
 use crate::Millis;
 use crate::identity::PeerKey;
@@ -93,7 +95,17 @@ impl Scheduler {
                     }
                     open.push(id);
                 }
-                Gate::Shut => {}
+                Gate::Shut => {
+                    for dep in &spec.after {
+                        if self
+                            .records
+                            .get(dep)
+                            .is_some_and(|e| !e.record.state.is_final())
+                        {
+                            self.waiting_on.entry(*dep).or_default().insert(id);
+                        }
+                    }
+                }
                 Gate::Failed(reason) => self.fail_for_dependency(now, id, &reason),
             }
         }
@@ -146,6 +158,28 @@ impl Scheduler {
             self.send(peer, Message::Query { query, task: *dep });
         }
         None
+    }
+
+    /// Gates again, at once, the tasks that waited for a dependency that ended during this input
+    /// (instead of at the next scan, a heartbeat later).
+    pub(super) fn release_dependents(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        if self.ended_now.is_empty() {
+            return;
+        }
+        let mut waiting: Vec<TaskId> = Vec::new();
+        for dep in std::mem::take(&mut self.ended_now) {
+            waiting.extend(self.waiting_on.remove(&dep).unwrap_or_default());
+        }
+        waiting.sort();
+        waiting.dedup();
+        waiting.retain(|id| {
+            self.records.get(id).is_some_and(|e| {
+                e.record.holder.is_none()
+                    && !e.record.state.is_final()
+                    && self.is_primary(e.record.home(), now)
+            })
+        });
+        self.place(now, rng, waiting);
     }
 
     /// An answer to a dependency lookup: remember where the dependency lives and how it ended.

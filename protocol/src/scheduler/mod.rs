@@ -366,6 +366,11 @@ pub struct Scheduler {
     // the queries out for them (query -> (dependency, asked at)).
     lookups: BTreeMap<TaskId, depending::Lookup>,
     dependency_queries: BTreeMap<u64, (TaskId, Millis)>,
+    /// Tasks this peer leads that wait for a dependency whose record it keeps, by dependency;
+    /// and dependencies that ended during this input, whose waiting tasks are gated again at its
+    /// end rather than at the next scan.
+    waiting_on: BTreeMap<TaskId, BTreeSet<TaskId>>,
+    ended_now: Vec<TaskId>,
     // Batched outgoing messages, flushed at the end of every input.
     out_store: BTreeMap<PeerKey, BTreeSet<TaskId>>,
     out_stored: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
@@ -423,6 +428,8 @@ impl Scheduler {
             queries: BTreeMap::new(),
             lookups: BTreeMap::new(),
             dependency_queries: BTreeMap::new(),
+            waiting_on: BTreeMap::new(),
+            ended_now: Vec::new(),
             out_store: BTreeMap::new(),
             out_stored: BTreeMap::new(),
             out_recorded: BTreeMap::new(),
@@ -968,6 +975,7 @@ impl Scheduler {
 
     /// Ends every input: steal if idle, start what fits, send what was batched.
     fn finish_input(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        self.release_dependents(now, rng);
         self.maybe_steal(now, rng);
         self.dispatch(now);
         self.flush();

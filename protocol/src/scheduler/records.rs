@@ -117,6 +117,9 @@ impl Scheduler {
         entry.record.version += 1;
         let record = entry.record.clone();
         if record.state.is_final() {
+            if self.waiting_on.contains_key(&id) {
+                self.ended_now.push(id);
+            }
             self.active.remove(&id);
             self.retry_at.remove(&id);
             self.confirmed_at.remove(&id);
