@@ -112,22 +112,12 @@ impl Scheduler {
                 members.extend(envelope.home.iter().copied());
             }
         }
-        for member in members {
-            if member == self.me {
-                self.on_transferred(now, rng, self.me, grant);
-            } else {
-                self.send(
-                    member,
-                    Message::Transferred {
-                        grant: grant.clone(),
-                    },
-                );
-            }
-        }
+        self.relay_transfer(now, rng, members, grant);
     }
 
-    /// The thief tells the home sets of the tasks it was given, as the victim does once it knows
-    /// the grant arrived: either notice is enough, so a victim that dies just after giving tasks
+    /// Tells the home members `homes` that the tasks of `grant` moved (this peer applies it at
+    /// once if it is one). The victim does so once it knows the grant arrived, and the thief as
+    /// it takes the grant: either notice is enough, so a victim that dies just after giving tasks
     /// away does not get them re-claimed and run twice.
     pub(super) fn relay_transfer(
         &mut self,
