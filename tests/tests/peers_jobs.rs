@@ -216,6 +216,15 @@ async fn the_job_completes_when_the_peer_running_b_is_killed() {
         .iter()
         .position(|p| p.peer_id == holder)
         .unwrap();
+    println!(
+        "b ran on {holder}, peer {} of {:?}",
+        victim + 1,
+        cluster
+            .peers
+            .iter()
+            .map(|p| p.peer_id.as_str())
+            .collect::<Vec<_>>()
+    );
     cluster.kill(victim).unwrap();
     let reader = cluster.live_other_than(victim).unwrap();
     let ids: Vec<String> = names.iter().map(|(_, id)| id.clone()).collect();
@@ -230,10 +239,16 @@ async fn the_job_completes_when_the_peer_running_b_is_killed() {
     assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
     assert_eq!(d.stdout.as_deref(), Some("B\nC\n"));
     let b = by_name(&names, &tasks, "b");
-    assert!(
-        b.attempts
-            .iter()
-            .any(|a| a.ending == "lost-lease" && a.peer == holder),
-        "b was re-run after its peer died: {b:#?}"
-    );
+    assert_ne!(b.executed_by.as_deref(), Some(holder.as_str()), "{b:#?}");
+    // The home set records the lost attempt when it knew of it: if the killed peer was b's
+    // primary too, and died before its placement of b reached the others, they only saw b
+    // waiting, and placed it anew.
+    if victim != 0 {
+        assert!(
+            b.attempts
+                .iter()
+                .any(|a| a.ending == "lost-lease" && a.peer == holder),
+            "b was re-run after its peer died: {b:#?}"
+        );
+    }
 }
