@@ -355,6 +355,26 @@ fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
     assert_eq!(c.counters().completions_duplicate, 1);
 }
 
+/// C (no exec) submits 5 tasks, which it places on B (one slot); A (4 slots) asks B for work.
+/// Returns the three peers, the RNG, and what B did in answer: its grant to A.
+fn a_steals_from_b() -> (Scheduler, Scheduler, Scheduler, ChaCha8Rng, Vec<Action>) {
+    let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
+    let mut rng = rng();
+    c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
+    for s in [&mut a, &mut b, &mut c] {
+        drain(s);
+    }
+    let specs = (0..5).map(|n| spec(&key(3), n)).collect();
+    c.submit(0, &mut rng, specs);
+    let to_b = sent_to(&drain(&mut c), b.me());
+    deliver_bytes(&mut b, c.me(), &to_b, 1);
+    a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
+    let request = sent_to(&drain(&mut a), b.me());
+    let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
+    (a, b, c, rng, from_b)
+}
+
 /// A task placed only once the task it waits for has completed, with its result as input; the
 /// dependency's record is kept elsewhere, so its primary asks for it.
 #[test]
@@ -435,20 +455,7 @@ fn a_dependent_task_waits_for_its_dependency_asked_of_the_peer_that_keeps_it() {
 /// what the thief runs. A notice from a third peer is refused.
 #[test]
 fn the_thief_relays_the_hand_over_so_the_home_set_follows_without_the_victim() {
-    let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
-    let mut rng = rng();
-    c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
-    b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
-    for s in [&mut a, &mut b, &mut c] {
-        drain(s);
-    }
-    let specs = (0..5).map(|n| spec(&key(3), n)).collect();
-    c.submit(0, &mut rng, specs);
-    let to_b = sent_to(&drain(&mut c), b.me());
-    deliver_bytes(&mut b, c.me(), &to_b, 1);
-    a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
-    let request = sent_to(&drain(&mut a), b.me());
-    let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
+    let (mut a, b, mut c, _rng, from_b) = a_steals_from_b();
     let from_a = deliver(&mut a, b.me(), &from_b, 4);
     let stolen: Vec<(TaskId, u64)> = from_a
         .iter()
@@ -478,20 +485,7 @@ fn the_thief_relays_the_hand_over_so_the_home_set_follows_without_the_victim() {
 /// member is taken for dead.
 #[test]
 fn an_undelivered_hand_over_notice_is_sent_again_on_the_timer_while_its_member_lives() {
-    let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
-    let mut rng = rng();
-    c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
-    b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
-    for s in [&mut a, &mut b, &mut c] {
-        drain(s);
-    }
-    let specs = (0..5).map(|n| spec(&key(3), n)).collect();
-    c.submit(0, &mut rng, specs);
-    let to_b = sent_to(&drain(&mut c), b.me());
-    deliver_bytes(&mut b, c.me(), &to_b, 1);
-    a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
-    let request = sent_to(&drain(&mut a), b.me());
-    let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
+    let (_a, mut b, c, mut rng, from_b) = a_steals_from_b();
     let grant = from_b
         .iter()
         .find_map(|a| match a {

@@ -100,20 +100,37 @@ async fn labelled_tasks_run_where_the_label_is_and_unfit_ones_wait_for_a_peer_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_priority_task_starts_before_the_low_priority_queue() {
-    let (cluster, dir) = cluster("priority", 1, 2, Vec::new()).await;
+    // One slot, so that starts are one after another and their order is the dispatch order (two
+    // slots freed at once start two tasks whose first lines race each other to the log).
+    let (cluster, dir) = cluster("priority", 1, 1, Vec::new()).await;
     let log = dir.path().join("starts.log");
     let logged = |name: &str, secs: &str, priority: i32| {
         let script = format!("echo {name} >> {}; sleep {secs}", log.display());
         json!({ "program": "sh", "args": ["-c", script], "priority": priority })
     };
-    // Both slots busy, then 50 priority-0 tasks queue behind them, then one of priority 9.
-    let blockers: Vec<Value> = (0..2).map(|_| logged("blocker", "1", 0)).collect();
-    let mut ids = cluster.submit(0, &blockers).await.unwrap();
+    // The slot busy until the test says go (a file; the blocker gives up after 30 s), then 50
+    // priority-0 tasks queue behind it, then one of priority 9.
+    let go = dir.path().join("go");
+    let blocker = {
+        let script = format!(
+            "echo blocker >> {}; i=0; while [ ! -e {} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+            log.display(),
+            go.display()
+        );
+        json!({ "program": "sh", "args": ["-c", script] })
+    };
+    let mut ids = cluster.submit(0, &[blocker]).await.unwrap();
+    let until = deadline(30);
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
+        assert!(Instant::now() < until, "the blocker never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let low: Vec<Value> = (0..50)
         .map(|n| logged(&format!("low{n}"), "0", 0))
         .collect();
     ids.extend(cluster.submit(0, &low).await.unwrap());
     ids.extend(cluster.submit(0, &[logged("high", "0", 9)]).await.unwrap());
+    std::fs::write(&go, b"").unwrap();
     let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
     assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
     let order: Vec<String> = std::fs::read_to_string(&log)
