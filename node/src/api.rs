@@ -16,14 +16,23 @@
 //! - `GET /healthz`: liveness.
 //!
 //! Bad input gets a 4xx with `{"error": "...", "field": "..."}`; it never panics the peer.
+//!
+//! **Access.** A peer started with API tokens ([`crate::tokens`]) answers every request but
+//! `/healthz` only with `Authorization: Bearer TOKEN`, and only if the token's roles allow it:
+//! `read` for GETs and `POST /v1/tasks/wait`, `submit` for the other POSTs, `cancel` for DELETE.
+//! No token, or an unknown one, is a 401; a token without the role is a 403; both say what is
+//! missing. A POST must be `Content-Type: application/json` (415 otherwise), so a web page cannot
+//! make a browser post a form to a peer. Without tokens the API is open to whoever reaches it,
+//! which the node allows only on a loopback address.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -32,6 +41,7 @@ use taskswarm_protocol::{TaskId, TaskState};
 
 use crate::client::{Client, ClientError};
 use crate::spec;
+use crate::tokens::{Role, Tokens};
 
 /// The largest request body accepted (a batch of many specs).
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -89,8 +99,140 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// The router for a peer's API.
+/// Who may use the API: anyone (no tokens), or the holders of these tokens by their roles.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    tokens: Option<std::sync::Arc<std::sync::RwLock<Tokens>>>,
+}
+
+impl Access {
+    /// An API open to whoever reaches it.
+    pub fn open() -> Self {
+        Self { tokens: None }
+    }
+
+    /// An API for the holders of these tokens.
+    pub fn with_tokens(tokens: Tokens) -> Self {
+        Self {
+            tokens: Some(std::sync::Arc::new(std::sync::RwLock::new(tokens))),
+        }
+    }
+
+    /// Whether requests need tokens.
+    pub fn needs_tokens(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// Replaces the tokens (the file was read again). False if the API is open.
+    pub fn replace(&self, tokens: Tokens) -> bool {
+        match &self.tokens {
+            Some(lock) => {
+                if let Ok(mut held) = lock.write() {
+                    *held = tokens;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Who made a request: the name of its token, or nobody in particular on an open API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name.
+    pub name: Option<String>,
+}
+
+/// What a request needs: nothing for `/healthz`, else a role by method and path.
+fn needed(method: &Method, path: &str) -> Option<Role> {
+    if path == "/healthz" {
+        return None;
+    }
+    Some(match *method {
+        Method::DELETE => Role::Cancel,
+        Method::POST if path == "/v1/tasks/wait" => Role::Read,
+        Method::POST => Role::Submit,
+        _ => Role::Read,
+    })
+}
+
+fn denied(status: StatusCode, error: String, needs: Option<Role>) -> Response {
+    let mut body = json!({ "error": error });
+    if let Some(role) = needs {
+        body["needs"] = json!(role.as_str());
+    }
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED
+        && let Ok(value) = header::HeaderValue::from_str("Bearer realm=\"taskswarm\"")
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Authenticates and authorizes every request (see the module documentation).
+async fn authorize(State(access): State<Access>, mut request: Request, next: Next) -> Response {
+    let Some(role) = needed(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let mut caller = Caller::default();
+    if let Some(tokens) = &access.tokens {
+        let Some(presented) = bearer(request.headers()) else {
+            let error = "this API needs a token: send `Authorization: Bearer TOKEN` (the CLI \
+                         reads TASKSWARM_TOKEN or --token-file; make one with `taskswarm token \
+                         add`)";
+            return denied(StatusCode::UNAUTHORIZED, error.into(), Some(role));
+        };
+        let entry = match tokens.read() {
+            Ok(tokens) => tokens.check(presented).cloned(),
+            Err(_) => None,
+        };
+        let Some(entry) = entry else {
+            let error = "unknown token: it is not in this peer's token file".to_string();
+            return denied(StatusCode::UNAUTHORIZED, error, Some(role));
+        };
+        if !entry.allows(role) {
+            let error = format!(
+                "token {:?} has roles [{}]; this request needs the {role} role",
+                entry.name,
+                entry.roles_text()
+            );
+            return denied(StatusCode::FORBIDDEN, error, Some(role));
+        }
+        caller.name = Some(entry.name);
+    }
+    if request.method() == Method::POST && !is_json(request.headers()) {
+        let error = "a POST body must be JSON, sent with Content-Type: application/json";
+        return denied(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.into(), None);
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// The router for a peer's API, open to whoever reaches it.
 pub fn router(client: Client) -> Router {
+    router_with(client, Access::open())
+}
+
+/// The router for a peer's API, with who may use it.
+pub fn router_with(client: Client, access: Access) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/cluster", get(cluster))
@@ -102,6 +244,7 @@ pub fn router(client: Client) -> Router {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz")
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(access, authorize))
         .with_state(client)
 }
 

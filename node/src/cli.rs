@@ -43,6 +43,72 @@ enum Cmd {
     /// Inspect tasks.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Manage the swarm's membership secret.
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
+    /// Manage the tokens a peer's API accepts.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenFileArg {
+    /// The token file [default: DATA_DIR/tokens.toml].
+    #[arg(long, env = "TASKSWARM_TOKENS", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The peer's data directory, whose tokens.toml is meant.
+    #[arg(long, default_value = "taskswarm-data")]
+    data_dir: PathBuf,
+}
+
+impl TokenFileArg {
+    fn path(&self) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tokens.toml"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Make a new token and print it (once: only its digest is kept). A running peer reads the
+    /// file again on SIGHUP.
+    Add {
+        /// What it allows: read, submit, cancel or admin. May be repeated.
+        #[arg(long = "role", required = true)]
+        roles: Vec<taskswarm::tokens::Role>,
+        /// Who holds it: recorded as the client of the tasks it submits or cancels.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        file: TokenFileArg,
+    },
+    /// List the tokens (names and roles; the tokens themselves are not kept).
+    List {
+        #[command(flatten)]
+        file: TokenFileArg,
+    },
+    /// Remove a token.
+    Remove {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        file: TokenFileArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SwarmCmd {
+    /// Write a new swarm key: give the same file to every peer (`node --swarm-key FILE`), and
+    /// only they can connect to each other. Keep it secret, like a password.
+    Init {
+        /// Where to write it (readable only by you).
+        #[arg(long, default_value = "swarm.key")]
+        out: PathBuf,
+        /// Replace an existing key (every member then needs the new one).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +160,32 @@ struct NodeArgs {
     /// A label tasks can require (`submit --label`), such as zone=a or gpu=1. May be repeated.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<taskswarm::protocol::Label>,
+    /// The swarm key file (`taskswarm swarm init`): only peers with the same key can connect.
+    /// Without one the swarm is open to any machine that reaches this peer, and the peer says so.
+    #[arg(long, env = "TASKSWARM_SWARM_KEY", value_name = "FILE")]
+    swarm_key: Option<PathBuf>,
+    /// Admit only this peer id (with the other --allow-peer ids and the --allow-peers file).
+    /// May be repeated.
+    #[arg(long = "allow-peer", value_name = "PEER_ID")]
+    allow_peer: Vec<libp2p::PeerId>,
+    /// A file of peer ids to admit, one per line (`#` starts a comment); read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    allow_peers: Option<PathBuf>,
+    /// The API token file (`taskswarm token add`); read again on SIGHUP [default:
+    /// DATA_DIR/tokens.toml if it exists]. Without tokens the API is open to whoever reaches it,
+    /// and is served only on a loopback address.
+    #[arg(long, env = "TASKSWARM_TOKENS", value_name = "FILE")]
+    tokens: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// The token file in use, if any.
+    fn tokens_file(&self) -> Option<PathBuf> {
+        let default = self.data_dir.join("tokens.toml");
+        self.tokens
+            .clone()
+            .or_else(|| default.exists().then_some(default))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +193,25 @@ struct ApiArg {
     /// The peer's API.
     #[arg(long, env = "TASKSWARM_API", default_value = "http://127.0.0.1:7070")]
     api: String,
+    /// A file holding the API token to present (the token itself can also come from the
+    /// TASKSWARM_TOKEN environment variable).
+    #[arg(long, env = "TASKSWARM_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl ApiArg {
+    fn client(&self) -> anyhow::Result<Api> {
+        let token = match &self.token_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the token file {}", file.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("TASKSWARM_TOKEN").ok(),
+        };
+        Api::new(&self.api, token.filter(|t| !t.is_empty()))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -237,16 +348,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Node(node) => run_node(node).await,
         Cmd::Submit(submit) => run_submit(submit).await,
-        Cmd::Status { api, json } => run_status(&Api::new(&api.api)?, json).await,
+        Cmd::Status { api, json } => run_status(&api.client()?, json).await,
+        Cmd::Token(command) => run_token(command),
+        Cmd::Swarm(SwarmCmd::Init { out, force }) => {
+            let key = taskswarm::admission::generate_key();
+            taskswarm::admission::write_key(&out, &key, force)?;
+            println!("wrote a new swarm key to {}", out.display());
+            println!("fingerprint {}", key.fingerprint());
+            println!("start every peer with --swarm-key {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Task(TaskCmd::Show { id, api, json }) => {
-            let task: TaskView = Api::new(&api.api)?.get(&format!("/v1/tasks/{id}")).await?;
+            let task: TaskView = api.client()?.get(&format!("/v1/tasks/{id}")).await?;
             print_task(&task, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Task(TaskCmd::Cancel { id, api }) => {
-            let answer: serde_json::Value = Api::new(&api.api)?
-                .delete(&format!("/v1/tasks/{id}"))
-                .await?;
+            let answer: serde_json::Value =
+                api.client()?.delete(&format!("/v1/tasks/{id}")).await?;
             println!("cancelling {}", answer["id"].as_str().unwrap_or(&id));
             Ok(ExitCode::SUCCESS)
         }
@@ -255,7 +374,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Some(s) => format!("/v1/tasks?state={s}"),
                 None => "/v1/tasks".to_string(),
             };
-            let list: serde_json::Value = Api::new(&api.api)?.get(&path).await?;
+            let list: serde_json::Value = api.client()?.get(&path).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -318,7 +437,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     if let Some(disk) = args.disk {
         builder = builder.disk(disk);
     }
-    for label in args.labels {
+    for label in args.labels.clone() {
         builder = builder.label(label);
     }
     if let Some(slots) = args.slots {
@@ -327,13 +446,13 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         }
         builder = builder.slots(slots);
     }
-    if let Some(key) = args.key {
+    if let Some(key) = args.key.clone() {
         builder = builder.key_file(key);
     }
-    for addr in args.listen {
+    for addr in args.listen.clone() {
         builder = builder.listen(addr);
     }
-    for addr in args.bootstrap {
+    for addr in args.bootstrap.clone() {
         if !addr
             .iter()
             .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
@@ -341,6 +460,20 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
             bail!("--bootstrap {addr}: the address must end in /p2p/<peer id>");
         }
         builder = builder.bootstrap(addr);
+    }
+    if let Some(file) = &args.swarm_key {
+        builder = builder.swarm_key(taskswarm::admission::read_key(file)?);
+    }
+    if let Some(file) = args.tokens_file() {
+        let tokens = taskswarm::tokens::Tokens::read(&file)?;
+        if tokens.is_empty() {
+            tracing::warn!(file = %file.display(), "the token file has no tokens: every API request but /healthz will be refused");
+        }
+        builder = builder.api_tokens(tokens);
+    }
+    let allowlist = read_allowlist(&args)?;
+    if let Some(peers) = &allowlist {
+        builder = builder.allowlist(peers.iter().copied());
     }
     let peer = builtin_handlers(builder)
         .spawn()
@@ -354,20 +487,94 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         println!("api: http://{api}");
     }
     println!("peer file: {}", args.data_dir.join("peer.json").display());
-    wait_for_signal().await?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r?; break; }
+            _ = term.recv() => break,
+            _ = hangup.recv() => reload(&args, &peer).await,
+        }
+    }
     println!("stopping");
     peer.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// The allowlist from `--allow-peer` and the `--allow-peers` file, if either is given.
+fn read_allowlist(
+    args: &NodeArgs,
+) -> anyhow::Result<Option<std::collections::BTreeSet<libp2p::PeerId>>> {
+    if args.allow_peer.is_empty() && args.allow_peers.is_none() {
+        return Ok(None);
     }
-    Ok(())
+    let mut peers: std::collections::BTreeSet<libp2p::PeerId> =
+        args.allow_peer.iter().copied().collect();
+    if let Some(file) = &args.allow_peers {
+        peers.extend(taskswarm::admission::read_allowlist(file)?);
+    }
+    Ok(Some(peers))
+}
+
+/// SIGHUP: reads the token file and the allowlist file again. A file that does not read keeps
+/// what was there.
+async fn reload(args: &NodeArgs, peer: &Peer) {
+    if let Some(file) = args.tokens_file() {
+        match taskswarm::tokens::Tokens::read(&file) {
+            Ok(tokens) => {
+                let n = tokens.entries().len();
+                if peer.set_api_tokens(tokens) {
+                    tracing::info!(tokens = n, "SIGHUP: API tokens read again");
+                } else {
+                    tracing::warn!(
+                        "SIGHUP: the API was started open; restart the peer to require tokens"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the API tokens were not replaced"),
+        }
+    }
+    if args.allow_peers.is_none() {
+        return;
+    }
+    match read_allowlist(args) {
+        Ok(Some(peers)) => {
+            peer.set_allowlist(peers).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "SIGHUP: the allowlist was not replaced"),
+    }
+}
+
+fn run_token(command: TokenCmd) -> anyhow::Result<ExitCode> {
+    use taskswarm::tokens::Tokens;
+    match command {
+        TokenCmd::Add { roles, name, file } => {
+            let path = file.path();
+            let token = Tokens::add(&path, &name, roles.into_iter().collect())?;
+            eprintln!(
+                "added token {name:?} to {}; it is shown only now. A running peer reads the file \
+                 again on SIGHUP.",
+                path.display()
+            );
+            println!("{token}");
+        }
+        TokenCmd::List { file } => {
+            let path = file.path();
+            let tokens = Tokens::read(&path)?;
+            println!("{} tokens in {}", tokens.entries().len(), path.display());
+            for entry in tokens.entries() {
+                println!("{:<24} {}", entry.name, entry.roles_text());
+            }
+        }
+        TokenCmd::Remove { name, file } => {
+            let path = file.path();
+            Tokens::remove(&path, &name)?;
+            println!("removed token {name:?} from {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 // ----- API client -----
@@ -378,14 +585,23 @@ struct Api {
 }
 
 impl Api {
-    fn new(base: &str) -> anyhow::Result<Self> {
+    fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_string();
         if !base.starts_with("http://") {
             bail!("--api {base}: expected http://HOST:PORT");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the API token has characters a header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         Ok(Self {
             base,
-            http: reqwest::Client::builder().build()?,
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()?,
         })
     }
 
@@ -447,7 +663,7 @@ impl Api {
 // ----- submit -----
 
 async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.api.api)?;
+    let api = args.api.client()?;
     if let Some(file) = &args.file {
         return submit_file(&api, file, args.wait, args.json).await;
     }
@@ -767,6 +983,7 @@ async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
             p.peer_id, p.slots, p.running, p.queued, exec, heard
         );
     }
+    println!("access: {}", cluster.admission.describe());
     let c = &cluster.counters;
     println!(
         "this peer: {} tasks executed, {} stolen, {} given; {} messages rejected",

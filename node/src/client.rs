@@ -45,6 +45,10 @@ pub(crate) enum Command {
     Cluster {
         reply: oneshot::Sender<ClusterView>,
     },
+    SetAllowlist {
+        peers: std::collections::BTreeSet<libp2p::PeerId>,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A handle to a running peer.
@@ -110,6 +114,15 @@ impl Client {
     /// The tasks whose records this peer keeps, optionally only those in one state.
     pub async fn tasks(&self, state: Option<TaskState>) -> Result<Vec<TaskView>, ClientError> {
         self.ask(|reply| Command::Tasks { state, reply }).await
+    }
+
+    /// Replaces the allowlist (see [`crate::Peer::set_allowlist`]).
+    pub(crate) async fn set_allowlist(
+        &self,
+        peers: std::collections::BTreeSet<libp2p::PeerId>,
+    ) -> Result<bool, ClientError> {
+        self.ask(|reply| Command::SetAllowlist { peers, reply })
+            .await
     }
 
     /// This peer and the peers it knows.

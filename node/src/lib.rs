@@ -31,9 +31,12 @@
 //! - [`executor`]: runs process and handler tasks.
 //! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it.
 //! - [`spec`]: task specs as people write them; [`view`]: what the API shows.
+//! - [`admission`]: who may connect: the swarm key and the allowlist.
 //! - [`keys`]: key files and the peer key ↔ libp2p peer id mapping.
+//! - [`tokens`]: API tokens and their roles.
 //! - [`store`]: the embedded, crash-safe store of the scheduler's durable tables.
 
+pub mod admission;
 pub mod api;
 pub mod client;
 pub mod codec;
@@ -46,6 +49,7 @@ pub mod peer;
 mod runtime;
 pub mod spec;
 pub mod store;
+pub mod tokens;
 pub mod view;
 
 pub use client::{Client, ClientError};

@@ -59,6 +59,13 @@ pub enum PeerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The API would be open to the network: a non-loopback address needs tokens.
+    #[error(
+        "refusing to serve the API on {0} without tokens: anyone who reaches it could run \
+         commands on this swarm. Make a token (`taskswarm token add --role admin`) and start \
+         with --tokens FILE, or serve the API on 127.0.0.1"
+    )]
+    OpenApi(SocketAddr),
     /// The swarm reported no listen address in time.
     #[error("no listen address after {0:?}")]
     NotListening(Duration),
@@ -85,6 +92,8 @@ pub struct PeerBuilder {
     memory: Option<u64>,
     disk: Option<u64>,
     labels: Vec<Label>,
+    admission: network::Admission,
+    api_access: crate::api::Access,
 }
 
 impl std::fmt::Debug for PeerBuilder {
@@ -97,6 +106,7 @@ impl std::fmt::Debug for PeerBuilder {
             .field("slots", &self.slots)
             .field("allow_exec", &self.allow_exec)
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("admission", &self.admission)
             .finish()
     }
 }
@@ -119,6 +129,8 @@ impl Default for PeerBuilder {
             memory: None,
             disk: None,
             labels: Vec::new(),
+            admission: network::Admission::default(),
+            api_access: crate::api::Access::open(),
         }
     }
 }
@@ -222,6 +234,30 @@ impl PeerBuilder {
         self
     }
 
+    /// Makes the swarm private: every connection runs the private-network handshake with this
+    /// key first, so only peers that hold it can connect (see [`crate::admission`]). Without a
+    /// key, any machine that reaches the listen address can join, and the peer says so loudly.
+    pub fn swarm_key(mut self, key: libp2p::pnet::PreSharedKey) -> Self {
+        self.admission.swarm_key = Some(key);
+        self
+    }
+
+    /// Admits only these peers (on top of the swarm key): connections to or from any other are
+    /// closed, and load reports relayed from them dropped. Replace the list of a running peer
+    /// with [`Peer::set_allowlist`].
+    pub fn allowlist(mut self, peers: impl IntoIterator<Item = PeerId>) -> Self {
+        self.admission.allowlist = Some(peers.into_iter().collect());
+        self
+    }
+
+    /// Serves the API only to holders of these tokens, by their roles ([`crate::tokens`]).
+    /// Without tokens the API is open to whoever reaches it, so `spawn` refuses to serve it on an
+    /// address other than loopback.
+    pub fn api_tokens(mut self, tokens: crate::tokens::Tokens) -> Self {
+        self.api_access = crate::api::Access::with_tokens(tokens);
+        self
+    }
+
     /// Runs process tasks too (off by default: a peer then runs only registered handlers).
     pub fn allow_exec(mut self, allow: bool) -> Self {
         self.allow_exec = allow;
@@ -272,6 +308,12 @@ impl PeerBuilder {
 
     /// Starts the peer. Returns once it listens (and serves its API, if one was asked for).
     pub async fn spawn(self) -> Result<Peer, PeerError> {
+        if let Some(addr) = self.api
+            && !addr.ip().is_loopback()
+            && !self.api_access.needs_tokens()
+        {
+            return Err(PeerError::OpenApi(addr));
+        }
         let key = self.load_key()?;
         let store = match &self.data_dir {
             Some(dir) => {
@@ -283,7 +325,7 @@ impl PeerBuilder {
             }
             None => crate::store::Store::in_memory()?,
         };
-        let mut swarm = network::build(keys::libp2p_keypair(&key))?;
+        let mut swarm = network::build(keys::libp2p_keypair(&key), &self.admission)?;
         let peer_id = *swarm.local_peer_id();
         let listen = if self.listen.is_empty() {
             vec![loopback_any_port()]
@@ -333,7 +375,33 @@ impl PeerBuilder {
                 "restored from the store"
             );
         }
+        let admission = crate::admission::AdmissionView {
+            private: self.admission.swarm_key.is_some(),
+            key_fingerprint: self
+                .admission
+                .swarm_key
+                .map(|k| k.fingerprint().to_string()),
+            allowlist: self.admission.allowlist.as_ref().map(|a| a.len()),
+            api_tokens: self.api_access.needs_tokens(),
+        };
+        if self.api.is_some() && !admission.api_tokens {
+            tracing::warn!(
+                "the API is OPEN: anyone who reaches it may submit, cancel and read tasks; \
+                 start with --tokens FILE (`taskswarm token add`) to require tokens"
+            );
+        }
+        if admission.private {
+            tracing::info!(access = %admission.describe(), "admission");
+        } else {
+            tracing::warn!(
+                "this swarm is OPEN: any machine that reaches this peer's listen address can join \
+                 the swarm, run tasks on it and change their records; give every peer the same \
+                 --swarm-key (make one with `taskswarm swarm init`)"
+            );
+        }
         let event_loop = EventLoop {
+            allowlist: self.admission.allowlist.clone(),
+            admission,
             swarm,
             scheduler,
             store,
@@ -353,12 +421,14 @@ impl PeerBuilder {
         };
         let (api_addr, api) = match self.api {
             Some(addr) => {
-                let (bound, task) = serve_api(addr, client.clone(), shutdown_rx).await?;
+                let app = crate::api::router_with(client.clone(), self.api_access.clone());
+                let (bound, task) = serve_api(addr, app, shutdown_rx).await?;
                 (Some(bound), Some(task))
             }
             None => (None, None),
         };
         let peer = Peer {
+            api_access: self.api_access,
             peer_id,
             listen_addrs,
             api_addr,
@@ -394,7 +464,7 @@ fn loopback_any_port() -> Multiaddr {
 
 async fn serve_api(
     addr: SocketAddr,
-    client: Client,
+    app: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), PeerError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -403,7 +473,6 @@ async fn serve_api(
     let bound = listener
         .local_addr()
         .map_err(|source| PeerError::Api { addr, source })?;
-    let app = crate::api::router(client);
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
@@ -438,6 +507,7 @@ pub struct Peer {
     listen_addrs: Vec<Multiaddr>,
     api_addr: Option<SocketAddr>,
     client: Client,
+    api_access: crate::api::Access,
     shutdown: watch::Sender<bool>,
     event_loop: JoinHandle<()>,
     api: Option<JoinHandle<()>>,
@@ -496,6 +566,19 @@ impl Peer {
         let tmp = dir.join("peer.json.tmp");
         std::fs::write(&tmp, text).map_err(err)?;
         std::fs::rename(&tmp, dir.join("peer.json")).map_err(err)
+    }
+
+    /// Replaces the allowlist of a peer started with one ([`PeerBuilder::allowlist`]): connections
+    /// of peers no longer listed are closed. Returns false if the peer has stopped or was started
+    /// without an allowlist.
+    pub async fn set_allowlist(&self, peers: std::collections::BTreeSet<PeerId>) -> bool {
+        self.client.set_allowlist(peers).await.unwrap_or(false)
+    }
+
+    /// Replaces the API tokens of a peer started with some (the file was read again). False if
+    /// its API is open.
+    pub fn set_api_tokens(&self, tokens: crate::tokens::Tokens) -> bool {
+        self.api_access.replace(tokens)
     }
 
     /// Stops the API and the event loop, and waits for both.

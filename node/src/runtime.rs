@@ -57,6 +57,10 @@ pub(crate) struct EventLoop {
     pub(crate) listen: watch::Sender<Vec<Multiaddr>>,
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The peers admitted, if the operator keeps an allowlist.
+    pub(crate) allowlist: Option<std::collections::BTreeSet<libp2p::PeerId>>,
+    /// How this peer admits others, for the cluster view.
+    pub(crate) admission: crate::admission::AdmissionView,
 }
 
 /// What a query to other peers is for.
@@ -110,6 +114,7 @@ struct State {
     aborts: HashMap<(TaskId, u64), oneshot::Sender<()>>,
     topic: gossipsub::IdentTopic,
     nonce: u64,
+    network: crate::view::NetworkView,
 }
 
 impl EventLoop {
@@ -135,6 +140,7 @@ impl EventLoop {
             aborts: HashMap::new(),
             topic: gossipsub::IdentTopic::new(LOAD_TOPIC),
             nonce,
+            network: crate::view::NetworkView::default(),
         };
         self.scheduler.set_wall_offset(wall_clock_ms() as i64);
         self.dial_bootstrap();
@@ -190,20 +196,44 @@ impl EventLoop {
                 self.scheduler.set_addrs(addrs);
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                state.network.connections += 1;
                 tracing::debug!(%peer_id, "connected");
             }
             SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                state.network.connections = state.network.connections.saturating_sub(1);
                 tracing::debug!(%peer_id, ?cause, "disconnected");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                state.network.dials_failed += 1;
                 tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                // A stranger without the swarm key fails here, in the private-network or noise
+                // handshake; so does a peer the allowlist or the limits refuse.
+                state.network.incoming_refused += 1;
+                tracing::debug!(%send_back_addr, %error, "incoming connection refused");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 message,
                 ..
             })) => {
-                self.scheduler
-                    .handle_gossip(now, &mut state.rng, &message.data);
+                // A member may relay a report from a peer this one does not admit: drop it, so
+                // the stranger is never placed on or stolen from.
+                let admitted = match (&self.allowlist, message.source) {
+                    (None, _) => true,
+                    (Some(list), Some(source)) => list.contains(&source),
+                    (Some(_), None) => false,
+                };
+                if admitted {
+                    self.scheduler
+                        .handle_gossip(now, &mut state.rng, &message.data);
+                } else {
+                    state.network.reports_from_strangers += 1;
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -351,7 +381,10 @@ impl EventLoop {
                 }
             }
             Command::Cluster { reply } => {
-                let _ = reply.send(self.cluster(now));
+                let _ = reply.send(self.cluster(now, &state.network));
+            }
+            Command::SetAllowlist { peers, reply } => {
+                let _ = reply.send(self.set_allowlist(peers));
             }
         }
     }
@@ -442,7 +475,28 @@ impl EventLoop {
         }
     }
 
-    fn cluster(&self, now: Millis) -> ClusterView {
+    /// Replaces the allowlist: admits the new peers, and closes the connections of those no longer
+    /// on it. False if this peer was started without one.
+    fn set_allowlist(&mut self, peers: std::collections::BTreeSet<libp2p::PeerId>) -> bool {
+        let Some(old) = self.allowlist.replace(peers.clone()) else {
+            self.allowlist = None;
+            return false;
+        };
+        let Some(list) = self.swarm.behaviour_mut().allowlist.as_mut() else {
+            return false;
+        };
+        for gone in old.difference(&peers) {
+            list.disallow_peer(*gone);
+        }
+        for new in peers.difference(&old) {
+            list.allow_peer(*new);
+        }
+        self.admission.allowlist = Some(peers.len());
+        tracing::info!(peers = peers.len(), "allowlist replaced");
+        true
+    }
+
+    fn cluster(&self, now: Millis, network: &crate::view::NetworkView) -> ClusterView {
         let s = &self.scheduler;
         let me = PeerInfo {
             peer_id: self.swarm.local_peer_id().to_string(),
@@ -469,6 +523,8 @@ impl EventLoop {
             me,
             peers,
             counters: CountersView::from(s.counters()),
+            admission: self.admission.clone(),
+            network: network.clone(),
         }
     }
 

@@ -327,6 +327,26 @@ pub struct ClusterView {
     pub peers: Vec<PeerInfo>,
     /// This peer's counters.
     pub counters: CountersView,
+    /// Who may connect to this peer and use its API.
+    #[serde(default)]
+    pub admission: crate::admission::AdmissionView,
+    /// Connections refused and dropped at the network's edge.
+    #[serde(default)]
+    pub network: NetworkView,
+}
+
+/// What the network layer refused, counted since the peer started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// Connections open now.
+    pub connections: u64,
+    /// Incoming connections that failed their handshakes (a wrong swarm key, or none) or were
+    /// refused (the allowlist, the connection limits).
+    pub incoming_refused: u64,
+    /// Connections this peer tried to open that failed.
+    pub dials_failed: u64,
+    /// Load reports that members relayed from peers not on the allowlist, dropped.
+    pub reports_from_strangers: u64,
 }
 
 #[cfg(test)]

@@ -171,6 +171,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 node_args: vec!["--placement".into(), args.placement.to_string()],
                 peer_args: Vec::new(),
                 netns,
+                private: true,
             };
             let cluster = Cluster::start(options).await?;
             let (control, swarm) = Control::new(cluster);

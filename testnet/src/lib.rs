@@ -4,6 +4,10 @@
 //! directory and fresh key, and talks to them through their HTTP APIs. The testnet command
 //! (`testnet/run.sh`) and the multi-process tests in `tests/` both use it.
 //!
+//! A testnet is private unless asked otherwise ([`Options::private`]): its peers share a swarm
+//! key made for it (`DIR/swarm.key`), and their APIs accept only its admin token (`DIR/token`,
+//! digest in `DIR/tokens.toml`), which the [`Cluster`] presents on every call.
+//!
 //! A [`Cluster`] ends every process it started, by PID, when it is dropped, also when a test
 //! fails, unless it was [`Cluster::detach`]ed to keep running.
 //!
@@ -47,6 +51,9 @@ pub struct Options {
     pub peer_args: Vec<Vec<String>>,
     /// Run every peer in a network namespace of its own (needs root).
     pub netns: bool,
+    /// Give the peers a swarm key of their own and require an API token (the default); `false`
+    /// starts an open swarm with open APIs.
+    pub private: bool,
 }
 
 impl Options {
@@ -62,6 +69,7 @@ impl Options {
             node_args: Vec::new(),
             peer_args: Vec::new(),
             netns: false,
+            private: true,
         }
     }
 }
@@ -94,6 +102,8 @@ pub struct Cluster {
     http: reqwest::Client,
     detached: bool,
     net: Option<netns::Net>,
+    /// The admin token, for a private testnet.
+    token: Option<String>,
 }
 
 /// Finds the `taskswarm` binary of this workspace for `profile` (`debug` or `release`), building
@@ -144,13 +154,19 @@ impl Cluster {
         } else {
             None
         };
+        let token = if options.private {
+            Some(make_secrets(&options.dir)?)
+        } else {
+            None
+        };
         let mut cluster = Cluster {
             peers: Vec::new(),
             dir: options.dir.clone(),
             options: options.clone(),
-            http: reqwest::Client::new(),
+            http: http_client(token.as_deref())?,
             detached: false,
             net,
+            token,
         };
         let deadline = Instant::now() + options.ready_deadline;
         for i in 0..options.peers {
@@ -178,6 +194,22 @@ impl Cluster {
             .collect();
         std::fs::write(self.dir.join("pids"), pids.join("\n") + "\n")?;
         Ok(())
+    }
+
+    /// The admin token the peers' APIs accept (a private testnet's), to present as
+    /// `Authorization: Bearer TOKEN`.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// An HTTP client that presents the testnet's token (for requests of one's own).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
+    /// The file holding the admin token (`TASKSWARM_TOKEN_FILE` for the command line).
+    pub fn token_file(&self) -> Option<PathBuf> {
+        self.token.as_ref().map(|_| self.dir.join("token"))
     }
 
     /// The index of the first live peer other than `not`.
@@ -404,6 +436,48 @@ impl Drop for Cluster {
     }
 }
 
+/// Makes a private testnet's secrets in `dir`: a swarm key (`swarm.key`) and one admin token
+/// (digest in `tokens.toml`, the token itself in `token`), kept if they exist (a restarted
+/// testnet). Returns the token.
+fn make_secrets(dir: &Path) -> anyhow::Result<String> {
+    let key = dir.join("swarm.key");
+    if !key.exists() {
+        taskswarm::admission::write_key(&key, &taskswarm::admission::generate_key(), false)?;
+    }
+    let token_file = dir.join("token");
+    if let Ok(token) = std::fs::read_to_string(&token_file) {
+        return Ok(token.trim().to_string());
+    }
+    let tokens = dir.join("tokens.toml");
+    let _ = std::fs::remove_file(&tokens);
+    let roles = std::collections::BTreeSet::from([taskswarm::tokens::Role::Admin]);
+    let token = taskswarm::tokens::Tokens::add(&tokens, "testnet", roles)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_file)?;
+        writeln!(file, "{token}")?;
+    }
+    Ok(token)
+}
+
+/// An HTTP client that presents `token`, if any.
+fn http_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 async fn start_peer(
     options: &Options,
     net: Option<&netns::Net>,
@@ -433,6 +507,14 @@ async fn start_peer(
     }
     if let Some(addr) = bootstrap {
         command.args(["--bootstrap", addr]);
+    }
+    if options.private {
+        // Through the environment, so that a peer's own arguments can override them.
+        command.env("TASKSWARM_SWARM_KEY", options.dir.join("swarm.key"));
+        command.env("TASKSWARM_TOKENS", options.dir.join("tokens.toml"));
+    } else {
+        command.env_remove("TASKSWARM_SWARM_KEY");
+        command.env_remove("TASKSWARM_TOKENS");
     }
     command.args(&options.node_args);
     if let Some(args) = options.peer_args.get(i) {

@@ -244,6 +244,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             })
             .collect(),
         netns: false,
+        private: true,
     };
     let started = Instant::now();
     let cluster = Cluster::start(options).await?;
@@ -351,9 +352,18 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let first_api = cluster.peers[0].api.clone();
+    let token_file = cluster.token_file();
     let pids = cluster.detach();
     std::fs::write(last_run_file(), dir.display().to_string())?;
-    println!("\nthe peers keep running. Try:");
+    println!(
+        "\nthe peers keep running; they share the swarm key {}",
+        dir.join("swarm.key").display()
+    );
+    if let Some(file) = token_file {
+        println!("their APIs need the testnet's token:");
+        println!("  export TASKSWARM_TOKEN_FILE={}", file.display());
+    }
+    println!("Try:");
     println!("  target/release/taskswarm status --api {first_api}");
     println!("  target/release/taskswarm submit --api {first_api} --wait -- uname -a");
     println!(

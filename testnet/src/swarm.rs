@@ -45,9 +45,9 @@ pub(crate) struct Swarm {
 }
 
 impl Swarm {
-    fn new(apis: Vec<Option<String>>) -> Self {
+    fn new(apis: Vec<Option<String>>, http: reqwest::Client) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http,
             size: apis.len(),
             apis: Arc::new(Mutex::new(apis)),
         }
@@ -268,7 +268,7 @@ impl Control {
     pub(crate) fn new(cluster: Cluster) -> (Self, Swarm) {
         let apis = cluster.peers.iter().map(|p| Some(p.api.clone())).collect();
         let peer_ids = cluster.peers.iter().map(|p| p.peer_id.clone()).collect();
-        let swarm = Swarm::new(apis);
+        let swarm = Swarm::new(apis, cluster.http());
         let control = Self {
             cluster: Arc::new(AsyncMutex::new(cluster)),
             swarm: swarm.clone(),

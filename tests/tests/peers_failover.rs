@@ -295,6 +295,7 @@ async fn cli(cluster: &Cluster, i: usize, args: &[&str]) -> (i32, String) {
     let output = tokio::process::Command::new(binary)
         .args(args)
         .env("TASKSWARM_API", &cluster.peers[i].api)
+        .env("TASKSWARM_TOKEN_FILE", cluster.token_file().unwrap())
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), output)
         .await

@@ -119,6 +119,7 @@ async fn a_diamond_runs_in_dependency_order_and_d_reads_b_and_c() {
             .args(["submit", "--wait", "--job"])
             .arg(file)
             .env("TASKSWARM_API", &cluster.peers[1].api)
+            .env("TASKSWARM_TOKEN_FILE", cluster.token_file().unwrap())
             .output()
             .unwrap()
     };

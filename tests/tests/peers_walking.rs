@@ -32,6 +32,7 @@ async fn submit_wait_json_echo_hello_through_the_cli() {
             "echo",
             "hello",
         ])
+        .env("TASKSWARM_TOKEN_FILE", cluster.token_file().unwrap())
         .output();
     let output = tokio::time::timeout(Duration::from_secs(30), output)
         .await
