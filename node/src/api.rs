@@ -310,7 +310,11 @@ async fn list_tasks(
     }))
 }
 
-async fn post_tasks(State(client): State<Client>, body: Bytes) -> Result<Response, ApiError> {
+async fn post_tasks(
+    State(client): State<Client>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (tasks, many) = spec::parse_json(&body).map_err(|e| ApiError::bad(&e.field, e.message))?;
     let mut external: Vec<TaskId> = tasks
         .iter()
@@ -323,7 +327,7 @@ async fn post_tasks(State(client): State<Client>, body: Bytes) -> Result<Respons
     external.sort();
     external.dedup();
     check_known(&client, &external).await?;
-    let ids = client.submit(tasks).await?;
+    let ids = client.submit_as(tasks, caller_name(caller)).await?;
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     let body = if many {
         json!({ "ids": ids })
@@ -331,6 +335,11 @@ async fn post_tasks(State(client): State<Client>, body: Bytes) -> Result<Respons
         json!({ "id": ids.first() })
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The name of the token a request came with, if any.
+fn caller_name(caller: Option<axum::Extension<Caller>>) -> Option<String> {
+    caller.and_then(|axum::Extension(c)| c.name)
 }
 
 /// Rejects a dependency on a task no live peer knows (a dangling id).
@@ -348,10 +357,14 @@ async fn check_known(client: &Client, ids: &[TaskId]) -> Result<(), ApiError> {
 
 /// `POST /v1/jobs`: a job (see [`crate::job`]); answers `{"tasks": [{"name", "id"}]}` in
 /// dependency order.
-async fn post_job(State(client): State<Client>, body: Bytes) -> Result<Response, ApiError> {
+async fn post_job(
+    State(client): State<Client>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let job = crate::job::parse_json(&body).map_err(|e| ApiError::bad(&e.field, e.message))?;
     check_known(&client, &job.external()).await?;
-    let ids = client.submit(job.tasks).await?;
+    let ids = client.submit_as(job.tasks, caller_name(caller)).await?;
     let tasks: Vec<serde_json::Value> = job
         .names
         .iter()

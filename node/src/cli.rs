@@ -886,6 +886,10 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
         println!("after       {dep}");
     }
     println!("what        {}", describe(task));
+    match &task.client {
+        Some(client) => println!("submitted   by {client} through {}", task.origin),
+        None => println!("submitted   through {}", task.origin),
+    }
     if task.priority != 0 {
         println!("priority    {}", task.priority);
     }

@@ -24,6 +24,7 @@ pub enum ClientError {
 pub(crate) enum Command {
     Submit {
         tasks: Vec<NewTask>,
+        client: Option<String>,
         reply: oneshot::Sender<Vec<TaskId>>,
     },
     Task {
@@ -77,7 +78,22 @@ impl Client {
     /// Submits tasks through this peer (it signs them and leads their home sets); returns their
     /// ids in order, once every task is stored on its home set.
     pub async fn submit(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, ClientError> {
-        self.ask(|reply| Command::Submit { tasks, reply }).await
+        self.submit_as(tasks, None).await
+    }
+
+    /// Submits tasks on behalf of a named client (the API's caller): the name is signed into each
+    /// spec, so every record and proof says who asked for the task.
+    pub async fn submit_as(
+        &self,
+        tasks: Vec<NewTask>,
+        client: Option<String>,
+    ) -> Result<Vec<TaskId>, ClientError> {
+        self.ask(|reply| Command::Submit {
+            tasks,
+            client,
+            reply,
+        })
+        .await
     }
 
     /// Submits one task.

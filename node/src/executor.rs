@@ -347,24 +347,15 @@ mod tests {
     use taskswarm_protocol::PeerKey;
 
     fn process(program: &str, args: &[&str], timeout_ms: Option<u64>) -> TaskSpec {
+        let kind = TaskKind::Process(ProcessSpec {
+            program: program.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("GREETING".into(), "hi".into())],
+            stdin: b"from stdin".to_vec(),
+        });
         TaskSpec {
-            submitter: PeerKey::from_bytes([0; 32]),
-            nonce: 0,
-            kind: TaskKind::Process(ProcessSpec {
-                program: program.into(),
-                args: args.iter().map(|s| s.to_string()).collect(),
-                env: vec![("GREETING".into(), "hi".into())],
-                stdin: b"from stdin".to_vec(),
-            }),
             timeout_ms,
-            retry: taskswarm_protocol::RetryPolicy::default(),
-            placement: None,
-            needs: Default::default(),
-            priority: 0,
-            cost_ms: None,
-            name: None,
-            after: Vec::new(),
-            run_anyway: false,
+            ..TaskSpec::new(PeerKey::from_bytes([0; 32]), 0, kind)
         }
     }
 
@@ -529,22 +520,12 @@ mod tests {
             handler(|_, _| async { Err("no".to_string()) }),
         );
         let exec = Executor::new(handlers, false, 1024);
-        let spec = |name: &str| TaskSpec {
-            submitter: PeerKey::from_bytes([0; 32]),
-            nonce: 0,
-            kind: TaskKind::Handler {
+        let spec = |name: &str| {
+            let kind = TaskKind::Handler {
                 name: name.into(),
                 input: b"e=".to_vec(),
-            },
-            timeout_ms: None,
-            retry: taskswarm_protocol::RetryPolicy::default(),
-            placement: None,
-            needs: Default::default(),
-            priority: 0,
-            cost_ms: None,
-            name: None,
-            after: Vec::new(),
-            run_anyway: false,
+            };
+            TaskSpec::new(PeerKey::from_bytes([0; 32]), 0, kind)
         };
         assert_eq!(
             exec.run(id(), 4, spec("epoch"), Vec::new(), never()).await,

@@ -405,7 +405,6 @@ impl PeerBuilder {
             swarm,
             scheduler,
             store,
-            key,
             executor,
             commands: command_rx,
             listen: listen_tx,

@@ -18,8 +18,8 @@ use libp2p::{Multiaddr, Swarm, gossipsub, identify};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use taskswarm_protocol::{
-    Action, Batch, Keypair, Message, Millis, Outcome, PeerKey, Scheduler, Signed, TaskId,
-    TaskRecord, TaskSpec, wire,
+    Action, Batch, Message, Millis, Outcome, PeerKey, Scheduler, Submission, TaskId, TaskRecord,
+    TaskSpec, wire,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -51,7 +51,6 @@ pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) scheduler: Scheduler,
     pub(crate) store: Store,
-    pub(crate) key: Keypair,
     pub(crate) executor: Executor,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) listen: watch::Sender<Vec<Multiaddr>>,
@@ -337,7 +336,11 @@ impl EventLoop {
     fn on_command(&mut self, state: &mut State, command: Command) {
         let now = state.now();
         match command {
-            Command::Submit { tasks, reply } => self.submit(state, tasks, reply),
+            Command::Submit {
+                tasks,
+                client,
+                reply,
+            } => self.submit(state, tasks, client, reply),
             Command::Task { id, reply } => match self.scheduler.task(&id) {
                 Some(record) => {
                     let _ = reply.send(Some(TaskView::of(record)));
@@ -393,29 +396,19 @@ impl EventLoop {
         &mut self,
         state: &mut State,
         tasks: Vec<crate::spec::NewTask>,
+        client: Option<String>,
         reply: oneshot::Sender<Vec<TaskId>>,
     ) {
         let now = state.now();
         let me = self.scheduler.me();
         // A task may name earlier tasks of the same submission as dependencies (a job, in
-        // dependency order): their ids are known once they are signed.
-        let mut signed_ids: Vec<TaskId> = Vec::with_capacity(tasks.len());
+        // dependency order); the scheduler signs them in order and resolves those.
         let specs = tasks
             .into_iter()
             .map(|task| {
-                let after = task
-                    .after
-                    .iter()
-                    .filter_map(|a| match a {
-                        crate::spec::After::Task(id) => Some(*id),
-                        crate::spec::After::Earlier(i) => signed_ids.get(*i).copied(),
-                    })
-                    .collect();
                 state.nonce = state.nonce.wrapping_add(1);
                 let spec = TaskSpec {
-                    submitter: me,
-                    nonce: state.nonce,
-                    kind: task.kind,
+                    client: client.clone(),
                     timeout_ms: task.timeout.map(|t| t.as_millis() as u64),
                     retry: task.retry,
                     placement: task.placement,
@@ -423,12 +416,13 @@ impl EventLoop {
                     priority: task.priority,
                     cost_ms: task.cost.map(|c| c.as_millis() as u64),
                     name: task.name,
-                    after,
                     run_anyway: task.run_anyway,
+                    ..TaskSpec::new(me, state.nonce, task.kind)
                 };
-                let signed = Signed::sign(&spec, &self.key);
-                signed_ids.push(TaskId::of_spec_bytes(signed.bytes()));
-                signed
+                Submission {
+                    spec,
+                    after: task.after,
+                }
             })
             .collect();
         let ids: Vec<TaskId> = self

@@ -34,14 +34,9 @@ pub struct NewTask {
     pub run_anyway: bool,
 }
 
-/// A dependency of a new task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum After {
-    /// A task submitted before.
-    Task(TaskId),
-    /// The task at this index of the same submission, which must come earlier in it.
-    Earlier(usize),
-}
+/// A dependency of a new task: a task submitted before (`After::Task(id)`), or the task at this
+/// index of the same submission, which must come earlier in it (`After::Earlier(i)`).
+pub use taskswarm_protocol::Dependency as After;
 
 /// Parses 250ms, 3s, 2m or 1h (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -53,8 +53,11 @@ pub struct TaskView {
     pub holder: Option<String>,
     /// The epoch of the current lease (the fencing token the run saw).
     pub lease_epoch: u64,
-    /// The peer the task was submitted through (first of its home set).
+    /// The peer the task was submitted through (first of its home set), which signed its spec.
     pub origin: String,
+    /// The client that asked for it (the name of its API token), if known.
+    #[serde(default)]
+    pub client: Option<String>,
     /// The peers that keep its record, in rank order.
     pub home: Vec<String>,
     /// When it was accepted (milliseconds since the Unix epoch).
@@ -166,6 +169,7 @@ impl TaskView {
             holder: record.holder.as_ref().map(peer_name),
             lease_epoch: record.epoch,
             origin: record.home().first().map(peer_name).unwrap_or_default(),
+            client: spec.as_ref().and_then(|s| s.client.clone()),
             home: record.home().iter().map(peer_name).collect(),
             submitted_ms: record.submitted_wall_ms,
             duration_ms: record

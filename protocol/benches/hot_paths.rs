@@ -9,33 +9,33 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 use taskswarm_protocol::{
-    Capabilities, Config, Grant, Keypair, Lease, Message, Outcome, ProcessSpec, RetryPolicy,
-    Scheduler, Signed, Task, TaskId, TaskKind, TaskSpec, wire,
+    Capabilities, Config, Grant, Keypair, Lease, Message, Outcome, ProcessSpec, Scheduler, Signed,
+    Task, TaskId, TaskKind, TaskSpec, wire,
 };
 
 fn key(n: u8) -> Keypair {
     Keypair::from_secret([n; 32])
 }
 
+/// A process task as a client asks for it (the submitting peer completes and signs it).
+fn new_spec(submitter: &Keypair, nonce: u64) -> TaskSpec {
+    let kind = TaskKind::Process(ProcessSpec {
+        program: "sleep".into(),
+        args: vec!["0.1".into()],
+        env: vec![],
+        stdin: vec![],
+    });
+    TaskSpec {
+        timeout_ms: Some(10_000),
+        ..TaskSpec::new(submitter.public(), nonce, kind)
+    }
+}
+
+/// The same spec signed by `submitter` as its origin and only home member.
 fn spec(submitter: &Keypair, nonce: u64) -> Signed<TaskSpec> {
     let spec = TaskSpec {
-        submitter: submitter.public(),
-        nonce,
-        kind: TaskKind::Process(ProcessSpec {
-            program: "sleep".into(),
-            args: vec!["0.1".into()],
-            env: vec![],
-            stdin: vec![],
-        }),
-        timeout_ms: Some(10_000),
-        retry: RetryPolicy::default(),
-        placement: None,
-        needs: Default::default(),
-        priority: 0,
-        cost_ms: None,
-        name: None,
-        after: Vec::new(),
-        run_anyway: false,
+        home: vec![submitter.public()],
+        ..new_spec(submitter, nonce)
     };
     Signed::sign(&spec, submitter)
 }
@@ -55,11 +55,7 @@ fn leases(n: usize) -> Vec<Lease> {
 fn wire_paths(c: &mut Criterion) {
     let a = key(1);
     let tasks: Vec<_> = (0..64)
-        .map(|n| {
-            Task::from_signed(spec(&a, n), vec![a.public()])
-                .unwrap()
-                .envelope()
-        })
+        .map(|n| Task::from_signed(spec(&a, n)).unwrap().envelope())
         .collect();
     let grant = Signed::sign(
         &Grant {
@@ -119,9 +115,7 @@ fn signatures(c: &mut Criterion) {
         b.iter(|| black_box(&signed_batch).verify().unwrap())
     });
     let signed_spec = spec(&a, 1);
-    let envelope = Task::from_signed(signed_spec, vec![a.public()])
-        .unwrap()
-        .envelope();
+    let envelope = Task::from_signed(signed_spec).unwrap().envelope();
     c.bench_function("verify task envelope", |b| {
         b.iter(|| Task::from_envelope(black_box(envelope.clone())).unwrap())
     });
@@ -141,7 +135,11 @@ fn deep(depth: u64) -> Scheduler {
     };
     let mut s = Scheduler::new(a.clone(), config);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    s.submit(0, &mut rng, (0..depth).map(|n| spec(&a, n)).collect());
+    s.submit(
+        0,
+        &mut rng,
+        (0..depth).map(|n| new_spec(&a, n).into()).collect(),
+    );
     while s.poll_action().is_some() {}
     s
 }

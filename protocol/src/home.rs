@@ -1,9 +1,10 @@
 //! Home sets: the R peers that keep a task's record.
 //!
 //! A task's home set is the peer it was submitted through (its origin, rank 0), then R − 1 other
-//! peers chosen by rendezvous (highest-random-weight) hashing of the task id over the live
-//! membership. The set is fixed when the task is accepted and travels with it, so every peer
-//! agrees on it without asking. The *primary* of a task is the first member, in rank order, that a
+//! peers chosen by rendezvous (highest-random-weight) hashing over the live membership, keyed by
+//! the submission (its submitter and nonce: the task id is not known yet, since the home set is
+//! part of the spec it hashes). The set is fixed when the task is accepted and signed with its
+//! spec, so every peer agrees on it without asking and no peer can rewrite it. The *primary* of a task is the first member, in rank order, that a
 //! peer believes alive: it places the task, re-claims it when its holder dies, retries it, and
 //! replicates its record to the other members. Owns only the choice of members and of the primary.
 
@@ -14,6 +15,15 @@ use crate::task::TaskId;
 
 /// The default number of peers that keep each task's record.
 pub const DEFAULT_REPLICAS: usize = 3;
+
+/// The rendezvous key of a submission: what [`home_set`] ranks peers by.
+pub fn key(submitter: &PeerKey, nonce: u64) -> TaskId {
+    let mut hasher = Sha256::new();
+    hasher.update(b"taskswarm/home-key/v1");
+    hasher.update(submitter.as_bytes());
+    hasher.update(nonce.to_le_bytes());
+    TaskId::from_bytes(hasher.finalize().into())
+}
 
 /// A peer's rendezvous score for a task: higher wins.
 pub fn score(task: &TaskId, peer: &PeerKey) -> u64 {

@@ -57,6 +57,7 @@ pub use retry::{Backoff, Ending, RetryOn, RetryPolicy};
 pub use scheduler::{Action, Config, Counters, Scheduler, Table};
 pub use signed::{Signable, Signed};
 pub use task::{
-    Envelope, Input, Outcome, ProcessSpec, SignedSpec, Task, TaskId, TaskKind, TaskSpec,
+    Dependency, Envelope, Input, Outcome, ProcessSpec, SignedSpec, Submission, Task, TaskId,
+    TaskKind, TaskSpec,
 };
 pub use wire::WireError;

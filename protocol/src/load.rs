@@ -83,20 +83,7 @@ mod tests {
     use crate::task::ProcessSpec;
 
     fn spec(kind: TaskKind) -> TaskSpec {
-        TaskSpec {
-            submitter: PeerKey::from_bytes([0; 32]),
-            nonce: 0,
-            kind,
-            timeout_ms: None,
-            retry: crate::retry::RetryPolicy::default(),
-            placement: None,
-            needs: Default::default(),
-            priority: 0,
-            cost_ms: None,
-            name: None,
-            after: Vec::new(),
-            run_anyway: false,
-        }
+        TaskSpec::new(PeerKey::from_bytes([0; 32]), 0, kind)
     }
 
     #[test]

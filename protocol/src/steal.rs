@@ -80,23 +80,14 @@ mod tests {
     }
 
     fn handler(name: &str) -> TaskSpec {
-        TaskSpec {
-            submitter: peer(0),
-            nonce: 0,
-            kind: TaskKind::Handler {
+        TaskSpec::new(
+            peer(0),
+            0,
+            TaskKind::Handler {
                 name: name.into(),
                 input: vec![],
             },
-            timeout_ms: None,
-            retry: crate::retry::RetryPolicy::default(),
-            placement: None,
-            needs: Default::default(),
-            priority: 0,
-            cost_ms: None,
-            name: None,
-            after: Vec::new(),
-            run_anyway: false,
-        }
+        )
     }
 
     #[test]

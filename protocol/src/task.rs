@@ -2,7 +2,9 @@
 //! form that travels ([`Envelope`]) and what a run produced ([`Outcome`]).
 //!
 //! Owns the rule that a task id is the hash of the canonical, signed spec bytes, so that a task
-//! cannot be altered in flight without its id changing. It never runs anything.
+//! cannot be altered in flight without its id changing, and the rule that the spec names its home
+//! set with its submitter (the peer it was submitted through) first: the home set is signed with
+//! the spec, so no member can rewrite it. It never runs anything.
 
 use std::fmt;
 use std::str::FromStr;
@@ -102,11 +104,21 @@ pub enum TaskKind {
     },
 }
 
+/// The most peers a home set may name.
+pub const MAX_HOME: usize = 32;
+/// The longest client name a spec may carry, in bytes.
+pub const MAX_CLIENT: usize = 64;
+
 /// Everything a submitter says about a task. Its canonical encoding is signed and hashed.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct TaskSpec {
-    /// Who submitted (and signed) it.
+    /// The peer it was submitted through, which signed it (its origin).
     pub submitter: PeerKey,
+    /// The peers that keep its record, in rank order, the submitter first (see [`crate::home`]):
+    /// chosen by the submitter and signed with the spec, so it cannot be rewritten in flight.
+    pub home: Vec<PeerKey>,
+    /// Who asked the submitter for it: the name of the client's API token, if it had one.
+    pub client: Option<String>,
     /// Makes otherwise identical submissions distinct tasks.
     pub nonce: u64,
     /// What to run.
@@ -130,6 +142,83 @@ pub struct TaskSpec {
     pub after: Vec<TaskId>,
     /// Run even if a task in `after` failed or was cancelled (otherwise this one fails).
     pub run_anyway: bool,
+}
+
+impl TaskSpec {
+    /// A spec of `kind` by `submitter` with every other field at its default: no home set yet (the
+    /// submitting peer chooses it), no client, no timeout, the default retry policy, no placement
+    /// policy of its own, no needs, priority 0, no cost hint, no name, no dependencies.
+    pub fn new(submitter: PeerKey, nonce: u64, kind: TaskKind) -> Self {
+        Self {
+            submitter,
+            home: Vec::new(),
+            client: None,
+            nonce,
+            kind,
+            timeout_ms: None,
+            retry: RetryPolicy::default(),
+            placement: None,
+            needs: crate::resources::Needs::default(),
+            priority: 0,
+            cost_ms: None,
+            name: None,
+            after: Vec::new(),
+            run_anyway: false,
+        }
+    }
+
+    /// Checks what the signature alone does not: the home set starts with the submitter, names no
+    /// peer twice and is not too long; the client name is not too long.
+    pub fn check(&self) -> Result<(), WireError> {
+        if self.home.first() != Some(&self.submitter) {
+            return Err(WireError::Unauthorized(
+                "a home set that does not start with the submitter",
+            ));
+        }
+        if self.home.len() > MAX_HOME {
+            return Err(WireError::Unauthorized("a home set too large"));
+        }
+        let mut sorted = self.home.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != self.home.len() {
+            return Err(WireError::Unauthorized(
+                "a home set that names a peer twice",
+            ));
+        }
+        if self.client.as_ref().is_some_and(|c| c.len() > MAX_CLIENT) {
+            return Err(WireError::Unauthorized("a client name too long"));
+        }
+        Ok(())
+    }
+}
+
+/// A task a dependent waits for, as a submission names it: a task already known by id, or one
+/// submitted earlier in the same submission (a job's tasks come in dependency order, so their ids
+/// are known only once the earlier ones are signed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    /// A task with this id.
+    Task(TaskId),
+    /// The task at this index of the same submission (an earlier one).
+    Earlier(usize),
+}
+
+/// A task as a client asks for it, before the peer it is submitted through signs it: the spec
+/// (its submitter, home set and `after` are filled in by that peer) and what it waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    /// The spec.
+    pub spec: TaskSpec,
+    /// What it waits for, in order (this becomes the spec's `after`).
+    pub after: Vec<Dependency>,
+}
+
+impl From<TaskSpec> for Submission {
+    fn from(spec: TaskSpec) -> Self {
+        let after = spec.after.iter().copied().map(Dependency::Task).collect();
+        Self { spec, after }
+    }
 }
 
 impl Signable for TaskSpec {
@@ -186,28 +275,32 @@ pub struct Task {
 }
 
 impl Task {
-    /// Verifies a signed spec and derives its id.
-    pub fn from_signed(signed: SignedSpec, home: Vec<PeerKey>) -> Result<Self, WireError> {
+    /// Verifies a signed spec (its signature, and that its home set starts with its submitter)
+    /// and derives its id.
+    pub fn from_signed(signed: SignedSpec) -> Result<Self, WireError> {
         let spec = signed.open()?;
+        spec.check()?;
         let id = TaskId::of_spec_bytes(signed.bytes());
         Ok(Self {
             id,
+            home: spec.home.clone(),
             spec,
             signed,
-            home,
             inputs: Vec::new(),
         })
     }
 
     /// Verifies an envelope: the spec's signature, that the id is the hash of the spec, and that
-    /// it names a home set.
+    /// its home set is the one the spec names (a rewritten home set is refused).
     pub fn from_envelope(envelope: Envelope) -> Result<Self, WireError> {
-        if envelope.home.is_empty() {
-            return Err(WireError::Unauthorized("a task with no home set"));
-        }
-        let mut task = Self::from_signed(envelope.spec, envelope.home)?;
+        let mut task = Self::from_signed(envelope.spec)?;
         if task.id != envelope.id {
             return Err(WireError::IdMismatch);
+        }
+        if envelope.home != task.spec.home {
+            return Err(WireError::Unauthorized(
+                "a home set other than the signed one",
+            ));
         }
         task.inputs = envelope.inputs;
         Ok(task)
@@ -271,31 +364,22 @@ mod tests {
     use crate::identity::Keypair;
 
     fn spec(key: &Keypair, nonce: u64) -> TaskSpec {
+        let kind = TaskKind::Handler {
+            name: "echo".into(),
+            input: b"hi".to_vec(),
+        };
         TaskSpec {
-            submitter: key.public(),
-            nonce,
-            kind: TaskKind::Handler {
-                name: "echo".into(),
-                input: b"hi".to_vec(),
-            },
-            timeout_ms: None,
-            retry: RetryPolicy::default(),
-            placement: None,
-            needs: Default::default(),
-            priority: 0,
-            cost_ms: None,
-            name: None,
-            after: Vec::new(),
-            run_anyway: false,
+            home: vec![key.public()],
+            ..TaskSpec::new(key.public(), nonce, kind)
         }
     }
 
     #[test]
     fn id_is_stable_and_depends_on_the_nonce() {
         let key = Keypair::from_secret([1; 32]);
-        let a = Task::from_signed(Signed::sign(&spec(&key, 1), &key), vec![key.public()]).unwrap();
-        let b = Task::from_signed(Signed::sign(&spec(&key, 1), &key), vec![key.public()]).unwrap();
-        let c = Task::from_signed(Signed::sign(&spec(&key, 2), &key), vec![key.public()]).unwrap();
+        let a = Task::from_signed(Signed::sign(&spec(&key, 1), &key)).unwrap();
+        let b = Task::from_signed(Signed::sign(&spec(&key, 1), &key)).unwrap();
+        let c = Task::from_signed(Signed::sign(&spec(&key, 2), &key)).unwrap();
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
     }
@@ -303,11 +387,39 @@ mod tests {
     #[test]
     fn envelope_with_a_foreign_id_is_rejected() {
         let key = Keypair::from_secret([1; 32]);
-        let task =
-            Task::from_signed(Signed::sign(&spec(&key, 1), &key), vec![key.public()]).unwrap();
+        let task = Task::from_signed(Signed::sign(&spec(&key, 1), &key)).unwrap();
         let mut envelope = task.envelope();
         envelope.id = TaskId::from_bytes([0; 32]);
         assert_eq!(Task::from_envelope(envelope), Err(WireError::IdMismatch));
+    }
+
+    #[test]
+    fn a_home_set_is_signed_and_starts_with_the_submitter() {
+        let key = Keypair::from_secret([1; 32]);
+        let other = Keypair::from_secret([2; 32]).public();
+        let task = Task::from_signed(Signed::sign(&spec(&key, 1), &key)).unwrap();
+        let mut rewritten = task.envelope();
+        rewritten.home = vec![key.public(), other];
+        assert!(matches!(
+            Task::from_envelope(rewritten),
+            Err(WireError::Unauthorized(_))
+        ));
+        let not_first = TaskSpec {
+            home: vec![other, key.public()],
+            ..spec(&key, 2)
+        };
+        assert!(matches!(
+            Task::from_signed(Signed::sign(&not_first, &key)),
+            Err(WireError::Unauthorized(_))
+        ));
+        let twice = TaskSpec {
+            home: vec![key.public(), other, other],
+            ..spec(&key, 3)
+        };
+        assert!(matches!(
+            Task::from_signed(Signed::sign(&twice, &key)),
+            Err(WireError::Unauthorized(_))
+        ));
     }
 
     #[test]
@@ -316,10 +428,7 @@ mod tests {
         let mallory = Keypair::from_secret([2; 32]);
         let honest = Signed::sign(&spec(&key, 1), &key);
         let forged = SignedSpec::from_parts(honest.bytes().to_vec(), mallory.sign(honest.bytes()));
-        assert_eq!(
-            Task::from_signed(forged, vec![key.public()]),
-            Err(WireError::BadSignature)
-        );
+        assert_eq!(Task::from_signed(forged), Err(WireError::BadSignature));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::placement::Policy;
 use taskswarm_protocol::{
     Action, Backoff, Capabilities, Config, Envelope, Gossip, Grant, Keypair, Lease, LoadReport,
-    Message, Outcome, PeerKey, ProcessSpec, RetryPolicy, Scheduler, Signed, SignedSpec, Table,
-    Task, TaskId, TaskKind, TaskSpec, TaskState, lease::show_epoch, wire,
+    Message, Outcome, PeerKey, ProcessSpec, RetryPolicy, Scheduler, Signed, SignedSpec, Submission,
+    Table, Task, TaskId, TaskKind, TaskSpec, TaskState, lease::show_epoch, wire,
 };
 
 /// The first epoch a primary grants (1.0), and the second (2.0).
@@ -64,31 +64,39 @@ fn kinds(actions: &[Action]) -> Vec<String> {
         .collect()
 }
 
-fn process_spec(submitter: &Keypair, nonce: u64, retry: RetryPolicy) -> SignedSpec {
+/// A process task (`true`) to submit through the peer of `submitter`, which completes and signs
+/// it.
+fn process_spec(submitter: &Keypair, nonce: u64, retry: RetryPolicy) -> Submission {
+    let kind = TaskKind::Process(ProcessSpec {
+        program: "true".into(),
+        args: vec![],
+        env: vec![],
+        stdin: vec![],
+    });
     let spec = TaskSpec {
-        submitter: submitter.public(),
-        nonce,
-        kind: TaskKind::Process(ProcessSpec {
-            program: "true".into(),
-            args: vec![],
-            env: vec![],
-            stdin: vec![],
-        }),
-        timeout_ms: None,
         retry,
-        placement: None,
-        needs: Default::default(),
-        priority: 0,
-        cost_ms: None,
-        name: None,
-        after: Vec::new(),
-        run_anyway: false,
+        ..TaskSpec::new(submitter.public(), nonce, kind)
+    };
+    spec.into()
+}
+
+fn spec(submitter: &Keypair, nonce: u64) -> Submission {
+    process_spec(submitter, nonce, RetryPolicy::default())
+}
+
+/// A spec signed by `submitter` as the task's origin, with home set `home` (`submitter` first), as
+/// a peer would have accepted it.
+fn signed_with_home(submitter: &Keypair, nonce: u64, home: Vec<PeerKey>) -> SignedSpec {
+    let spec = TaskSpec {
+        home,
+        ..process_spec(submitter, nonce, RetryPolicy::default()).spec
     };
     Signed::sign(&spec, submitter)
 }
 
-fn spec(submitter: &Keypair, nonce: u64) -> SignedSpec {
-    process_spec(submitter, nonce, RetryPolicy::default())
+/// A spec signed by `submitter` as the task's origin and only home member.
+fn signed(submitter: &Keypair, nonce: u64) -> SignedSpec {
+    signed_with_home(submitter, nonce, vec![submitter.public()])
 }
 
 fn report(from: &Keypair, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
@@ -411,10 +419,10 @@ fn a_dependent_task_waits_for_its_dependency_asked_of_the_peer_that_keeps_it() {
         })
         .expect("A runs the dependency itself");
     // B takes a task that waits for it: nothing runs, B asks A.
-    let mut waiting = spec(&key(2), 2).open().unwrap();
+    let mut waiting = spec(&key(2), 2).spec;
     waiting.after = vec![dep];
     waiting.name = Some("d".into());
-    let id = *b.submit(2, &mut rng, vec![Signed::sign(&waiting, &key(2))])[0]
+    let id = *b.submit(2, &mut rng, vec![waiting.into()])[0]
         .as_ref()
         .unwrap();
     let asked = drain(&mut b);
@@ -658,7 +666,7 @@ fn a_failing_task_is_retried_after_its_backoff_then_fails_with_every_attempt() {
 fn a_holder_cut_off_from_every_home_member_stops_the_task() {
     let (a, mut b) = (key(1), peer(2, 1, true));
     let mut rng = rng();
-    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
+    let task = Task::from_signed(signed(&a, 1)).unwrap();
     b.handle_gossip(0, &mut rng, &report(&a, 1, 0, false));
     let grant = Grant {
         granted_by: a.public(),
@@ -859,7 +867,7 @@ fn lease(task: TaskId, holder: PeerKey, granted_by: PeerKey) -> Lease {
 #[test]
 fn a_placed_task_whose_id_does_not_match_its_spec_is_rejected() {
     let (mut b, a) = (peer(2, 1, true), key(1));
-    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
+    let task = Task::from_signed(signed(&a, 1)).unwrap();
     let wrong = TaskId::from_bytes([9; 32]);
     let envelope = Envelope {
         id: wrong,
@@ -886,7 +894,7 @@ fn a_placed_task_whose_id_does_not_match_its_spec_is_rejected() {
 #[test]
 fn a_lease_with_a_bad_signature_or_from_a_third_party_is_rejected() {
     let (mut b, a, mallory) = (peer(2, 1, true), key(1), key(9));
-    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
+    let task = Task::from_signed(signed(&a, 1)).unwrap();
     let grant = Grant {
         granted_by: a.public(),
         leases: vec![lease(task.id, b.me(), a.public())],
@@ -936,7 +944,7 @@ fn a_forged_record_is_not_stored() {
 #[test]
 fn a_peer_that_cannot_run_a_task_refuses_it() {
     let (a, mut b) = (key(1), peer(2, 1, false));
-    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
+    let task = Task::from_signed(signed(&a, 1)).unwrap();
     let grant = Grant {
         granted_by: a.public(),
         leases: vec![lease(task.id, b.me(), a.public())],
@@ -1014,7 +1022,7 @@ fn ticks_broadcast_a_signed_load_report_at_the_interval() {
 fn a_holder_that_was_frozen_stops_what_it_holds_on_waking() {
     let (a, mut b) = (key(1), peer(2, 1, true));
     let mut rng = rng();
-    let task = Task::from_signed(spec(&a, 1), vec![a.public()]).unwrap();
+    let task = Task::from_signed(signed(&a, 1)).unwrap();
     b.tick(0, &mut rng);
     b.handle_gossip(0, &mut rng, &report(&a, 1, 0, false));
     let grant = Grant {
@@ -1056,11 +1064,9 @@ fn a_task_placed_by_its_own_policy() {
         for n in 0..9 {
             let spec = TaskSpec {
                 placement: policy,
-                ..process_spec(&key(1), nonce + n, RetryPolicy::default())
-                    .open()
-                    .unwrap()
+                ..process_spec(&key(1), nonce + n, RetryPolicy::default()).spec
             };
-            let submitted = a.submit(0, rng, vec![Signed::sign(&spec, &key(1))]);
+            let submitted = a.submit(0, rng, vec![spec.into()]);
             ids.push(*submitted[0].as_ref().unwrap());
         }
         drain(a);

@@ -6,8 +6,8 @@
 use proptest::prelude::*;
 use taskswarm_protocol::{
     Attempt, Capabilities, Ending, Envelope, Gossip, Grant, Keypair, Label, Lease, LoadReport,
-    Message, Needs, Offer, Outcome, PeerKey, ProcessSpec, Resources, RetryPolicy, Signed, Task,
-    TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, Transition, wire,
+    Message, Needs, Offer, Outcome, PeerKey, ProcessSpec, Resources, Signed, Task, TaskId,
+    TaskKind, TaskRecord, TaskSpec, TaskState, Transition, wire,
 };
 
 fn key() -> Keypair {
@@ -72,20 +72,18 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
             |(nonce, kind, timeout_ms, (resources, labels), priority, cost_ms)| {
                 let k = key();
                 let spec = TaskSpec {
-                    submitter: k.public(),
-                    nonce,
-                    kind,
+                    home: vec![k.public()],
+                    client: Some("alice".into()),
                     timeout_ms,
-                    retry: RetryPolicy::default(),
-                    placement: None,
                     needs: Needs { resources, labels },
                     priority,
                     cost_ms,
                     name: Some("a".into()),
                     after: vec![TaskId::from_bytes([7; 32])],
                     run_anyway: true,
+                    ..TaskSpec::new(k.public(), nonce, kind)
                 };
-                Task::from_signed(Signed::sign(&spec, &k), vec![k.public()])
+                Task::from_signed(Signed::sign(&spec, &k))
                     .map(|t| t.envelope())
                     .unwrap()
             },

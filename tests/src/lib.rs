@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{
     Action, Batch, Capabilities, Config, Keypair, Message, Millis, Outcome, PeerKey, RetryPolicy,
-    Scheduler, Signed, SignedSpec, Table, TaskId, TaskKind, TaskSpec, wire,
+    Scheduler, Submission, Table, TaskId, TaskKind, TaskSpec, wire,
 };
 
 /// The wall time the simulation starts at (ms since the Unix epoch), before each peer's skew.
@@ -343,27 +343,18 @@ impl Sim {
         self.peers[i].scheduler.as_ref()
     }
 
-    /// A signed spec for a [`SLEEP`] task of `ms`, submitted by peer `by`.
-    pub fn sleep_spec(&mut self, by: usize, ms: u64, retry: RetryPolicy) -> SignedSpec {
+    /// A spec for a [`SLEEP`] task of `ms`, to submit through peer `by` (which completes and
+    /// signs it).
+    pub fn sleep_spec(&mut self, by: usize, ms: u64, retry: RetryPolicy) -> TaskSpec {
         self.nonce += 1;
-        let spec = TaskSpec {
-            submitter: self.peers[by].me(),
-            nonce: self.nonce,
-            kind: TaskKind::Handler {
-                name: SLEEP.into(),
-                input: ms.to_le_bytes().to_vec(),
-            },
-            timeout_ms: None,
-            retry,
-            placement: None,
-            needs: Default::default(),
-            priority: 0,
-            cost_ms: None,
-            name: None,
-            after: Vec::new(),
-            run_anyway: false,
+        let kind = TaskKind::Handler {
+            name: SLEEP.into(),
+            input: ms.to_le_bytes().to_vec(),
         };
-        Signed::sign(&spec, &self.peers[by].key)
+        TaskSpec {
+            retry,
+            ..TaskSpec::new(self.peers[by].me(), self.nonce, kind)
+        }
     }
 
     /// Submits `count` sleep tasks of `ms` each to peer `by`; returns their ids (acknowledged
@@ -376,12 +367,13 @@ impl Sim {
     }
 
     /// Submits specs to peer `by`.
-    pub fn submit(&mut self, by: usize, specs: Vec<SignedSpec>) -> Vec<TaskId> {
+    pub fn submit(&mut self, by: usize, specs: Vec<TaskSpec>) -> Vec<TaskId> {
         let now = self.clock(by);
         let Some(scheduler) = self.peers[by].scheduler.as_mut() else {
             return Vec::new();
         };
-        let results = scheduler.submit(now, &mut self.rng, specs);
+        let submissions = specs.into_iter().map(Submission::from).collect();
+        let results = scheduler.submit(now, &mut self.rng, submissions);
         self.drain(by);
         results
             .into_iter()

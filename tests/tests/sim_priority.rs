@@ -39,7 +39,10 @@ fn low_priority_wait(seed: u64, ageing_ms: Millis) -> (Millis, bool) {
         let specs = (0..PER_BATCH)
             .map(|_| {
                 let spec = sim.sleep_spec(by, 50, RetryPolicy::default());
-                resign(&sim, by, spec, HIGH)
+                taskswarm_protocol::TaskSpec {
+                    priority: HIGH,
+                    ..spec
+                }
             })
             .collect();
         all.extend(sim.submit(by, specs));
@@ -72,17 +75,6 @@ fn low_priority_wait(seed: u64, ageing_ms: Millis) -> (Millis, bool) {
 }
 
 /// The same spec at another priority, signed again by its submitter.
-fn resign(
-    sim: &Sim,
-    by: usize,
-    spec: taskswarm_protocol::SignedSpec,
-    priority: i32,
-) -> taskswarm_protocol::SignedSpec {
-    let mut spec = spec.open().unwrap();
-    spec.priority = priority;
-    taskswarm_protocol::Signed::sign(&spec, &sim.peers[by].key)
-}
-
 #[test]
 fn a_stream_of_high_priority_work_does_not_starve_a_low_priority_task() {
     for seed in 0..3 {

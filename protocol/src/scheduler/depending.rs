@@ -191,7 +191,8 @@ impl Scheduler {
         let Some(record) = record.filter(|r| r.id() == dep) else {
             return true;
         };
-        let Ok(spec) = record.envelope.spec.open() else {
+        let Ok(spec) = crate::task::Task::from_envelope(record.envelope.clone()).map(|t| t.spec)
+        else {
             return true;
         };
         let lookup = self.lookups.entry(dep).or_default();

@@ -33,7 +33,7 @@ use crate::membership::{Membership, Observed, PeerView};
 use crate::message::{Gossip, Message};
 use crate::record::{HeldEntry, OutboxEntry, TaskRecord};
 use crate::signed::Signed;
-use crate::task::{Outcome, SignedSpec, Task, TaskId, TaskSpec};
+use crate::task::{Outcome, Task, TaskId, TaskSpec};
 use crate::wire::{self, WireError};
 
 pub use crate::record::TaskState;
@@ -532,7 +532,7 @@ impl Scheduler {
     }
 
     fn restore_record(&mut self, record: TaskRecord) -> Result<(), WireError> {
-        let spec = record.envelope.spec.open()?;
+        let spec = Task::from_envelope(record.envelope.clone())?.spec;
         let id = record.id();
         if !record.state.is_final() {
             self.active.insert(id);
@@ -549,18 +549,19 @@ impl Scheduler {
 
     // ----- inputs -----
 
-    /// Accepts tasks signed by their submitters, with this peer first in their home sets, and
-    /// places them. Returns each task's id, or why its spec was rejected; an
-    /// [`Action::Accepted`] follows once each is stored on its home set. Submitting a task that
-    /// is already recorded returns its id again.
+    /// Accepts tasks submitted through this peer: completes each spec (this peer as submitter
+    /// and first of its home set, its dependencies' ids), signs it, and places it. Returns each
+    /// task's id in order, or why it was refused; an [`Action::Accepted`] follows once each is
+    /// stored on its home set. The caller makes nonces unique: submitting the same spec with the
+    /// same nonce again is the same task, and returns its id again.
     pub fn submit(
         &mut self,
         now: Millis,
         rng: &mut dyn RngCore,
-        specs: Vec<SignedSpec>,
+        submissions: Vec<crate::task::Submission>,
     ) -> Vec<Result<TaskId, WireError>> {
         self.boot(now);
-        let results = self.accept(now, rng, specs);
+        let results = self.accept(now, rng, submissions);
         self.finish_input(now, rng);
         results
     }

@@ -16,7 +16,8 @@ use crate::identity::PeerKey;
 use crate::lease::{Lease, SignedGrant};
 use crate::record::{Attempt, TaskRecord, Transition};
 use crate::retry::Ending;
-use crate::task::{Envelope, Outcome, SignedSpec, Task, TaskId};
+use crate::signed::Signed;
+use crate::task::{Dependency, Envelope, Outcome, Submission, Task, TaskId};
 use crate::wire::WireError;
 
 /// How much of a failed attempt's standard error its history keeps.
@@ -24,18 +25,49 @@ const STDERR_TAIL: usize = 400;
 
 impl Scheduler {
     /// Records new tasks with this peer as origin and primary, stores them on their home sets and
-    /// places them.
+    /// places them. Each spec is completed here (this peer as submitter, its home set, its
+    /// dependencies' ids) and signed with this peer's key.
     pub(super) fn accept(
         &mut self,
         now: Millis,
         rng: &mut dyn RngCore,
-        specs: Vec<SignedSpec>,
+        submissions: Vec<Submission>,
     ) -> Vec<Result<TaskId, WireError>> {
         let live: Vec<PeerKey> = self.members.iter().map(|(p, _)| *p).collect();
         let mut fresh = Vec::new();
-        let mut results = Vec::with_capacity(specs.len());
-        for signed in specs {
-            let task = match Task::from_signed(signed, Vec::new()) {
+        let mut results: Vec<Result<TaskId, WireError>> = Vec::with_capacity(submissions.len());
+        for Submission { mut spec, after } in submissions {
+            let ids: Option<Vec<TaskId>> = after
+                .iter()
+                .map(|dependency| match dependency {
+                    Dependency::Task(id) => Some(*id),
+                    Dependency::Earlier(i) => {
+                        results.get(*i).and_then(|r| r.as_ref().ok()).copied()
+                    }
+                })
+                .collect();
+            let Some(ids) = ids else {
+                results.push(Err(WireError::Unauthorized(
+                    "a dependency on a task that is not earlier in the submission",
+                )));
+                continue;
+            };
+            spec.submitter = self.me;
+            spec.after = ids;
+            // A task that depends on one this peer leads shares its home set, so that their
+            // primary keeps both records and sees the dependency end without asking.
+            spec.home = spec
+                .after
+                .first()
+                .and_then(|dep| self.records.get(dep))
+                .map(|e| e.record.home().to_vec())
+                .filter(|home| home.first() == Some(&self.me))
+                .unwrap_or_else(|| {
+                    let key = home::key(&self.me, spec.nonce);
+                    home::home_set(&key, self.me, live.iter().copied(), self.config.replicas)
+                });
+            let signed = Signed::sign(&spec, &self.key);
+            let task = match Task::from_signed(signed) {
                 Ok(task) => task,
                 Err(error) => {
                     results.push(Err(error));
@@ -51,18 +83,7 @@ impl Scheduler {
                 }
                 continue;
             }
-            // A task that depends on one this peer leads shares its home set, so that their
-            // primary keeps both records and sees the dependency end without asking.
-            let home = task
-                .spec
-                .after
-                .first()
-                .and_then(|dep| self.records.get(dep))
-                .map(|e| e.record.home().to_vec())
-                .filter(|home| home.first() == Some(&self.me))
-                .unwrap_or_else(|| {
-                    home::home_set(&id, self.me, live.iter().copied(), self.config.replicas)
-                });
+            let home = task.home.clone();
             let wall = self.wall(now);
             let record = TaskRecord {
                 envelope: Envelope {
