@@ -11,6 +11,8 @@
 //!   to end and answers `{"tasks": [...]}` with each task's view in order (`null` for an id no live
 //!   peer knows): one request instead of one long poll per task.
 //! - `DELETE /v1/tasks/{id}`: cancels a task wherever it runs.
+//! - `GET /v1/tasks/{id}/proof`: the task's record sealed by the home member that wrote it, and
+//!   the chain read from it (see [`crate::proof`]).
 //! - `GET /v1/tasks[?state=S]`: the tasks whose records this peer keeps (its home sets).
 //! - `GET /v1/cluster`: this peer and the peers it knows, with their last load reports.
 //! - `GET /healthz`: liveness.
@@ -240,6 +242,7 @@ pub fn router_with(client: Client, access: Access) -> Router {
         .route("/v1/tasks/wait", post(wait_tasks))
         .route("/v1/jobs", post(post_job))
         .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
+        .route("/v1/tasks/{id}/proof", get(get_proof))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz")
         })
@@ -396,6 +399,17 @@ async fn get_task(
     }
     match client.task(id).await? {
         Some(view) => Ok(Json(view)),
+        None => Err(ClientError::UnknownTask(id).into()),
+    }
+}
+
+async fn get_proof(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::proof::ProofView> {
+    let id = parse_id(&id)?;
+    match client.proof(id).await? {
+        Some(sealed) => Ok(Json(crate::proof::view(&sealed))),
         None => Err(ClientError::UnknownTask(id).into()),
     }
 }

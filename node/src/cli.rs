@@ -324,6 +324,15 @@ enum TaskCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check a task's proof yourself and print its chain: the spec signed by the peer it was
+    /// submitted through (naming the client and the home set), and the record sealed by the home
+    /// member that wrote it. Exits 0 if every signature holds, 1 if not.
+    Verify {
+        /// The task id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArg,
+    },
     /// Cancel a task wherever it runs (its process group is killed).
     Cancel {
         /// The task id.
@@ -362,6 +371,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let task: TaskView = api.client()?.get(&format!("/v1/tasks/{id}")).await?;
             print_task(&task, json)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Task(TaskCmd::Verify { id, api }) => {
+            let proof: taskswarm::proof::ProofView =
+                api.client()?.get(&format!("/v1/tasks/{id}/proof")).await?;
+            match taskswarm::proof::check(&id, &proof.sealed) {
+                Ok(chain) => {
+                    println!("task {id}: the proof holds");
+                    for line in chain {
+                        println!("  {line}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    println!("task {id}: {error}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Cmd::Task(TaskCmd::Cancel { id, api }) => {
             let answer: serde_json::Value =

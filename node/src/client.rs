@@ -35,6 +35,10 @@ pub(crate) enum Command {
         id: TaskId,
         reply: oneshot::Sender<Option<TaskView>>,
     },
+    Proof {
+        id: TaskId,
+        reply: oneshot::Sender<Option<taskswarm_protocol::SealedRecord>>,
+    },
     Tasks {
         state: Option<TaskState>,
         reply: oneshot::Sender<Vec<TaskView>>,
@@ -106,6 +110,16 @@ impl Client {
     /// that does.
     pub async fn task(&self, id: TaskId) -> Result<Option<TaskView>, ClientError> {
         self.ask(|reply| Command::Task { id, reply }).await
+    }
+
+    /// The record of a task with the seal of the member that wrote it: check it with
+    /// [`taskswarm_protocol::SealedRecord::verify`] and read the chain from its history (see
+    /// [`crate::proof`]). From this peer if it keeps the record, otherwise from a peer that does.
+    pub async fn proof(
+        &self,
+        id: TaskId,
+    ) -> Result<Option<taskswarm_protocol::SealedRecord>, ClientError> {
+        self.ask(|reply| Command::Proof { id, reply }).await
     }
 
     /// Waits until the task has ended and returns its final view.

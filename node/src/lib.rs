@@ -30,7 +30,8 @@
 //! - [`network`]: the libp2p transport and behaviours; [`codec`]: framing of direct messages.
 //! - [`executor`]: runs process and handler tasks.
 //! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it.
-//! - [`spec`]: task specs as people write them; [`view`]: what the API shows.
+//! - [`spec`]: task specs as people write them; [`view`]: what the API shows; [`proof`]: a
+//!   task's sealed record, checked, and its chain.
 //! - [`admission`]: who may connect: the swarm key and the allowlist.
 //! - [`keys`]: key files and the peer key ↔ libp2p peer id mapping.
 //! - [`tokens`]: API tokens and their roles.
@@ -46,6 +47,7 @@ pub mod keys;
 pub mod machine;
 pub mod network;
 pub mod peer;
+pub mod proof;
 mod runtime;
 pub mod spec;
 pub mod store;

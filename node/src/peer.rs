@@ -366,7 +366,18 @@ impl PeerBuilder {
         let rows = store.load()?;
         let restored = rows.len();
         for (table, bytes) in rows {
-            scheduler.restore(table, &bytes);
+            if let Err(error) = scheduler.restore(table, &bytes) {
+                let task = taskswarm_protocol::SealedRecord::from_bytes(&bytes)
+                    .map(|r| r.record.id().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                tracing::error!(
+                    ?table,
+                    %task,
+                    %error,
+                    "refusing a stored row: it changed on disk or cannot be read; the other \
+                     members of the task's home set will send the record again"
+                );
+            }
         }
         if restored > 0 {
             tracing::info!(

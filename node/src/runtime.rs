@@ -18,7 +18,7 @@ use libp2p::{Multiaddr, Swarm, gossipsub, identify};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use taskswarm_protocol::{
-    Action, Batch, Message, Millis, Outcome, PeerKey, Scheduler, Submission, TaskId, TaskRecord,
+    Action, Batch, Message, Millis, Outcome, PeerKey, Scheduler, SealedRecord, Submission, TaskId,
     TaskSpec, wire,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -64,6 +64,7 @@ pub(crate) struct EventLoop {
 
 /// What a query to other peers is for.
 enum Purpose {
+    Proof(oneshot::Sender<Option<SealedRecord>>),
     Show(oneshot::Sender<Option<TaskView>>),
     Wait(TaskId),
     Cancel(TaskId, oneshot::Sender<bool>),
@@ -348,6 +349,15 @@ impl EventLoop {
                 None => {
                     let query = self.scheduler.query(now, &mut state.rng, id);
                     state.queries.insert(query, Purpose::Show(reply));
+                }
+            },
+            Command::Proof { id, reply } => match self.scheduler.sealed(&id) {
+                Some(sealed) => {
+                    let _ = reply.send(Some(sealed));
+                }
+                None => {
+                    let query = self.scheduler.query(now, &mut state.rng, id);
+                    state.queries.insert(query, Purpose::Proof(reply));
                 }
             },
             Command::Wait { id, reply } => match self.scheduler.task(&id) {
@@ -652,26 +662,29 @@ impl EventLoop {
         }
     }
 
-    fn answer(&mut self, state: &mut State, query: u64, record: Option<Box<TaskRecord>>) {
+    fn answer(&mut self, state: &mut State, query: u64, record: Option<Box<SealedRecord>>) {
         let now = state.now();
         match state.queries.remove(&query) {
+            Some(Purpose::Proof(reply)) => {
+                let _ = reply.send(record.map(|r| *r));
+            }
             Some(Purpose::Show(reply)) => {
-                let _ = reply.send(record.map(|r| TaskView::of(&r)));
+                let _ = reply.send(record.map(|r| TaskView::of(&r.record)));
             }
             Some(Purpose::Wait(id)) => {
                 let done = match &record {
                     None => true,
-                    Some(r) => r.state.is_final(),
+                    Some(r) => r.record.state.is_final(),
                 };
                 if done && let Some((waiters, _)) = state.remote_waiters.remove(&id) {
-                    let view = record.map(|r| TaskView::of(&r));
+                    let view = record.map(|r| TaskView::of(&r.record));
                     for waiter in waiters {
                         let _ = waiter.send(view.clone());
                     }
                 }
             }
             Some(Purpose::Cancel(id, reply)) => {
-                let home = record.map(|r| r.envelope.home);
+                let home = record.map(|r| r.record.envelope.home);
                 let known = home.is_some();
                 if known {
                     self.scheduler.cancel(now, &mut state.rng, id, home);

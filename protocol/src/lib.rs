@@ -21,6 +21,7 @@
 //! - [`membership`]: who is alive and how loaded, as seen from here.
 //! - [`home`]: home sets (who keeps a task's record) and who is a task's primary.
 //! - [`record`]: task records, attempts and histories, and what a holder stores.
+//! - [`seal`]: the signature of the member that wrote each version of a record, in batches.
 //! - [`retry`]: retry policies and backoff.
 //! - [`placement`]: where a new task goes (power of two choices).
 //! - [`steal`]: whom an idle peer asks for work, and what a busy peer gives.
@@ -38,6 +39,7 @@ pub mod record;
 pub mod resources;
 pub mod retry;
 pub mod scheduler;
+pub mod seal;
 pub mod signed;
 pub mod steal;
 pub mod task;
@@ -55,6 +57,7 @@ pub use record::{Attempt, TaskRecord, TaskState, Transition};
 pub use resources::{Label, Needs, Offer, Resources};
 pub use retry::{Backoff, Ending, RetryOn, RetryPolicy};
 pub use scheduler::{Action, Config, Counters, Scheduler, Table};
+pub use seal::{Seal, SealedRecord};
 pub use signed::{Signable, Signed};
 pub use task::{
     Dependency, Envelope, Input, Outcome, ProcessSpec, SignedSpec, Submission, Task, TaskId,

@@ -46,7 +46,11 @@ impl Capabilities {
 pub struct LoadReport {
     /// The reporting peer (and signer).
     pub peer: PeerKey,
-    /// Grows with every report, so an older report is never taken over a newer one.
+    /// Drawn at random when the peer starts: a report with another `boot` than the last one held
+    /// comes from a restarted peer, whose `seq` starts again.
+    pub boot: u64,
+    /// Grows with every report of one run of the peer, so an older report is never taken over a
+    /// newer one.
     pub seq: u64,
     /// Tasks waiting in its ready queue.
     pub queued: u32,

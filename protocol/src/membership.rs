@@ -52,6 +52,12 @@ impl Membership {
             heard_at: now,
         };
         match self.peers.get_mut(&view.report.peer) {
+            // A peer that restarted numbers its reports from the start again: it is new, and
+            // must be caught up.
+            Some(known) if known.report.boot != view.report.boot => {
+                *known = view;
+                Observed::New
+            }
             Some(known) if known.report.seq >= view.report.seq => Observed::Stale,
             Some(known) => {
                 *known = view;

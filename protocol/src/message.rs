@@ -13,16 +13,17 @@ use bincode::{Decode, Encode};
 
 use crate::lease::SignedGrant;
 use crate::load::{Capabilities, SignedLoadReport};
-use crate::record::TaskRecord;
+use crate::seal::SealedRecord;
 use crate::task::{Envelope, Outcome, TaskId};
 
 /// A message to one peer.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Message {
-    /// Origin or primary → home member: keep these records (new tasks, or newer versions).
+    /// Home member → home member: keep these records (new tasks, or newer versions), each sealed
+    /// by the member that wrote it.
     Store {
         /// The records.
-        records: Vec<TaskRecord>,
+        records: Vec<SealedRecord>,
     },
     /// Home member → sender of `Store`: these records are stored durably, at these versions.
     Stored {
@@ -130,8 +131,8 @@ pub enum Message {
     Answer {
         /// The question's number.
         query: u64,
-        /// The record, if this peer keeps it.
-        record: Option<Box<TaskRecord>>,
+        /// The record, if this peer keeps it, with its seal.
+        record: Option<Box<SealedRecord>>,
     },
 }
 

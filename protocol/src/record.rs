@@ -3,7 +3,8 @@
 //! (held tasks, and results not yet acknowledged).
 //!
 //! A record carries a version that its primary raises on every change; a home member takes a
-//! replicated record only if its version is higher than the one it has. Owns the record's shape and
+//! replicated record only if its version is higher than the one it has. Records travel and are
+//! stored sealed by the member that wrote them ([`crate::seal`]). Owns the record's shape and
 //! its encoding for storage; the rules that change it are the scheduler's.
 
 use bincode::{Decode, Encode};
@@ -11,7 +12,6 @@ use bincode::{Decode, Encode};
 use crate::identity::PeerKey;
 use crate::retry::Ending;
 use crate::task::{Envelope, Outcome, TaskId};
-use crate::wire::{self, WireError};
 
 /// Where a task stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
@@ -149,16 +149,6 @@ impl TaskRecord {
             at_wall_ms,
             note: note.to_string(),
         });
-    }
-
-    /// The stored form.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        wire::encode(self)
-    }
-
-    /// Reads a stored record.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, WireError> {
-        wire::decode(bytes)
     }
 }
 

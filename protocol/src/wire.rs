@@ -39,6 +39,9 @@ pub enum WireError {
     /// A signature did not verify.
     #[error("bad signature")]
     BadSignature,
+    /// A record's seal does not cover it, or its signature does not verify.
+    #[error("bad record seal: {0}")]
+    BadSeal(&'static str),
     /// A task's id is not the hash of its spec.
     #[error("task id does not match its spec")]
     IdMismatch,

@@ -102,6 +102,7 @@ fn signed(submitter: &Keypair, nonce: u64) -> SignedSpec {
 fn report(from: &Keypair, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
     let report = LoadReport {
         peer: from.public(),
+        boot: 1,
         seq,
         queued,
         running: 0,
@@ -188,10 +189,19 @@ fn a_lone_peer_stores_runs_and_records_what_it_is_given() {
     assert_eq!(record.state, TaskState::Completed);
     assert_eq!(record.outcome, Some(ok()));
     assert_eq!(record.executed_by, Some(a.me()));
-    let states: Vec<TaskState> = record.history.iter().map(|t| t.state).collect();
+    let steps: Vec<(TaskState, &str)> = record
+        .history
+        .iter()
+        .map(|t| (t.state, t.note.as_str()))
+        .collect();
     assert_eq!(
-        states,
-        [TaskState::Waiting, TaskState::Running, TaskState::Completed]
+        steps,
+        [
+            (TaskState::Waiting, "accepted"),
+            (TaskState::Waiting, "placed"),
+            (TaskState::Running, "started"),
+            (TaskState::Completed, "succeeded")
+        ]
     );
 }
 
@@ -715,7 +725,7 @@ fn what_a_peer_wrote_restores_it_after_a_restart() {
     }
     let mut restarted = peer(1, 1, true);
     for ((table, _), bytes) in &disk {
-        restarted.restore(*table, bytes);
+        restarted.restore(*table, bytes).unwrap();
     }
     assert_eq!(restarted.counters().restore_errors, 0);
     for id in &ids {
@@ -729,6 +739,44 @@ fn what_a_peer_wrote_restores_it_after_a_restart() {
     assert!(disk.keys().any(|(t, _)| *t == Table::Held));
     restarted.tick(2, &mut rng);
     assert!(kinds(&drain(&mut restarted)).contains(&"execute@1.0".to_string()));
+}
+
+/// Every record is stored with the seal of the member that wrote it; one flipped byte in any
+/// stored record (here: in the recorded output) and the peer refuses it at start, saying why.
+#[test]
+fn a_stored_record_changed_on_disk_is_refused_at_restart() {
+    let mut a = peer(1, 1, true);
+    let mut rng = rng();
+    let id = *a.submit(0, &mut rng, vec![spec(&key(1), 1)])[0]
+        .as_ref()
+        .unwrap();
+    a.handle_finished(1, &mut rng, id, E1, ok());
+    let row = drain(&mut a)
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Write {
+                table: Table::Records,
+                value: Some(v),
+                ..
+            } => Some(v),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    assert_eq!(a.task(&id).unwrap().state, TaskState::Completed);
+    let at = row.windows(2).position(|w| w == b"ok").unwrap();
+    let mut flipped = row.clone();
+    flipped[at] ^= 0x01;
+    let mut restarted = peer(1, 1, true);
+    let refused = restarted.restore(Table::Records, &flipped).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "bad record seal: its signature does not verify"
+    );
+    assert_eq!(restarted.counters().restore_errors, 1);
+    assert!(restarted.task(&id).is_none());
+    restarted.restore(Table::Records, &row).unwrap();
+    assert_eq!(restarted.task(&id), a.task(&id));
 }
 
 #[test]
@@ -779,7 +827,7 @@ fn a_peer_that_keeps_no_record_asks_the_others() {
     else {
         panic!("{:?}", kinds(&answered));
     };
-    assert_eq!((*q, record.id()), (query, id));
+    assert_eq!((*q, record.record.id()), (query, id));
     let unknown = b.query(4, &mut rng, TaskId::from_bytes([0; 32]));
     let asked = sent_to(&drain(&mut b), a.me());
     let answer = deliver_bytes(&mut a, b.me(), &asked, 5);
@@ -818,6 +866,7 @@ fn a_load_report_with_a_bad_signature_is_counted_and_dropped() {
     let mut a = peer(1, 1, true);
     let honest = LoadReport {
         peer: key(2).public(),
+        boot: 1,
         seq: 1,
         queued: 0,
         running: 0,
@@ -934,7 +983,7 @@ fn a_forged_record_is_not_stored() {
     let Ok(Message::Store { mut records }) = wire::decode::<Message>(store.last().unwrap()) else {
         panic!("a store message");
     };
-    records[0].envelope.id = TaskId::from_bytes([7; 32]);
+    records[0].record.envelope.id = TaskId::from_bytes([7; 32]);
     let forged = wire::encode(&Message::Store { records });
     b.handle_message(1, &mut rng(), a.public(), &forged);
     assert_eq!(b.counters().rejected_id_mismatch, 1);

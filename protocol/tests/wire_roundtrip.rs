@@ -173,6 +173,13 @@ fn record(envelope: Envelope, version: u64, outcome: Outcome) -> TaskRecord {
     }
 }
 
+/// A record sealed by the test key, alone in its batch.
+fn sealed(record: TaskRecord) -> taskswarm_protocol::SealedRecord {
+    let digest = taskswarm_protocol::seal::digest(&record);
+    let seal = taskswarm_protocol::seal::seal(&key(), &[digest]).remove(0);
+    taskswarm_protocol::SealedRecord { record, seal }
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (prop::collection::vec(arb_envelope(), 0..3), arb_grant())
@@ -209,14 +216,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (arb_envelope(), any::<u64>(), arb_outcome()).prop_map(|(envelope, version, outcome)| {
             let record = record(envelope, version, outcome);
             Message::Store {
-                records: vec![record.clone()],
+                records: vec![sealed(record)],
             }
         }),
         (any::<u64>(), proptest::option::of(arb_envelope())).prop_map(|(query, envelope)| {
             Message::Answer {
                 query,
                 record: envelope
-                    .map(|e| Box::new(record(e, 1, Outcome::Returned { output: vec![] }))),
+                    .map(|e| Box::new(sealed(record(e, 1, Outcome::Returned { output: vec![] })))),
             }
         }),
     ]
@@ -235,6 +242,7 @@ fn arb_gossip() -> impl Strategy<Value = Gossip> {
             let k = key();
             let report = LoadReport {
                 peer: k.public(),
+                boot: 1,
                 seq,
                 queued,
                 running,

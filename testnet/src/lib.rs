@@ -378,6 +378,22 @@ impl Cluster {
         Ok(i)
     }
 
+    /// Stops peer `i` cleanly (SIGTERM, waiting up to 10 s for it to exit, then SIGKILL), so that
+    /// it can be [`restart`](Self::restart)ed.
+    pub fn stop_peer(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, Signal::SIGTERM)?;
+        let peer = &mut self.peers[i];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if peer.child.try_wait()?.is_some() {
+                peer.killed = true;
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill(i)
+    }
+
     /// Kills peer `i` with SIGKILL.
     pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
         let peer = &mut self.peers[i];

@@ -392,8 +392,11 @@ impl Sim {
         let peer = &mut self.peers[i];
         let mut scheduler = Scheduler::new(peer.key.clone(), peer.config.clone());
         scheduler.set_wall_offset(peer.wall_offset);
-        for ((table, _), bytes) in &peer.disk {
-            scheduler.restore(*table, bytes);
+        for ((table, key), bytes) in &peer.disk {
+            // The simulated disk never corrupts a row: a refused one is a bug.
+            if let Err(error) = scheduler.restore(*table, bytes) {
+                panic!("peer {i} refused its own stored row {key:?} of {table:?}: {error}");
+            }
         }
         let restored: Vec<TaskId> = scheduler.tasks().map(|r| r.id()).collect();
         peer.scheduler = Some(scheduler);

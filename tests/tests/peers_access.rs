@@ -247,7 +247,11 @@ async fn the_api_answers_each_request_by_the_roles_of_its_token() {
     assert_eq!(ended.status(), 200);
     let task: TaskView = ended.json().await.unwrap();
     assert_eq!(task.state, "cancelled", "{task:?}");
-    assert_eq!(task.client.as_deref(), Some("ci"), "the spec names its client");
+    assert_eq!(
+        task.client.as_deref(),
+        Some("ci"),
+        "the spec names its client"
+    );
     let health = call(reqwest::Method::GET, "/healthz", None)
         .send()
         .await

@@ -32,6 +32,7 @@ use crate::load::{Capabilities, LoadReport};
 use crate::membership::{Membership, Observed, PeerView};
 use crate::message::{Gossip, Message};
 use crate::record::{HeldEntry, OutboxEntry, TaskRecord};
+use crate::seal::{Seal, SealedRecord, Verifier};
 use crate::signed::Signed;
 use crate::task::{Outcome, Task, TaskId, TaskSpec};
 use crate::wire::{self, WireError};
@@ -176,8 +177,8 @@ pub enum Action {
     Answer {
         /// The query's number.
         query: u64,
-        /// The record, if some peer keeps it.
-        record: Option<Box<TaskRecord>>,
+        /// The record, if some peer keeps it, with its seal (checked).
+        record: Option<Box<SealedRecord>>,
     },
     /// A peer was heard from for the first time; these are its advertised addresses.
     PeerDiscovered {
@@ -220,8 +221,11 @@ pub struct Counters {
     pub leases_reclaimed: u64,
     /// Tasks this peer stopped because it could reach none of their home members.
     pub tasks_abandoned: u64,
-    /// Stored rows that could not be read back.
+    /// Stored rows that could not be read back, or whose seal did not verify.
     pub restore_errors: u64,
+    /// Every rejected message (or part of one: a record, a task) by the kind of message it came
+    /// in, whatever the reason: a bad signature or seal, a forged id, a sender without the role.
+    pub rejected_by_kind: BTreeMap<&'static str, u64>,
 }
 
 impl Counters {
@@ -231,7 +235,7 @@ impl Counters {
             WireError::Malformed(_) | WireError::TrailingBytes(_) | WireError::NonCanonical => {
                 &mut self.rejected_malformed
             }
-            WireError::BadSignature => &mut self.rejected_signature,
+            WireError::BadSignature | WireError::BadSeal(_) => &mut self.rejected_signature,
             WireError::IdMismatch => &mut self.rejected_id_mismatch,
             WireError::Unauthorized(_) => &mut self.rejected_unauthorized,
         };
@@ -248,11 +252,22 @@ impl Counters {
     }
 }
 
-/// A record with its decoded spec.
+/// A record with its decoded spec, and the seal of its current version (`None` while a change
+/// made during this input waits to be sealed at its end).
 #[derive(Clone, Debug)]
 struct Entry {
     record: TaskRecord,
     spec: TaskSpec,
+    seal: Option<Seal>,
+}
+
+impl Entry {
+    fn sealed(&self) -> Option<SealedRecord> {
+        self.seal.as_ref().map(|seal| SealedRecord {
+            record: self.record.clone(),
+            seal: seal.clone(),
+        })
+    }
 }
 
 /// A task this peer holds a lease on.
@@ -377,6 +392,8 @@ pub struct Scheduler {
     out_recorded: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
     out_accepted: Vec<TaskId>,
     report_seq: u64,
+    /// This run's number in its load reports (drawn at the first one).
+    boot: u64,
     last_report_at: Option<Millis>,
     /// Peers heard of (in others' reports) but not in the view: introduced to in fanout mode.
     candidates: BTreeSet<PeerKey>,
@@ -387,6 +404,11 @@ pub struct Scheduler {
     heard: BTreeMap<PeerKey, Millis>,
     counters: Counters,
     actions: VecDeque<Action>,
+    /// Records changed during this input, with the place of their write among the actions: they
+    /// are sealed together at its end and their writes filled in then.
+    unsealed: Vec<(usize, TaskId)>,
+    /// Checks the seals of records that arrive or are read back, remembering recent batches.
+    verifier: Verifier,
 }
 
 impl Scheduler {
@@ -435,12 +457,15 @@ impl Scheduler {
             out_recorded: BTreeMap::new(),
             out_accepted: Vec::new(),
             report_seq: 0,
+            boot: 0,
             candidates: BTreeSet::new(),
             placer: crate::placement::Placer::new(placement),
             heard: BTreeMap::new(),
             last_report_at: None,
             counters: Counters::default(),
             actions: VecDeque::new(),
+            unsealed: Vec::new(),
+            verifier: Verifier::default(),
         }
     }
 
@@ -459,6 +484,12 @@ impl Scheduler {
     /// The record of a task whose home set this peer is in.
     pub fn task(&self, id: &TaskId) -> Option<&TaskRecord> {
         self.records.get(id).map(|e| &e.record)
+    }
+
+    /// The record of a task whose home set this peer is in, with the seal of its current version:
+    /// the proof of where the task stands (see [`crate::seal`]).
+    pub fn sealed(&self, id: &TaskId) -> Option<SealedRecord> {
+        self.records.get(id).and_then(Entry::sealed)
     }
 
     /// Every record this peer keeps, in id order.
@@ -495,6 +526,7 @@ impl Scheduler {
 
     /// The next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
+        self.seal_changed();
         self.actions.pop_front()
     }
 
@@ -511,11 +543,13 @@ impl Scheduler {
         self.config.addrs = addrs;
     }
 
-    /// Takes back one row of a durable table, at start. Rows that cannot be read are counted and
-    /// skipped. Held tasks come back ready to run again (at-least-once execution).
-    pub fn restore(&mut self, table: Table, bytes: &[u8]) {
+    /// Takes back one row of a durable table, at start. A row that cannot be read, or a record
+    /// whose seal does not verify (it changed on disk), is counted, skipped and returned as an
+    /// error saying why; the peer gets the record again from the other members of its home set.
+    /// Held tasks come back ready to run again (at-least-once execution).
+    pub fn restore(&mut self, table: Table, bytes: &[u8]) -> Result<(), WireError> {
         let restored = match table {
-            Table::Records => TaskRecord::from_bytes(bytes).and_then(|r| self.restore_record(r)),
+            Table::Records => SealedRecord::from_bytes(bytes).and_then(|r| self.restore_record(r)),
             Table::Held => wire::decode::<HeldEntry>(bytes).and_then(|h| self.restore_held(h)),
             Table::Outbox => wire::decode::<OutboxEntry>(bytes).map(|o| {
                 let pending = Pending {
@@ -529,16 +563,75 @@ impl Scheduler {
             self.counters.restore_errors += 1;
         }
         self.rejoined = true;
+        restored
     }
 
-    fn restore_record(&mut self, record: TaskRecord) -> Result<(), WireError> {
-        let spec = Task::from_envelope(record.envelope.clone())?.spec;
+    fn restore_record(&mut self, sealed: SealedRecord) -> Result<(), WireError> {
+        let spec = self.check_sealed(&sealed)?;
+        let SealedRecord { record, seal } = sealed;
         let id = record.id();
         if !record.state.is_final() {
             self.active.insert(id);
         }
-        self.records.insert(id, Entry { record, spec });
+        let seal = Some(seal);
+        self.records.insert(id, Entry { record, spec, seal });
         Ok(())
+    }
+
+    /// Checks a sealed record: its spec (signature, id, signed home set) and its seal, which must
+    /// verify and be signed by a member of the task's home set. Returns the decoded spec.
+    fn check_sealed(&mut self, sealed: &SealedRecord) -> Result<TaskSpec, WireError> {
+        let known = self
+            .records
+            .get(&sealed.record.id())
+            .filter(|e| e.record.envelope.spec == sealed.record.envelope.spec)
+            .map(|e| e.spec.clone());
+        let spec = match known {
+            Some(spec) if sealed.record.envelope.home == spec.home => spec,
+            _ => Task::from_envelope(sealed.record.envelope.clone())?.spec,
+        };
+        if !spec.home.contains(&sealed.seal.signer) {
+            return Err(WireError::BadSeal("sealed by a peer outside the home set"));
+        }
+        self.verifier.verify(sealed)?;
+        Ok(spec)
+    }
+
+    /// Seals the records changed during this input, in one batch, and fills in their writes.
+    fn seal_changed(&mut self) {
+        if self.unsealed.is_empty() {
+            return;
+        }
+        let changed = std::mem::take(&mut self.unsealed);
+        let mut ids: Vec<TaskId> = changed.iter().map(|(_, id)| *id).collect();
+        ids.sort();
+        ids.dedup();
+        ids.retain(|id| self.records.contains_key(id));
+        let encoded: Vec<Vec<u8>> = ids
+            .iter()
+            .filter_map(|id| self.records.get(id).map(|e| wire::encode(&e.record)))
+            .collect();
+        let digests: Vec<_> = encoded
+            .iter()
+            .map(|b| crate::seal::digest_of_bytes(b))
+            .collect();
+        let seals = crate::seal::seal(&self.key, &digests);
+        let mut rows: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
+        for ((id, mut bytes), seal) in ids.into_iter().zip(encoded).zip(seals) {
+            // A sealed record encodes as its record followed by its seal.
+            bytes.extend_from_slice(&wire::encode(&seal));
+            if let Some(entry) = self.records.get_mut(&id) {
+                entry.seal = Some(seal);
+            }
+            rows.insert(id, bytes);
+        }
+        for (at, id) in changed {
+            if let (Some(Action::Write { value, .. }), Some(row)) =
+                (self.actions.get_mut(at), rows.get(&id))
+            {
+                *value = Some(row.clone());
+            }
+        }
     }
 
     fn restore_held(&mut self, held: HeldEntry) -> Result<(), WireError> {
@@ -601,7 +694,7 @@ impl Scheduler {
         self.next_query += 1;
         let query = self.next_query;
         if let Some(entry) = self.records.get(&task) {
-            let record = Some(Box::new(entry.record.clone()));
+            let record = entry.sealed().map(Box::new);
             self.actions.push_back(Action::Answer { query, record });
             return query;
         }
@@ -671,7 +764,11 @@ impl Scheduler {
             Message::Abort { task, epoch } => self.on_abort(from, task, epoch),
             Message::Load { report, peers } => self.on_load(now, from, report, peers),
             Message::Query { query, task } => {
-                let record = self.records.get(&task).map(|e| Box::new(e.record.clone()));
+                let record = self
+                    .records
+                    .get(&task)
+                    .and_then(Entry::sealed)
+                    .map(Box::new);
                 self.send(from, Message::Answer { query, record });
             }
             Message::Answer { query, record } => self.on_answer(query, record),
@@ -965,6 +1062,12 @@ impl Scheduler {
         Ok(grant)
     }
 
+    /// Counts a rejected message (or part of one) of `kind`, and why.
+    fn reject(&mut self, kind: &'static str, error: &WireError) {
+        self.counters.count(error);
+        *self.counters.rejected_by_kind.entry(kind).or_default() += 1;
+    }
+
     fn send(&mut self, to: PeerKey, message: Message) {
         self.actions.push_back(Action::Send { to, message });
     }
@@ -974,20 +1077,22 @@ impl Scheduler {
         self.actions.push_back(Action::Write { table, key, value });
     }
 
-    /// Ends every input: steal if idle, start what fits, send what was batched.
+    /// Ends every input: steal if idle, start what fits, seal what changed, send what was
+    /// batched.
     fn finish_input(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.release_dependents(now, rng);
         self.maybe_steal(now, rng);
         self.dispatch(now);
+        self.seal_changed();
         self.flush();
     }
 
     /// Sends the messages batched during this input, one per receiver and kind.
     fn flush(&mut self) {
         for (to, ids) in std::mem::take(&mut self.out_store) {
-            let records: Vec<TaskRecord> = ids
+            let records: Vec<SealedRecord> = ids
                 .iter()
-                .filter_map(|id| self.records.get(id).map(|e| e.record.clone()))
+                .filter_map(|id| self.records.get(id).and_then(Entry::sealed))
                 .collect();
             for chunk in records.chunks(self.config.place_batch_max.max(1)) {
                 self.send(
@@ -1013,8 +1118,12 @@ impl Scheduler {
     fn report(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.report_seq += 1;
         self.last_report_at = Some(now);
+        if self.boot == 0 {
+            self.boot = rng.next_u64().max(1);
+        }
         let report = LoadReport {
             peer: self.me,
+            boot: self.boot,
             seq: self.report_seq,
             queued: self.ready.len() as u32,
             running: self.running,
@@ -1080,8 +1189,8 @@ impl Scheduler {
         }
     }
 
-    fn on_answer(&mut self, query: u64, record: Option<Box<TaskRecord>>) {
-        if self.on_dependency_answer(query, record.as_deref()) {
+    fn on_answer(&mut self, query: u64, record: Option<Box<SealedRecord>>) {
+        if self.on_dependency_answer(query, record.as_deref().map(|s| &s.record)) {
             return;
         }
         let Some(waiting) = self.queries.get_mut(&query) else {

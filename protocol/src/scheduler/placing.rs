@@ -124,16 +124,12 @@ impl Scheduler {
             let record = &mut entry.record;
             record.epoch = crate::lease::next_major(record.epoch);
             record.holder = Some(peer);
-            if record.state == TaskState::Unschedulable {
-                record.transition(
-                    TaskState::Waiting,
-                    Some(peer),
-                    wall,
-                    "placed on a peer that can run it",
-                );
-            } else if record.state != TaskState::Waiting {
-                record.state = TaskState::Waiting;
-            }
+            let note = if record.state == TaskState::Unschedulable {
+                "placed on a peer that can run it"
+            } else {
+                "placed"
+            };
+            record.transition(TaskState::Waiting, Some(peer), wall, note);
             leases.push(Lease {
                 task: *id,
                 epoch: record.epoch,

@@ -16,9 +16,10 @@ use crate::identity::PeerKey;
 use crate::lease::{Lease, SignedGrant};
 use crate::record::{Attempt, TaskRecord, Transition};
 use crate::retry::Ending;
+use crate::seal::{Seal, SealedRecord};
 use crate::signed::Signed;
-use crate::task::{Dependency, Envelope, Outcome, Submission, Task, TaskId};
-use crate::wire::WireError;
+use crate::task::{Dependency, Envelope, Outcome, Submission, Task, TaskId, TaskSpec};
+use crate::wire::{self, WireError};
 
 /// How much of a failed attempt's standard error its history keeps.
 const STDERR_TAIL: usize = 400;
@@ -114,6 +115,7 @@ impl Scheduler {
                 Entry {
                     record,
                     spec: task.spec,
+                    seal: None,
                 },
             );
             self.active.insert(id);
@@ -129,15 +131,18 @@ impl Scheduler {
         results
     }
 
-    /// A record changed here (as origin or primary): raise its version, store it, and send it to
-    /// the other live members of its home set.
+    /// A record changed here (as origin or primary): raise its version, store it (sealed with the
+    /// other changes of this input at its end), and send it to the other live members of its home
+    /// set.
     pub(super) fn changed(&mut self, now: Millis, id: TaskId) {
         let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
         entry.record.version += 1;
-        let record = entry.record.clone();
-        if record.state.is_final() {
+        entry.seal = None;
+        let is_final = entry.record.state.is_final();
+        let home = entry.record.home().to_vec();
+        if is_final {
             if self.waiting_on.contains_key(&id) {
                 self.ended_now.push(id);
             }
@@ -148,10 +153,14 @@ impl Scheduler {
             self.active.insert(id);
             self.confirmed_at.insert(id, now);
         }
-        self.write(Table::Records, id, Some(&record));
+        self.unsealed.push((self.actions.len(), id));
+        self.actions.push_back(Action::Write {
+            table: Table::Records,
+            key: id,
+            value: Some(Vec::new()),
+        });
         self.actions.push_back(Action::Changed { task: id });
-        let backups: Vec<PeerKey> = record
-            .home()
+        let backups: Vec<PeerKey> = home
             .iter()
             .filter(|m| **m != self.me && self.alive(m))
             .copied()
@@ -247,8 +256,20 @@ impl Scheduler {
     /// (the primary that recorded it crashed before passing it on to every member) must learn it,
     /// not overwrite it. Otherwise the newer version wins. A record behind ours is answered with
     /// ours, so such a member learns the result as soon as it sends its own record.
-    pub(super) fn on_store(&mut self, now: Millis, from: PeerKey, records: Vec<TaskRecord>) {
-        for mut record in records {
+    ///
+    /// Who may send it (checked before anything else, for every record): a member of the task's
+    /// home set, to a member; the record must carry the home set its spec signs, and a seal that
+    /// verifies, by a member of that home set. Anything else is counted and dropped.
+    pub(super) fn on_store(&mut self, now: Millis, from: PeerKey, records: Vec<SealedRecord>) {
+        for sealed in records {
+            let spec = match self.check_store(from, &sealed) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    self.reject("store", &error);
+                    continue;
+                }
+            };
+            let SealedRecord { mut record, seal } = sealed;
             let id = record.id();
             let rank = |r: &TaskRecord| (r.state.is_final(), r.version);
             let ours = self
@@ -265,18 +286,16 @@ impl Scheduler {
                 _ => {
                     // A result adopted over a re-claim this peer made: keep the epoch it granted
                     // since (epochs only grow) and void that lease; the attempt under it will be
-                    // told its completion is a duplicate.
+                    // told its completion is a duplicate. The record then changed here, and this
+                    // peer seals the new version.
                     let overtaken = ours.is_some_and(|(_, epoch)| epoch > record.epoch);
                     if overtaken && let Some((_, epoch)) = ours {
                         record.epoch = epoch;
                         record.holder = None;
-                    }
-                    if let Err(error) = self.take_record(from, record) {
-                        self.counters.count(&error);
-                        continue;
-                    }
-                    if overtaken {
+                        self.take_record(record, spec, None);
                         self.changed(now, id);
+                    } else {
+                        self.take_record(record, spec, Some(seal));
                     }
                 }
             }
@@ -285,27 +304,39 @@ impl Scheduler {
         }
     }
 
-    fn take_record(&mut self, from: PeerKey, record: TaskRecord) -> Result<(), WireError> {
-        let home = record.home();
+    /// The sender rule of `Store` (see [`Self::on_store`]); returns the record's spec.
+    fn check_store(&mut self, from: PeerKey, sealed: &SealedRecord) -> Result<TaskSpec, WireError> {
+        let home = sealed.record.home();
         if !home.contains(&self.me) || !home.contains(&from) {
             return Err(WireError::Unauthorized(
                 "a record for a home set without us or the sender",
             ));
         }
+        self.check_sealed(sealed)
+    }
+
+    /// Keeps a record received from another member, with its seal (or, with `None`, unsealed until
+    /// this peer changes and seals it in the same input).
+    fn take_record(&mut self, record: TaskRecord, spec: TaskSpec, seal: Option<Seal>) {
         let id = record.id();
-        let spec = match self.records.remove(&id) {
-            Some(entry) if entry.record.envelope == record.envelope => entry.spec,
-            _ => Task::from_envelope(record.envelope.clone())?.spec,
-        };
+        self.records.remove(&id);
         if record.state.is_final() {
             self.active.remove(&id);
         } else {
             self.active.insert(id);
         }
-        self.write(Table::Records, id, Some(&record));
+        if let Some(seal) = &seal {
+            let mut row = wire::encode(&record);
+            row.extend_from_slice(&wire::encode(seal));
+            self.actions.push_back(Action::Write {
+                table: Table::Records,
+                key: id,
+                value: Some(row),
+            });
+        }
         self.actions.push_back(Action::Changed { task: id });
         let (epoch, is_final) = (record.epoch, record.state.is_final());
-        self.records.insert(id, Entry { record, spec });
+        self.records.insert(id, Entry { record, spec, seal });
         // What waited for this record to catch up may now be moot.
         if let Some(waiting) = self.early_transfers.get_mut(&id) {
             waiting.retain(|l| !is_final && l.epoch > epoch);
@@ -317,7 +348,6 @@ impl Scheduler {
         {
             self.early_completions.remove(&id);
         }
-        Ok(())
     }
 
     /// A home member stored records at these versions.
@@ -526,10 +556,14 @@ impl Scheduler {
             }
             return;
         }
+        let wall = self.wall(now);
         if let Some(entry) = self.records.get_mut(&lease.task) {
             entry.record.epoch = lease.epoch;
             entry.record.holder = Some(lease.holder);
-            entry.record.state = TaskState::Waiting;
+            let note = "handed over by its holder";
+            entry
+                .record
+                .transition(TaskState::Waiting, Some(lease.holder), wall, note);
         }
         self.changed(now, lease.task);
         self.apply_early(now, rng, lease.task);

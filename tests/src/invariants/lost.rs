@@ -2,7 +2,7 @@
 //! survives. A crashed peer keeps its disk, so "survives" here means: its record is on the disk
 //! of some member of its home set.
 
-use taskswarm_protocol::{Table, TaskId, TaskRecord};
+use taskswarm_protocol::{SealedRecord, Table, TaskId};
 
 use crate::Sim;
 
@@ -21,9 +21,9 @@ pub fn check_one(sim: &mut Sim, id: TaskId) -> Result<(), String> {
     if !sim.watch.home_of.contains_key(&id) {
         let home = sim.peers.iter().find_map(|p| {
             let bytes = p.disk.get(&(Table::Records, id))?;
-            TaskRecord::from_bytes(bytes)
+            SealedRecord::from_bytes(bytes)
                 .ok()
-                .map(|r| r.home().to_vec())
+                .map(|r| r.record.home().to_vec())
         });
         match home {
             Some(home) => {
