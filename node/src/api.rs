@@ -460,10 +460,11 @@ async fn wait_tasks(State(client): State<Client>, body: Bytes) -> Result<Respons
 
 async fn cancel_task(
     State(client): State<Client>,
+    caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    if !client.cancel(id).await? {
+    if !client.cancel_as(id, caller_name(caller)).await? {
         return Err(ClientError::UnknownTask(id).into());
     }
     let body = json!({ "id": id.to_string(), "cancelling": true });

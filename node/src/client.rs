@@ -45,6 +45,7 @@ pub(crate) enum Command {
     },
     Cancel {
         id: TaskId,
+        client: Option<String>,
         reply: oneshot::Sender<bool>,
     },
     Cluster {
@@ -138,7 +139,13 @@ impl Client {
     /// Cancels a task wherever it runs (its process group is killed). False if no live peer
     /// keeps the task.
     pub async fn cancel(&self, id: TaskId) -> Result<bool, ClientError> {
-        self.ask(|reply| Command::Cancel { id, reply }).await
+        self.cancel_as(id, None).await
+    }
+
+    /// Cancels a task on behalf of a named client (the API's caller), recorded in its history.
+    pub async fn cancel_as(&self, id: TaskId, client: Option<String>) -> Result<bool, ClientError> {
+        self.ask(|reply| Command::Cancel { id, client, reply })
+            .await
     }
 
     /// The tasks whose records this peer keeps, optionally only those in one state.

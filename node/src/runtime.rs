@@ -67,7 +67,7 @@ enum Purpose {
     Proof(oneshot::Sender<Option<SealedRecord>>),
     Show(oneshot::Sender<Option<TaskView>>),
     Wait(TaskId),
-    Cancel(TaskId, oneshot::Sender<bool>),
+    Cancel(TaskId, Option<String>, oneshot::Sender<bool>),
 }
 
 /// Clients waiting for a task's end.
@@ -385,12 +385,17 @@ impl EventLoop {
                     .collect();
                 let _ = reply.send(views);
             }
-            Command::Cancel { id, reply } => {
-                if self.scheduler.cancel(now, &mut state.rng, id, None) {
+            Command::Cancel { id, client, reply } => {
+                if self
+                    .scheduler
+                    .cancel(now, &mut state.rng, id, None, client.clone())
+                {
                     let _ = reply.send(true);
                 } else {
                     let query = self.scheduler.query(now, &mut state.rng, id);
-                    state.queries.insert(query, Purpose::Cancel(id, reply));
+                    state
+                        .queries
+                        .insert(query, Purpose::Cancel(id, client, reply));
                 }
             }
             Command::Cluster { reply } => {
@@ -683,11 +688,11 @@ impl EventLoop {
                     }
                 }
             }
-            Some(Purpose::Cancel(id, reply)) => {
+            Some(Purpose::Cancel(id, client, reply)) => {
                 let home = record.map(|r| r.record.envelope.home);
                 let known = home.is_some();
                 if known {
-                    self.scheduler.cancel(now, &mut state.rng, id, home);
+                    self.scheduler.cancel(now, &mut state.rng, id, home, client);
                 }
                 let _ = reply.send(known);
             }

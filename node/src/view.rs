@@ -278,6 +278,12 @@ pub struct CountersView {
     pub leases_reclaimed: u64,
     /// Tasks stopped because no home member could be reached.
     pub tasks_abandoned: u64,
+    /// Stored rows refused at start (unreadable, or their seal did not verify).
+    #[serde(default)]
+    pub restore_errors: u64,
+    /// Every rejected message, by the kind of message it came in.
+    #[serde(default)]
+    pub rejected_by_kind: std::collections::BTreeMap<String, u64>,
 }
 
 impl From<&Counters> for CountersView {
@@ -296,6 +302,12 @@ impl From<&Counters> for CountersView {
             tasks_executed: c.tasks_executed,
             leases_reclaimed: c.leases_reclaimed,
             tasks_abandoned: c.tasks_abandoned,
+            restore_errors: c.restore_errors,
+            rejected_by_kind: c
+                .rejected_by_kind
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
         }
     }
 }

@@ -99,10 +99,12 @@ pub enum Message {
         /// `(task, epoch)` pairs.
         tasks: Vec<(TaskId, u64)>,
     },
-    /// Any peer → home set: cancel this task.
+    /// A member → home set: cancel this task.
     Cancel {
         /// The task.
         task: TaskId,
+        /// The client that asked (the name of its API token), if any: recorded in the history.
+        by: Option<String>,
     },
     /// Primary → holder: stop this task (it was cancelled); the lease at `epoch` is void.
     Abort {

@@ -304,6 +304,7 @@ fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
     let mut rng = rng();
     c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
     b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
     a.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
     for s in [&mut a, &mut b, &mut c] {
         drain(s);
@@ -380,6 +381,7 @@ fn a_steals_from_b() -> (Scheduler, Scheduler, Scheduler, ChaCha8Rng, Vec<Action
     let mut rng = rng();
     c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
     b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
     for s in [&mut a, &mut b, &mut c] {
         drain(s);
     }
@@ -790,9 +792,11 @@ fn cancelling_a_task_voids_its_holders_lease() {
         .unwrap();
     let from_b = deliver(&mut b, a.me(), &drain(&mut a), 1);
     assert!(kinds(&from_b).contains(&"execute@1.0".to_string()));
-    assert!(a.cancel(2, &mut rng, id, None));
+    assert!(a.cancel(2, &mut rng, id, None, Some("ops".into())));
     let actions = drain(&mut a);
     assert_eq!(a.task(&id).unwrap().state, TaskState::Cancelled);
+    let note = &a.task(&id).unwrap().history.last().unwrap().note;
+    assert_eq!(note, "cancelled by client ops");
     let aborted = deliver(&mut b, a.me(), &actions, 3);
     assert!(
         kinds(&aborted).contains(&"abort@1.0".to_string()),

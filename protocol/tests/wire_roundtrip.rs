@@ -206,7 +206,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|acks| Message::Stored { acks }),
         prop::collection::vec((arb_id(), any::<u64>()), 0..4)
             .prop_map(|tasks| Message::Recorded { tasks }),
-        arb_id().prop_map(|task| Message::Cancel { task }),
+        (arb_id(), proptest::option::of("[a-z]{0,8}"))
+            .prop_map(|(task, by)| Message::Cancel { task, by }),
         prop::collection::vec((arb_id(), any::<u64>()), 0..4)
             .prop_map(|tasks| Message::Confirm { tasks }),
         prop::collection::vec((arb_id(), any::<u64>()), 0..4)

@@ -23,6 +23,8 @@ const ASK_EVERY_MS: Millis = 1_000;
 /// What this peer learnt of a dependency it does not keep.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Lookup {
+    /// When it was first asked for, and last.
+    first_asked_at: Option<Millis>,
     asked_at: Option<Millis>,
     home: Option<Vec<PeerKey>>,
     ended: Option<Ended>,
@@ -44,6 +46,20 @@ enum Gate {
 }
 
 impl Ended {
+    /// A dependency no live peer knows: its dependents cannot run.
+    fn unknown(id: TaskId) -> Self {
+        let name = id.short();
+        Ended {
+            input: Input {
+                task: id,
+                name,
+                completed: false,
+                output: b"known to no live peer".to_vec(),
+            },
+            how: "is known to no live peer",
+        }
+    }
+
     fn of(record: &TaskRecord, spec: &TaskSpec) -> Option<Self> {
         let how = match record.state {
             TaskState::Completed => "completed",
@@ -76,7 +92,12 @@ impl Scheduler {
     /// Of `ids`, the tasks that may be placed now: those without dependencies, and those whose
     /// dependencies have all ended (their inputs are set in the record). Tasks whose dependency
     /// failed are failed here; the others wait for a later scan.
-    pub(super) fn gate_dependencies(&mut self, now: Millis, ids: Vec<TaskId>) -> Vec<TaskId> {
+    pub(super) fn gate_dependencies(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        ids: Vec<TaskId>,
+    ) -> Vec<TaskId> {
         let mut open = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(entry) = self.records.get(&id) else {
@@ -88,7 +109,7 @@ impl Scheduler {
                 continue;
             }
             let spec = spec.clone();
-            match self.gate(now, &spec) {
+            match self.gate(now, rng, &spec) {
                 Gate::Open(inputs) => {
                     if let Some(entry) = self.records.get_mut(&id) {
                         entry.record.envelope.inputs = inputs;
@@ -112,11 +133,11 @@ impl Scheduler {
         open
     }
 
-    fn gate(&mut self, now: Millis, spec: &TaskSpec) -> Gate {
+    fn gate(&mut self, now: Millis, rng: &mut dyn RngCore, spec: &TaskSpec) -> Gate {
         let mut inputs = Vec::with_capacity(spec.after.len());
         let mut waiting = false;
         for dep in &spec.after {
-            match self.ended(now, dep) {
+            match self.ended(now, rng, dep) {
                 None => waiting = true,
                 Some(ended) if !ended.input.completed && !spec.run_anyway => {
                     return Gate::Failed(format!("dependency {} {}", ended.input.name, ended.how));
@@ -131,14 +152,23 @@ impl Scheduler {
         }
     }
 
-    /// How `dep` ended, if this peer knows it did; asks for it otherwise.
-    fn ended(&mut self, now: Millis, dep: &TaskId) -> Option<Ended> {
+    /// How `dep` ended, if this peer knows it did; asks for it otherwise. A dependency no live
+    /// peer has answered for within [`super::Config::dependency_timeout_ms`] of the first
+    /// question is taken as lost: the dependent fails, saying so, instead of waiting forever.
+    fn ended(&mut self, now: Millis, rng: &mut dyn RngCore, dep: &TaskId) -> Option<Ended> {
         if let Some(entry) = self.records.get(dep) {
             return Ended::of(&entry.record, &entry.spec);
         }
+        let timeout = self.config.dependency_timeout_ms;
         let lookup = self.lookups.entry(*dep).or_default();
         if let Some(ended) = &lookup.ended {
             return Some(ended.clone());
+        }
+        let first = *lookup.first_asked_at.get_or_insert(now);
+        if lookup.home.is_none() && now.saturating_sub(first) >= timeout {
+            let ended = Ended::unknown(*dep);
+            lookup.ended = Some(ended.clone());
+            return Some(ended);
         }
         if lookup
             .asked_at
@@ -151,9 +181,13 @@ impl Scheduler {
             Some(home) => home.iter().filter(|p| **p != self.me).copied().collect(),
             None => self.members.iter().map(|(p, _)| *p).collect(),
         };
-        self.next_query += 1;
-        let query = self.next_query;
-        self.dependency_queries.insert(query, (*dep, now));
+        let query = self.queries.ask(
+            rng,
+            now,
+            *dep,
+            super::asking::Purpose::Dependency,
+            targets.iter().copied(),
+        );
         for peer in targets {
             self.send(peer, Message::Query { query, task: *dep });
         }
@@ -182,32 +216,14 @@ impl Scheduler {
         self.place(now, rng, waiting);
     }
 
-    /// An answer to a dependency lookup: remember where the dependency lives and how it ended.
-    /// Returns false if `query` was not a dependency lookup.
-    pub(super) fn on_dependency_answer(&mut self, query: u64, record: Option<&TaskRecord>) -> bool {
-        let Some((dep, _)) = self.dependency_queries.get(&query).copied() else {
-            return false;
-        };
-        let Some(record) = record.filter(|r| r.id() == dep) else {
-            return true;
-        };
-        let Ok(spec) = crate::task::Task::from_envelope(record.envelope.clone()).map(|t| t.spec)
-        else {
-            return true;
-        };
-        let lookup = self.lookups.entry(dep).or_default();
+    /// An answer to a dependency lookup (its record checked by the caller): remember where the
+    /// dependency lives and how it ended.
+    pub(super) fn on_dependency_answer(&mut self, record: &TaskRecord, spec: &TaskSpec) {
+        let lookup = self.lookups.entry(record.id()).or_default();
         lookup.home = Some(record.home().to_vec());
         if lookup.ended.is_none() {
-            lookup.ended = Ended::of(record, &spec);
+            lookup.ended = Ended::of(record, spec);
         }
-        true
-    }
-
-    /// Forgets dependency lookups that have had their answers' time.
-    pub(super) fn expire_dependency_queries(&mut self, now: Millis) {
-        let timeout = self.config.query_timeout_ms;
-        self.dependency_queries
-            .retain(|_, (_, at)| now.saturating_sub(*at) < timeout);
     }
 
     /// Ends a task whose dependency failed or was cancelled: failed, with the reason as its error.

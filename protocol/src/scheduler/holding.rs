@@ -117,39 +117,47 @@ impl Scheduler {
         }
     }
 
-    /// Verifies tasks handed over by `from` (placed or stolen) and queues them here.
+    /// Verifies tasks handed over by `from` (placed by their primary, or stolen from a victim this
+    /// peer asked) and queues them here. A placement must come from the task's primary as this
+    /// peer sees it ([`Scheduler::may_lead`]); either way the grant must be signed by the sender
+    /// and give this peer a lease on each task, in order.
     pub(super) fn on_tasks_granted(
         &mut self,
+        now: Millis,
         from: PeerKey,
         tasks: Vec<Envelope>,
         grant: &SignedGrant,
         stolen: bool,
     ) -> BTreeSet<PeerKey> {
+        let kind = if stolen { "steal-grant" } else { "place" };
         let mut homes = BTreeSet::new();
         let grant = match self.verify_grant_from(from, grant) {
             Ok(grant) => grant,
             Err(error) => {
-                self.counters.count(&error);
+                self.reject(kind, &error);
                 return homes;
             }
         };
         if grant.leases.len() != tasks.len() {
-            self.counters
-                .count(&WireError::Unauthorized("leases do not match tasks"));
+            self.reject(kind, &WireError::Unauthorized("leases do not match tasks"));
             return homes;
         }
         for (envelope, lease) in tasks.into_iter().zip(grant.leases) {
             let task = match Task::from_envelope(envelope) {
                 Ok(task) => task,
                 Err(error) => {
-                    self.counters.count(&error);
+                    self.reject(kind, &error);
                     continue;
                 }
             };
             if lease.task != task.id || lease.holder != self.me {
-                self.counters.count(&WireError::Unauthorized(
-                    "lease is not for this task and peer",
-                ));
+                let error = WireError::Unauthorized("lease is not for this task and peer");
+                self.reject(kind, &error);
+                continue;
+            }
+            if !stolen && !self.may_lead(&from, &task.home, now) {
+                let error = WireError::Unauthorized("placed by a peer that is not its primary");
+                self.reject(kind, &error);
                 continue;
             }
             if !self.config.capabilities.can_run(&task.spec) {
@@ -231,9 +239,15 @@ impl Scheduler {
         }
     }
 
-    /// The primary settled these completions: stop sending them.
-    pub(super) fn on_recorded(&mut self, tasks: &[(TaskId, u64)]) {
+    /// The primary settled these completions: stop sending them. Only a home member of the task
+    /// may say so (anyone else could make this peer drop a result nobody recorded).
+    pub(super) fn on_recorded(&mut self, from: PeerKey, tasks: &[(TaskId, u64)]) {
         for (id, epoch) in tasks {
+            if self.home_of(id).is_some_and(|home| !home.contains(&from)) {
+                let error = WireError::Unauthorized("a settlement from outside the home set");
+                self.reject("recorded", &error);
+                continue;
+            }
             if self.outbox.get(id).is_some_and(|p| p.entry.epoch == *epoch) {
                 self.outbox.remove(id);
                 self.write::<OutboxEntry>(Table::Outbox, *id, None);
@@ -245,6 +259,17 @@ impl Scheduler {
     /// (neither queued nor running under that epoch or a later one, nor handed on, nor finished
     /// with a result waiting to be acknowledged).
     pub(super) fn on_confirm(&mut self, from: PeerKey, tasks: &[(TaskId, u64)]) {
+        let foreign = tasks
+            .iter()
+            .filter(|(id, _)| self.home_of(id).is_some_and(|home| !home.contains(&from)))
+            .count();
+        for _ in 0..foreign {
+            let error = WireError::Unauthorized("a lease check from outside the home set");
+            self.reject("confirm", &error);
+        }
+        if foreign > 0 {
+            return;
+        }
         let missing: Vec<(TaskId, u64)> = tasks
             .iter()
             .filter(|(id, epoch)| {
@@ -264,8 +289,11 @@ impl Scheduler {
         let Some(held) = self.held.get(&id) else {
             return;
         };
-        if held.epoch != epoch || !held.task.home.contains(&from) {
-            self.counters.rejected_unauthorized += 1;
+        if !held.task.home.contains(&from) {
+            let error = WireError::Unauthorized("an abort from outside the home set");
+            return self.reject("abort", &error);
+        }
+        if held.epoch != epoch {
             return;
         }
         self.abort_held(id);

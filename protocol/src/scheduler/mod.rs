@@ -13,6 +13,7 @@
 //! It never performs IO, reads a clock or draws OS randomness: the caller hands in `now` and an
 //! RNG, and carries out the [`Action`]s it emits.
 
+mod asking;
 mod depending;
 mod holding;
 mod placing;
@@ -84,6 +85,9 @@ pub struct Config {
     pub early_max: usize,
     /// How long a query for a task this peer does not keep may wait for answers.
     pub query_timeout_ms: Millis,
+    /// How long a task may wait for a dependency that no live peer answers for (none keeps its
+    /// record) before it fails, saying so.
+    pub dependency_timeout_ms: Millis,
 }
 
 impl Default for Config {
@@ -103,6 +107,7 @@ impl Default for Config {
             ageing_ms: 10_000,
             early_max: 10_000,
             query_timeout_ms: 2_000,
+            dependency_timeout_ms: 60_000,
         }
     }
 }
@@ -303,16 +308,8 @@ struct Replication {
 /// A completion that names an epoch this peer has not yet heard of.
 #[derive(Clone, Debug)]
 struct EarlyCompletion {
-    from: PeerKey,
     epoch: u64,
     outcome: Outcome,
-}
-
-/// A query for a task this peer does not keep.
-#[derive(Clone, Debug)]
-struct Query {
-    asked_at: Millis,
-    waiting_for: usize,
 }
 
 /// One peer's scheduler.
@@ -357,7 +354,8 @@ pub struct Scheduler {
     replication: BTreeMap<TaskId, Replication>,
     retry_at: BTreeMap<TaskId, Millis>,
     confirmed_at: BTreeMap<TaskId, Millis>,
-    early_completions: BTreeMap<TaskId, EarlyCompletion>,
+    /// Completions naming an epoch not heard of yet, by task and sender.
+    early_completions: BTreeMap<(TaskId, PeerKey), EarlyCompletion>,
     early_transfers: BTreeMap<TaskId, Vec<Lease>>,
     // As a holder.
     held: BTreeMap<TaskId, Held>,
@@ -370,17 +368,16 @@ pub struct Scheduler {
     outbox: BTreeMap<TaskId, Pending>,
     // As a thief, and as a victim whose grant is on its way.
     steal_pending: Option<(PeerKey, Millis)>,
+    /// Victims asked for work that have not answered, with when: only they may grant.
+    steal_asked: BTreeMap<PeerKey, Millis>,
     given: BTreeMap<TaskId, Held>,
     /// Hand-over notices that could not be delivered: `(member, grant, failed at)`, sent again
     /// on the resend timer while their member lives.
     unsent_transfers: Vec<(PeerKey, SignedGrant, Millis)>,
-    // As an asker.
-    next_query: u64,
-    queries: BTreeMap<u64, Query>,
+    /// Questions out about tasks this peer does not keep, for clients and for dependencies.
+    queries: asking::Queries,
     // As the primary of tasks with dependencies it does not keep: lookups by dependency, and
-    // the queries out for them (query -> (dependency, asked at)).
     lookups: BTreeMap<TaskId, depending::Lookup>,
-    dependency_queries: BTreeMap<u64, (TaskId, Millis)>,
     /// Tasks this peer leads that wait for a dependency whose record it keeps, by dependency;
     /// and dependencies that ended during this input, whose waiting tasks are gated again at its
     /// end rather than at the next scan.
@@ -444,12 +441,11 @@ impl Scheduler {
             last_now: 0,
             outbox: BTreeMap::new(),
             steal_pending: None,
+            steal_asked: BTreeMap::new(),
             given: BTreeMap::new(),
             unsent_transfers: Vec::new(),
-            next_query: 0,
-            queries: BTreeMap::new(),
+            queries: asking::Queries::default(),
             lookups: BTreeMap::new(),
-            dependency_queries: BTreeMap::new(),
             waiting_on: BTreeMap::new(),
             ended_now: Vec::new(),
             out_store: BTreeMap::new(),
@@ -659,14 +655,16 @@ impl Scheduler {
         results
     }
 
-    /// Cancels a task. `home` is its home set if this peer does not keep its record (learn it
-    /// with [`query`](Self::query)). Returns false if the home set is unknown.
+    /// Cancels a task on behalf of client `by` (the name of its API token, if any; recorded in
+    /// the history). `home` is its home set if this peer does not keep its record (learn it with
+    /// [`query`](Self::query)). Returns false if the home set is unknown.
     pub fn cancel(
         &mut self,
         now: Millis,
         rng: &mut dyn RngCore,
         task: TaskId,
         home: Option<Vec<PeerKey>>,
+        by: Option<String>,
     ) -> bool {
         self.boot(now);
         let home = match self.records.get(&task) {
@@ -678,9 +676,10 @@ impl Scheduler {
         };
         for member in home {
             if member == self.me {
-                self.on_cancel(now, task);
+                self.on_cancel(now, task, self.me, by.as_deref());
             } else {
-                self.send(member, Message::Cancel { task });
+                let by = by.clone();
+                self.send(member, Message::Cancel { task, by });
             }
         }
         self.finish_input(now, rng);
@@ -688,32 +687,34 @@ impl Scheduler {
     }
 
     /// Looks a task up: answered at once (with [`Action::Answer`]) if this peer keeps its record,
-    /// otherwise by asking every live peer. Returns the query's number.
+    /// otherwise by asking every live peer (only they may answer, and the first record that holds
+    /// is the answer). Returns the query's number.
     pub fn query(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
         self.boot(now);
-        self.next_query += 1;
-        let query = self.next_query;
-        if let Some(entry) = self.records.get(&task) {
-            let record = entry.sealed().map(Box::new);
-            self.actions.push_back(Action::Answer { query, record });
-            return query;
-        }
-        let peers: Vec<PeerKey> = self.members.iter().map(|(p, _)| *p).collect();
+        let peers: Vec<PeerKey> = match self.records.get(&task) {
+            Some(_) => Vec::new(),
+            None => self.members.iter().map(|(p, _)| *p).collect(),
+        };
+        let query = self.queries.ask(
+            rng,
+            now,
+            task,
+            asking::Purpose::Client,
+            peers.iter().copied(),
+        );
         if peers.is_empty() {
-            self.actions.push_back(Action::Answer {
-                query,
-                record: None,
-            });
+            self.queries.forget(query);
+            let record = self
+                .records
+                .get(&task)
+                .and_then(Entry::sealed)
+                .map(Box::new);
+            self.actions.push_back(Action::Answer { query, record });
             return query;
         }
         for peer in &peers {
             self.send(*peer, Message::Query { query, task });
         }
-        let waiting = Query {
-            asked_at: now,
-            waiting_for: peers.len(),
-        };
-        self.queries.insert(query, waiting);
         self.finish_input(now, rng);
         query
     }
@@ -733,36 +734,79 @@ impl Scheduler {
         };
         self.members.touch(&from, now);
         self.heard.insert(from, now);
+        // Who may send what. Every rule is checked by the role that handles the message; a
+        // message that breaks one changes nothing and is counted (`rejected_by_kind`).
         match message {
+            // From a home member of each record's task, to a member; each record sealed by a
+            // home member, with the home set its spec signs.
             Message::Store { records } => self.on_store(now, from, records),
+            // From a home member of the task.
             Message::Stored { acks } => self.on_stored(from, &acks),
+            // From the task's primary as this peer sees it (a home member, and no member ranked
+            // before it heard from lately), with a grant it signed naming this peer.
             Message::Place { tasks, grant } => {
-                self.on_tasks_granted(from, tasks, &grant, false);
+                self.on_tasks_granted(now, from, tasks, &grant, false);
             }
+            // From any member: the transport admitted it (the swarm key, the allowlist), and
+            // asking proves it alive. What it gets is only what its capabilities can run, under
+            // leases signed here that the tasks' home sets check.
             Message::StealRequest {
                 free_slots,
                 capabilities,
             } => self.on_steal_request(from, free_slots, &capabilities),
+            // From a peer this one asked for work and has not heard back from, with a grant it
+            // signed naming this peer.
             Message::StealGrant { tasks, grant } => {
-                self.clear_steal(from);
-                let homes = self.on_tasks_granted(from, tasks, &grant, true);
-                self.relay_transfer(now, rng, homes, &grant);
+                if self.steal_answered(from) {
+                    let homes = self.on_tasks_granted(now, from, tasks, &grant, true);
+                    self.relay_transfer(now, rng, homes, &grant);
+                } else {
+                    let error = WireError::Unauthorized("a steal grant nobody asked for");
+                    self.reject("steal-grant", &error);
+                }
             }
-            Message::NothingToSteal => self.on_nothing_to_steal(from),
+            Message::NothingToSteal => {
+                if self.steal_answered(from) {
+                    self.on_nothing_to_steal(from);
+                } else {
+                    let error = WireError::Unauthorized("an answer to a steal nobody asked for");
+                    self.reject("nothing-to-steal", &error);
+                }
+            }
+            // From the granter or the new holder; a member applies it only if the granter held
+            // the task at the epoch before.
             Message::Transferred { grant } => self.on_transferred(now, rng, from, &grant),
+            // From the holder of the task at that epoch.
             Message::Started { tasks } => self.on_started(now, from, &tasks),
+            // From the holder of the task at the current epoch (a later epoch waits for its
+            // hand-over notice).
             Message::Completed {
                 task,
                 epoch,
                 outcome,
             } => self.on_completed(now, rng, from, task, epoch, outcome),
-            Message::Recorded { tasks } => self.on_recorded(&tasks),
+            // From a home member of the task whose result this peer keeps.
+            Message::Recorded { tasks } => self.on_recorded(from, &tasks),
+            // From the holder of the task at that epoch.
             Message::Refused { task, epoch } => self.on_refused(now, rng, from, task, epoch),
+            // From a home member of each task asked about.
             Message::Confirm { tasks } => self.on_confirm(from, &tasks),
+            // From the holder of each task at that epoch.
             Message::Missing { tasks } => self.on_missing(now, rng, from, &tasks),
-            Message::Cancel { task } => self.on_cancel(now, task),
+            // From a home member, or a live member carrying an authorized client's decision.
+            Message::Cancel { task, by } => {
+                if self.may_cancel(from, &task) {
+                    self.on_cancel(now, task, from, by.as_deref());
+                } else {
+                    let error = WireError::Unauthorized("a cancel from an unknown peer");
+                    self.reject("cancel", &error);
+                }
+            }
+            // From a home member of the task.
             Message::Abort { task, epoch } => self.on_abort(from, task, epoch),
+            // A report signed by its sender.
             Message::Load { report, peers } => self.on_load(now, from, report, peers),
+            // From any member: records are not secret among members.
             Message::Query { query, task } => {
                 let record = self
                     .records
@@ -771,7 +815,9 @@ impl Scheduler {
                     .map(Box::new);
                 self.send(from, Message::Answer { query, record });
             }
-            Message::Answer { query, record } => self.on_answer(query, record),
+            // From a peer that was asked this question, once, about the task asked; a record in
+            // it must hold (spec and seal).
+            Message::Answer { query, record } => self.on_answer(from, query, record),
         }
         self.finish_input(now, rng);
     }
@@ -828,14 +874,14 @@ impl Scheduler {
         report: crate::load::SignedLoadReport,
         sender: Option<PeerKey>,
     ) {
+        let kind = if sender.is_some() { "load" } else { "gossip" };
         let report = match report.open() {
             Ok(report) => report,
-            Err(error) => return self.counters.count(&error),
+            Err(error) => return self.reject(kind, &error),
         };
         if sender.is_some_and(|s| s != report.peer) {
-            return self.counters.count(&WireError::Unauthorized(
-                "a load report sent by another peer",
-            ));
+            let error = WireError::Unauthorized("a load report sent by another peer");
+            return self.reject(kind, &error);
         }
         if report.peer == self.me {
             return;
@@ -894,6 +940,7 @@ impl Scheduler {
         match message {
             Message::StealRequest { .. } => {
                 self.clear_steal(to);
+                self.steal_asked.remove(&to);
                 self.members.remove(&to);
             }
             Message::Place { tasks, .. } => {
@@ -908,7 +955,7 @@ impl Scheduler {
             Message::Transferred { grant } if self.alive(&to) => {
                 self.unsent_transfers.push((to, grant, now));
             }
-            Message::Query { query, .. } => self.on_answer(query, None),
+            Message::Query { query, .. } => self.on_answer(to, query, None),
             // Everything else is sent again on a timer until acknowledged, or is advisory.
             _ => {}
         }
@@ -942,6 +989,7 @@ impl Scheduler {
         {
             self.steal_pending = None;
         }
+        self.expire_steal_asks(now);
         if now.saturating_sub(self.last_scan_at) >= self.config.report_interval_ms {
             self.last_scan_at = now;
             self.scan_records(now, rng);
@@ -949,7 +997,6 @@ impl Scheduler {
         }
         self.resend_due(now, rng);
         self.expire_queries(now);
-        self.expire_dependency_queries(now);
         self.finish_input(now, rng);
     }
 
@@ -1038,6 +1085,48 @@ impl Scheduler {
             },
             &self.key,
         )
+    }
+
+    /// Whether `peer` may act as the primary of a task with this home set, as this peer sees it:
+    /// it is a member, and no member ranked before it was heard from within half a lease TTL
+    /// (this peer itself counts only while it acts as primary). A primary that took over from a
+    /// member it found silent for a TTL passes; one that takes over while an earlier member is
+    /// plainly alive does not.
+    fn may_lead(&self, peer: &PeerKey, home: &[PeerKey], now: Millis) -> bool {
+        let Some(rank) = home.iter().position(|m| m == peer) else {
+            return false;
+        };
+        let lately = Millis::from(self.config.lease_ttl_ms) / 2;
+        home[..rank].iter().all(|m| {
+            if *m == self.me {
+                !self.is_primary(home, now)
+            } else {
+                !self.heard_within(m, now, lately)
+            }
+        })
+    }
+
+    /// Whether `from` may cancel `task`: a home member may; so may any other member this peer
+    /// knows by its signed load reports, which carries the decision of a client its API
+    /// authorized (named in the message).
+    fn may_cancel(&self, from: PeerKey, task: &TaskId) -> bool {
+        let home_member = self
+            .records
+            .get(task)
+            .is_some_and(|e| e.record.home().contains(&from));
+        home_member || self.members.get(&from).is_some()
+    }
+
+    /// The home set of a task this peer knows of: it keeps its record, holds or held it, or
+    /// keeps its result.
+    fn home_of(&self, id: &TaskId) -> Option<&[PeerKey]> {
+        if let Some(entry) = self.records.get(id) {
+            return Some(entry.record.home());
+        }
+        if let Some(held) = self.held.get(id).or_else(|| self.given.get(id)) {
+            return Some(&held.task.home);
+        }
+        self.outbox.get(id).map(|p| p.entry.home.as_slice())
     }
 
     /// Verifies a hand-over notice: it comes from the granter, or from the peer every lease in it
@@ -1189,34 +1278,55 @@ impl Scheduler {
         }
     }
 
-    fn on_answer(&mut self, query: u64, record: Option<Box<SealedRecord>>) {
-        if self.on_dependency_answer(query, record.as_deref().map(|s| &s.record)) {
-            return;
-        }
-        let Some(waiting) = self.queries.get_mut(&query) else {
-            return;
+    /// `from`'s answer to question `query` (`None` also when it could not be asked).
+    fn on_answer(&mut self, from: PeerKey, query: u64, record: Option<Box<SealedRecord>>) {
+        let answered = match self.queries.answered(query, from) {
+            Ok(answered) => answered,
+            Err(error) => return self.reject("answer", &error),
         };
-        waiting.waiting_for = waiting.waiting_for.saturating_sub(1);
-        if record.is_some() || waiting.waiting_for == 0 {
-            self.queries.remove(&query);
-            self.actions.push_back(Action::Answer { query, record });
+        let record = match record {
+            Some(sealed) if sealed.record.id() != answered.task => {
+                let error = WireError::Unauthorized("an answer about another task");
+                self.reject("answer", &error);
+                None
+            }
+            Some(sealed) => match self.check_sealed(&sealed) {
+                Ok(spec) => Some((sealed, spec)),
+                Err(error) => {
+                    self.reject("answer", &error);
+                    None
+                }
+            },
+            None => None,
+        };
+        match answered.purpose {
+            asking::Purpose::Dependency => {
+                if let Some((sealed, spec)) = &record {
+                    self.on_dependency_answer(&sealed.record, spec);
+                }
+                if record.is_some() || answered.last {
+                    self.queries.forget(query);
+                }
+            }
+            asking::Purpose::Client => {
+                if record.is_some() || answered.last {
+                    self.queries.forget(query);
+                    let record = record.map(|(sealed, _)| sealed);
+                    self.actions.push_back(Action::Answer { query, record });
+                }
+            }
         }
     }
 
+    /// Closes the questions that have had their answers' time; a client's gets "nobody knows".
     fn expire_queries(&mut self, now: Millis) {
-        let timeout = self.config.query_timeout_ms;
-        let expired: Vec<u64> = self
-            .queries
-            .iter()
-            .filter(|(_, q)| now.saturating_sub(q.asked_at) >= timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for query in expired {
-            self.queries.remove(&query);
-            self.actions.push_back(Action::Answer {
-                query,
-                record: None,
-            });
+        for (query, purpose) in self.queries.expire(now, self.config.query_timeout_ms) {
+            if purpose == asking::Purpose::Client {
+                self.actions.push_back(Action::Answer {
+                    query,
+                    record: None,
+                });
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ impl Scheduler {
     /// Places tasks whose records this peer keeps as primary. A task no live peer can run stays
     /// unplaced (holder `None`) and is tried again on later ticks.
     pub(super) fn place(&mut self, now: Millis, rng: &mut dyn RngCore, ids: Vec<TaskId>) {
-        let ids = self.gate_dependencies(now, ids);
+        let ids = self.gate_dependencies(now, rng, ids);
         if ids.is_empty() {
             return;
         }

@@ -341,18 +341,22 @@ impl Scheduler {
         if let Some(waiting) = self.early_transfers.get_mut(&id) {
             waiting.retain(|l| !is_final && l.epoch > epoch);
         }
-        if self
-            .early_completions
-            .get(&id)
-            .is_some_and(|c| is_final || c.epoch < epoch)
-        {
-            self.early_completions.remove(&id);
-        }
+        self.early_completions
+            .retain(|(task, _), c| *task != id || (!is_final && c.epoch >= epoch));
     }
 
     /// A home member stored records at these versions.
     pub(super) fn on_stored(&mut self, from: PeerKey, acks: &[(TaskId, u64)]) {
         for (id, version) in acks {
+            if self
+                .records
+                .get(id)
+                .is_some_and(|e| !e.record.home().contains(&from))
+            {
+                let error = WireError::Unauthorized("an acknowledgement from outside the home set");
+                self.reject("stored", &error);
+                continue;
+            }
             if let Some(rep) = self.replication.get_mut(id) {
                 let acked = rep.acked.entry(from).or_insert(0);
                 *acked = (*acked).max(*version);
@@ -373,6 +377,10 @@ impl Scheduler {
                 continue;
             };
             let record = &mut entry.record;
+            if claims_another_holders_lease(record, from, *epoch) {
+                self.reject("started", &NOT_THE_HOLDER);
+                continue;
+            }
             if !primary
                 || record.epoch != *epoch
                 || record.holder != Some(from)
@@ -416,17 +424,14 @@ impl Scheduler {
             if self.early_completions.len() >= self.config.early_max {
                 self.counters.early_dropped += 1;
             } else {
-                let early = EarlyCompletion {
-                    from,
-                    epoch,
-                    outcome,
-                };
-                self.early_completions.insert(id, early);
+                let early = EarlyCompletion { epoch, outcome };
+                self.early_completions.insert((id, from), early);
             }
             return;
         }
         if record.holder != Some(from) {
-            self.counters.rejected_unauthorized += 1;
+            let error = WireError::Unauthorized("a completion from a peer that does not hold it");
+            self.reject("completed", &error);
             return self.settled_for(from, id, epoch);
         }
         self.record_attempt(now, rng, from, id, epoch, outcome);
@@ -524,7 +529,7 @@ impl Scheduler {
     ) {
         let grant = match self.verify_transfer_from(from, grant) {
             Ok(grant) => grant,
-            Err(error) => return self.counters.count(&error),
+            Err(error) => return self.reject("transferred", &error),
         };
         for lease in grant.leases {
             if self.records.contains_key(&lease.task) {
@@ -577,14 +582,21 @@ impl Scheduler {
                 self.apply_transfer(now, rng, lease);
             }
         }
-        let epoch = self.records.get(&id).map(|e| e.record.epoch);
-        if self
-            .early_completions
+        // Completions wait by sender, so a peer without the lease cannot crowd out the holder's:
+        // the one from the holder at the current epoch is taken, the ones it overtook dropped.
+        let Some((epoch, Some(holder))) = self
+            .records
             .get(&id)
-            .is_some_and(|c| Some(c.epoch) == epoch)
-            && let Some(early) = self.early_completions.remove(&id)
+            .map(|e| (e.record.epoch, e.record.holder))
+        else {
+            return;
+        };
+        self.early_completions
+            .retain(|(task, _), c| *task != id || c.epoch >= epoch);
+        if let Some(early) = self.early_completions.remove(&(id, holder))
+            && early.epoch == epoch
         {
-            self.on_completed(now, rng, early.from, id, early.epoch, early.outcome);
+            self.on_completed(now, rng, holder, id, early.epoch, early.outcome);
         }
     }
 
@@ -600,6 +612,9 @@ impl Scheduler {
         let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
+        if claims_another_holders_lease(&entry.record, from, epoch) {
+            return self.reject("refused", &NOT_THE_HOLDER);
+        }
         if entry.record.epoch != epoch || entry.record.holder != Some(from) {
             return;
         }
@@ -610,8 +625,9 @@ impl Scheduler {
         }
     }
 
-    /// Cancels a task, if this peer is its primary: record it, and void the holder's lease.
-    pub(super) fn on_cancel(&mut self, now: Millis, id: TaskId) {
+    /// Cancels a task, if this peer is its primary: record it (who asked, through which peer),
+    /// and void the holder's lease.
+    pub(super) fn on_cancel(&mut self, now: Millis, id: TaskId, via: PeerKey, by: Option<&str>) {
         let wall = self.wall(now);
         let Some(entry) = self.records.get(&id) else {
             return;
@@ -623,9 +639,13 @@ impl Scheduler {
         let epoch = entry.record.epoch;
         if let Some(entry) = self.records.get_mut(&id) {
             entry.record.finished_wall_ms = Some(wall);
+            let note = match by {
+                Some(client) => format!("cancelled by client {client}"),
+                None => "cancelled".to_string(),
+            };
             entry
                 .record
-                .transition(TaskState::Cancelled, None, wall, "cancelled");
+                .transition(TaskState::Cancelled, Some(via), wall, &note);
         }
         match holder {
             Some(holder) if holder == self.me => self.abort_held(id),
@@ -651,7 +671,12 @@ impl Scheduler {
             if !self.is_primary(entry.record.home(), now) {
                 continue;
             }
-            if self.early_transfers.contains_key(&id) || self.early_completions.contains_key(&id) {
+            let early_completion = self
+                .early_completions
+                .range((id, PeerKey::from_bytes([0; 32]))..)
+                .next()
+                .is_some_and(|((task, _), _)| *task == id);
+            if self.early_transfers.contains_key(&id) || early_completion {
                 self.apply_early(now, rng, id);
             }
             let Some(entry) = self.records.get(&id) else {
@@ -721,6 +746,10 @@ impl Scheduler {
                 continue;
             };
             let record = &entry.record;
+            if claims_another_holders_lease(record, from, *epoch) {
+                self.reject("missing", &NOT_THE_HOLDER);
+                continue;
+            }
             if record.state.is_final()
                 || record.holder != Some(from)
                 || record.epoch != *epoch
@@ -801,6 +830,17 @@ impl Scheduler {
 }
 
 use crate::message::Message;
+
+const NOT_THE_HOLDER: WireError =
+    WireError::Unauthorized("about a lease the sender does not hold at that epoch");
+
+/// Whether `from` speaks of the lease at `epoch` of a task that someone else holds at that very
+/// epoch: only one peer ever holds a task at one epoch, so this is not a late message but a peer
+/// without the role. (A message about an older epoch, or about a lease since re-claimed, is late,
+/// not forged, and is dropped without counting.)
+fn claims_another_holders_lease(record: &TaskRecord, from: PeerKey, epoch: u64) -> bool {
+    record.epoch == epoch && record.holder.is_some_and(|holder| holder != from)
+}
 
 /// The exit code and a short description of an outcome, for the attempt history.
 fn describe(outcome: &Outcome) -> (Option<i32>, String) {

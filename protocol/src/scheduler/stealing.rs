@@ -32,12 +32,27 @@ impl Scheduler {
             return;
         };
         self.steal_pending = Some((victim, now));
+        self.steal_asked.insert(victim, now);
         self.counters.steal_requests += 1;
         let request = Message::StealRequest {
             free_slots: free,
             capabilities: self.config.capabilities.clone(),
         };
         self.send(victim, request);
+    }
+
+    /// Whether `from` is a victim this peer asked for work and has not heard back from (only such
+    /// a peer may hand it tasks, or say it has none); takes the answer.
+    pub(super) fn steal_answered(&mut self, from: PeerKey) -> bool {
+        self.clear_steal(from);
+        self.steal_asked.remove(&from).is_some()
+    }
+
+    /// Forgets steal requests that were never answered, long after their timeout.
+    pub(super) fn expire_steal_asks(&mut self, now: Millis) {
+        let keep = 10 * self.config.steal_timeout_ms;
+        self.steal_asked
+            .retain(|_, asked_at| now.saturating_sub(*asked_at) < keep);
     }
 
     pub(super) fn clear_steal(&mut self, from: PeerKey) {
