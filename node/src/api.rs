@@ -430,6 +430,12 @@ async fn wait_tasks(State(client): State<Client>, body: Bytes) -> Result<Respons
             format!("expected {{\"ids\": [...], \"wait_ms\": N}}: {e}"),
         )
     })?;
+    if request.ids.len() > spec::MAX_BATCH {
+        return Err(ApiError::bad(
+            "ids",
+            format!("at most {} tasks per wait", spec::MAX_BATCH),
+        ));
+    }
     let ids = request
         .ids
         .iter()

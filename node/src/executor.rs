@@ -68,13 +68,15 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-/// The inputs of a process task, written to files for it to read: a directory named in
-/// `TASKSWARM_INPUTS` holds one file per dependency, named after it, and `TASKSWARM_INPUT_<NAME>`
-/// (the name upper-cased, other characters than letters and digits as `_`) names each file. The
-/// directory is removed when the run ends.
+/// The inputs of a process task, written to files for it to read: a private directory (mode
+/// 0700, a random name, readable by this peer's user only) named in `TASKSWARM_INPUTS` holds one
+/// file per dependency, named after it, and `TASKSWARM_INPUT_<NAME>` (the name upper-cased,
+/// other characters than letters and digits as `_`) names each file. The directory is removed when
+/// the run ends.
 #[derive(Debug, Default)]
 struct InputFiles {
-    dir: Option<std::path::PathBuf>,
+    /// Kept for its `Drop`, which removes the directory.
+    _dir: Option<tempfile::TempDir>,
     vars: Vec<(String, String)>,
 }
 
@@ -83,15 +85,15 @@ impl InputFiles {
         if inputs.is_empty() {
             return Ok(Self::default());
         }
-        let dir = std::env::temp_dir().join(format!(
-            "taskswarm-inputs-{}-{epoch}-{}",
-            task.short(),
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("taskswarm-inputs-{}-{epoch}-", task.short()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
+        let path = dir.path().to_path_buf();
         let mut files = Self {
-            dir: Some(dir.clone()),
-            vars: vec![("TASKSWARM_INPUTS".into(), dir.display().to_string())],
+            _dir: Some(dir),
+            vars: vec![("TASKSWARM_INPUTS".into(), path.display().to_string())],
         };
         for input in inputs {
             let file_name: String = input
@@ -105,8 +107,8 @@ impl InputFiles {
                     }
                 })
                 .collect();
-            let path = dir.join(&file_name);
-            std::fs::write(&path, &input.output)?;
+            let file = path.join(&file_name);
+            std::fs::write(&file, &input.output)?;
             let var: String = input
                 .name
                 .chars()
@@ -120,7 +122,7 @@ impl InputFiles {
                 .collect();
             files
                 .vars
-                .push((format!("TASKSWARM_INPUT_{var}"), path.display().to_string()));
+                .push((format!("TASKSWARM_INPUT_{var}"), file.display().to_string()));
         }
         Ok(files)
     }
@@ -130,12 +132,9 @@ impl InputFiles {
     }
 }
 
-impl Drop for InputFiles {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+/// The search path a process task gets: the peer's own, or a common default if it has none.
+fn task_path() -> std::ffi::OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
 }
 
 impl Executor {
@@ -238,8 +237,12 @@ impl Executor {
         abort: oneshot::Receiver<()>,
     ) -> Outcome {
         let mut command = Command::new(&spec.program);
+        // A clean environment: nothing of the peer's (its tokens, its keys' paths, its user's
+        // settings) reaches a task, only the search path, what the spec sets and TASKSWARM_*.
         command
             .args(&spec.args)
+            .env_clear()
+            .env("PATH", task_path())
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("TASKSWARM_TASK_ID", task.to_string())
             .env("TASKSWARM_EPOCH", epoch.to_string())
@@ -398,6 +401,61 @@ mod tests {
                 message: "aborted".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_process_sees_only_the_path_its_spec_and_taskswarm_variables() {
+        let exec = Executor::new(BTreeMap::new(), true, 1024).on_peer("peer-x");
+        let outcome = exec
+            .run(id(), 7, process("env", &[], None), Vec::new(), never())
+            .await;
+        let Outcome::Exited {
+            code: Some(0),
+            stdout,
+            ..
+        } = outcome
+        else {
+            panic!("{outcome:?}");
+        };
+        let mut names: Vec<String> = String::from_utf8(stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "GREETING",
+                "PATH",
+                "TASKSWARM_EPOCH",
+                "TASKSWARM_PEER",
+                "TASKSWARM_TASK_ID"
+            ],
+            "the peer's own environment (CARGO_*, HOME, …) stays out"
+        );
+    }
+
+    #[test]
+    fn inputs_go_to_a_private_directory_removed_after_the_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let input = Input {
+            task: id(),
+            name: "words list".into(),
+            completed: true,
+            output: b"7".to_vec(),
+        };
+        let files = InputFiles::write(id(), 4, &[input]).unwrap();
+        let vars: BTreeMap<&str, &str> = files.env().collect();
+        let dir = std::path::PathBuf::from(vars["TASKSWARM_INPUTS"]);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "only this peer's user can read it");
+        assert_eq!(
+            std::fs::read(vars["TASKSWARM_INPUT_WORDS_LIST"]).unwrap(),
+            b"7"
+        );
+        drop(files);
+        assert!(!dir.exists());
     }
 
     #[tokio::test]

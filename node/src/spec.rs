@@ -466,6 +466,11 @@ impl SpecInput {
     }
 }
 
+/// The most tasks one request may submit (`POST /v1/tasks`, a job) or wait for
+/// (`POST /v1/tasks/wait`): a peer signs and stores a submission in one go, so a bigger batch would
+/// hold its event loop for too long.
+pub const MAX_BATCH: usize = 10_000;
+
 /// Parses one JSON spec or an array of them. Returns the tasks and whether the input was an array.
 pub fn parse_json(body: &[u8]) -> Result<(Vec<NewTask>, bool), SpecError> {
     #[derive(Deserialize)]
@@ -482,6 +487,15 @@ pub fn parse_json(body: &[u8]) -> Result<(Vec<NewTask>, bool), SpecError> {
     };
     if many && values.is_empty() {
         return Err(SpecError::new("", "an empty array submits nothing"));
+    }
+    if values.len() > MAX_BATCH {
+        return Err(SpecError::new(
+            "",
+            format!(
+                "{} tasks in one request; at most {MAX_BATCH} (send several requests)",
+                values.len()
+            ),
+        ));
     }
     let tasks = values
         .into_iter()

@@ -1138,3 +1138,40 @@ fn a_task_placed_by_its_own_policy() {
         "round-robin gives it its turn"
     );
 }
+
+/// A member cannot fill another's memory and disk: a peer keeps at most so many unfinished
+/// records of one origin's tasks; the rest are refused (and counted) until some finish, and the
+/// origin's resends then get them in.
+#[test]
+fn a_peer_keeps_at_most_its_quota_of_one_origins_unfinished_records() {
+    let mut a = peer(1, 1, false);
+    let config = Config {
+        records_per_origin: 3,
+        ..Config::default()
+    };
+    let mut b = Scheduler::new(key(2), config);
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, false));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, false));
+    drain(&mut a);
+    drain(&mut b);
+    let ids: Vec<TaskId> = a
+        .submit(0, &mut rng, (0..5).map(|n| spec(&key(1), n)).collect())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let acks = deliver(&mut b, a.me(), &drain(&mut a), 1);
+    assert_eq!(b.tasks().count(), 3, "three kept");
+    assert_eq!(b.counters().rejected_by_kind.get("store"), Some(&2));
+    deliver(&mut a, b.me(), &acks, 2);
+    // Two of the kept tasks end (cancelled); A's resends bring the other two in.
+    let kept: Vec<TaskId> = b.tasks().map(|r| r.id()).collect();
+    for id in &kept[..2] {
+        a.cancel(3, &mut rng, *id, None, None);
+    }
+    deliver(&mut b, a.me(), &drain(&mut a), 4);
+    a.tick(1_000, &mut rng);
+    deliver(&mut b, a.me(), &drain(&mut a), 1_001);
+    assert_eq!(b.tasks().count(), 5, "all five once two ended");
+    assert!(ids.iter().all(|id| b.task(id).is_some()));
+}

@@ -127,6 +127,59 @@ async fn machines_without_the_swarm_key_cannot_join_or_run_anything() {
     );
 }
 
+/// An allowlist admits only the peers it names: a fifth member with the swarm key but not on the
+/// list cannot join until the list names it and the members read it again (SIGHUP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowlist_admits_only_the_peers_it_names_and_is_read_again_on_sighup() {
+    let dir = tempfile::Builder::new().prefix("allow").tempdir().unwrap();
+    let binary = taskswarm_binary("debug").unwrap();
+    // The members' keys are made first, so the list can name them before they start.
+    let ids: Vec<String> = (1..=4)
+        .map(|n| {
+            let key =
+                taskswarm::keys::load_or_create(&dir.path().join(format!("peer{n}/key"))).unwrap();
+            taskswarm::keys::peer_id(&key.public()).unwrap().to_string()
+        })
+        .collect();
+    let list = dir.path().join("allow");
+    std::fs::write(&list, format!("# the members\n{}\n", ids[..3].join("\n"))).unwrap();
+    let mut options = Options::local(3, binary, dir.path().into());
+    options.node_args = vec!["--allow-peers".into(), list.to_str().unwrap().into()];
+    let mut cluster = Cluster::start(options).await.unwrap();
+    assert_eq!(
+        cluster.cluster(0).await.unwrap().admission.allowlist,
+        Some(3)
+    );
+
+    // Peer 4 has the key but is not on the list (the list it reads names the members).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let four = cluster.add_peer(&[], deadline).await.unwrap();
+    assert_eq!(cluster.peers[four].peer_id, ids[3]);
+    await_view(&cluster, "the stranger refused", |v| {
+        v.network.incoming_refused >= 1
+    })
+    .await;
+    for i in 0..3 {
+        let view = cluster.cluster(i).await.unwrap();
+        assert!(view.peers.iter().all(|p| p.peer_id != ids[3]), "{view:?}");
+    }
+
+    // Named in the list and read again, it joins.
+    std::fs::write(&list, ids.join("\n")).unwrap();
+    for i in 0..3 {
+        cluster.signal(i, nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+    cluster
+        .await_membership(Instant::now() + Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster.cluster(0).await.unwrap().admission.allowlist,
+        Some(4)
+    );
+    println!("peer 4 was refused while not on the list, and joined once it was (after SIGHUP)");
+}
+
 /// Adds a token with `role` to the testnet's token file; returns it.
 fn add_token(binary: &std::path::Path, cluster: &Cluster, name: &str, role: &str) -> String {
     let out = std::process::Command::new(binary)

@@ -88,6 +88,11 @@ pub struct Config {
     /// How long a task may wait for a dependency that no live peer answers for (none keeps its
     /// record) before it fails, saying so.
     pub dependency_timeout_ms: Millis,
+    /// The most unfinished records of other origins' tasks this peer keeps per origin, and their
+    /// specs' bytes: a member cannot fill another's memory and disk with records of its own.
+    pub records_per_origin: usize,
+    /// See [`Config::records_per_origin`].
+    pub record_bytes_per_origin: u64,
 }
 
 impl Default for Config {
@@ -108,6 +113,8 @@ impl Default for Config {
             early_max: 10_000,
             query_timeout_ms: 2_000,
             dependency_timeout_ms: 60_000,
+            records_per_origin: 200_000,
+            record_bytes_per_origin: 512 * 1024 * 1024,
         }
     }
 }
@@ -257,6 +264,13 @@ impl Counters {
     }
 }
 
+/// The unfinished records of one origin's tasks this peer keeps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Kept {
+    count: usize,
+    bytes: u64,
+}
+
 /// A record with its decoded spec, and the seal of its current version (`None` while a change
 /// made during this input waits to be sealed at its end).
 #[derive(Clone, Debug)]
@@ -350,7 +364,10 @@ pub struct Scheduler {
     members: Membership,
     // As a home member.
     records: BTreeMap<TaskId, Entry>,
+    /// The records of unfinished tasks (change them with [`Scheduler::set_active`]).
     active: BTreeSet<TaskId>,
+    /// How many of those, and how many spec bytes, each other origin's tasks take here.
+    kept_by_origin: BTreeMap<PeerKey, Kept>,
     replication: BTreeMap<TaskId, Replication>,
     retry_at: BTreeMap<TaskId, Millis>,
     confirmed_at: BTreeMap<TaskId, Millis>,
@@ -429,6 +446,7 @@ impl Scheduler {
             members: Membership::default(),
             records: BTreeMap::new(),
             active: BTreeSet::new(),
+            kept_by_origin: BTreeMap::new(),
             replication: BTreeMap::new(),
             retry_at: BTreeMap::new(),
             confirmed_at: BTreeMap::new(),
@@ -566,12 +584,54 @@ impl Scheduler {
         let spec = self.check_sealed(&sealed)?;
         let SealedRecord { record, seal } = sealed;
         let id = record.id();
-        if !record.state.is_final() {
-            self.active.insert(id);
-        }
+        let active = !record.state.is_final();
         let seal = Some(seal);
         self.records.insert(id, Entry { record, spec, seal });
+        self.set_active(id, active);
         Ok(())
+    }
+
+    /// Marks a record (which must be in `records`) unfinished or not, keeping count of what each
+    /// other origin's unfinished tasks take here.
+    fn set_active(&mut self, id: TaskId, active: bool) {
+        if self.active.contains(&id) == active {
+            return;
+        }
+        if active {
+            self.active.insert(id);
+        } else {
+            self.active.remove(&id);
+        }
+        let Some(entry) = self.records.get(&id) else {
+            return;
+        };
+        let origin = entry.spec.submitter;
+        if origin == self.me {
+            return;
+        }
+        let bytes = entry.record.envelope.spec.bytes().len() as u64;
+        let kept = self.kept_by_origin.entry(origin).or_default();
+        if active {
+            kept.count += 1;
+            kept.bytes += bytes;
+        } else {
+            kept.count = kept.count.saturating_sub(1);
+            kept.bytes = kept.bytes.saturating_sub(bytes);
+            if kept.count == 0 {
+                self.kept_by_origin.remove(&origin);
+            }
+        }
+    }
+
+    /// Whether taking one more unfinished task of `origin` (with a spec of `bytes`) stays within
+    /// what this peer keeps for one origin.
+    fn within_quota(&self, origin: &PeerKey, bytes: usize) -> bool {
+        if *origin == self.me {
+            return true;
+        }
+        let kept = self.kept_by_origin.get(origin).copied().unwrap_or_default();
+        kept.count < self.config.records_per_origin
+            && kept.bytes + bytes as u64 <= self.config.record_bytes_per_origin
     }
 
     /// Checks a sealed record: its spec (signature, id, signed home set) and its seal, which must

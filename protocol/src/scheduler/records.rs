@@ -118,7 +118,7 @@ impl Scheduler {
                     seal: None,
                 },
             );
-            self.active.insert(id);
+            self.set_active(id, true);
             self.replication.entry(id).or_default().client_waits = Some(1);
             fresh.push(id);
         }
@@ -146,11 +146,11 @@ impl Scheduler {
             if self.waiting_on.contains_key(&id) {
                 self.ended_now.push(id);
             }
-            self.active.remove(&id);
+            self.set_active(id, false);
             self.retry_at.remove(&id);
             self.confirmed_at.remove(&id);
         } else {
-            self.active.insert(id);
+            self.set_active(id, true);
             self.confirmed_at.insert(id, now);
         }
         self.unsealed.push((self.actions.len(), id));
@@ -271,6 +271,12 @@ impl Scheduler {
             };
             let SealedRecord { mut record, seal } = sealed;
             let id = record.id();
+            let new = !self.records.contains_key(&id) && !record.state.is_final();
+            if new && !self.within_quota(&spec.submitter, record.envelope.spec.bytes().len()) {
+                let error = WireError::Unauthorized("over what this peer keeps for one origin");
+                self.reject("store", &error);
+                continue;
+            }
             let rank = |r: &TaskRecord| (r.state.is_final(), r.version);
             let ours = self
                 .records
@@ -319,12 +325,7 @@ impl Scheduler {
     /// this peer changes and seals it in the same input).
     fn take_record(&mut self, record: TaskRecord, spec: TaskSpec, seal: Option<Seal>) {
         let id = record.id();
-        self.records.remove(&id);
-        if record.state.is_final() {
-            self.active.remove(&id);
-        } else {
-            self.active.insert(id);
-        }
+        let active = !record.state.is_final();
         if let Some(seal) = &seal {
             let mut row = wire::encode(&record);
             row.extend_from_slice(&wire::encode(seal));
@@ -337,6 +338,7 @@ impl Scheduler {
         self.actions.push_back(Action::Changed { task: id });
         let (epoch, is_final) = (record.epoch, record.state.is_final());
         self.records.insert(id, Entry { record, spec, seal });
+        self.set_active(id, active);
         // What waited for this record to catch up may now be moot.
         if let Some(waiting) = self.early_transfers.get_mut(&id) {
             waiting.retain(|l| !is_final && l.epoch > epoch);
