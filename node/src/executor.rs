@@ -137,6 +137,24 @@ fn task_path() -> std::ffi::OsString {
     std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
 }
 
+/// The program to start: a name without a `/` is looked up on `path`, here, so the child can be
+/// started with `posix_spawn` (a child whose search path differs from the peer's would otherwise
+/// be forked from the whole peer, which costs milliseconds). A name not found is left as it is,
+/// and the spawn reports it missing.
+fn resolve(program: &str, path: &std::ffi::OsStr) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return program.into();
+    }
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| program.into())
+}
+
 impl Executor {
     /// An executor with these handlers; it runs processes only if `allow_exec`. Each of stdout and
     /// stderr is kept up to `output_cap` bytes.
@@ -236,13 +254,14 @@ impl Executor {
         timeout: Option<Duration>,
         abort: oneshot::Receiver<()>,
     ) -> Outcome {
-        let mut command = Command::new(&spec.program);
+        let path = task_path();
+        let mut command = Command::new(resolve(&spec.program, &path));
         // A clean environment: nothing of the peer's (its tokens, its keys' paths, its user's
         // settings) reaches a task, only the search path, what the spec sets and TASKSWARM_*.
         command
             .args(&spec.args)
             .env_clear()
-            .env("PATH", task_path())
+            .env("PATH", &path)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("TASKSWARM_TASK_ID", task.to_string())
             .env("TASKSWARM_EPOCH", epoch.to_string())

@@ -58,6 +58,43 @@ impl fmt::Debug for PeerKey {
     }
 }
 
+/// Public keys kept decompressed, so that checking many signatures of the same few peers does not
+/// decompress each key again (that is a third of a verification's cost). Bounded: past
+/// [`KeyCache::CAPACITY`] keys it starts afresh.
+#[derive(Clone, Debug, Default)]
+pub struct KeyCache {
+    keys: std::collections::BTreeMap<PeerKey, VerifyingKey>,
+}
+
+impl KeyCache {
+    /// The most keys kept.
+    pub const CAPACITY: usize = 4096;
+
+    /// Verifies `signature` over `message` by `key`, as [`PeerKey::verify`] does.
+    pub fn verify(
+        &mut self,
+        key: &PeerKey,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), BadSignature> {
+        let verifying = match self.keys.get(key) {
+            Some(verifying) => *verifying,
+            None => {
+                let verifying = VerifyingKey::from_bytes(&key.0).map_err(|_| BadSignature)?;
+                if self.keys.len() >= Self::CAPACITY {
+                    self.keys.clear();
+                }
+                self.keys.insert(*key, verifying);
+                verifying
+            }
+        };
+        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+        verifying
+            .verify_strict(message, &signature)
+            .map_err(|_| BadSignature)
+    }
+}
+
 /// A signature did not verify (or named a key that is not a valid ed25519 point).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("signature does not verify")]

@@ -70,7 +70,12 @@ pub type SignedGrant = Signed<Grant>;
 impl SignedGrant {
     /// Verifies the signature and that every lease names the signer as its granter.
     pub fn verify(&self) -> Result<Grant, WireError> {
-        let grant = self.open()?;
+        self.verify_cached(&mut crate::identity::KeyCache::default())
+    }
+
+    /// As [`SignedGrant::verify`], with public keys kept decompressed in `keys`.
+    pub fn verify_cached(&self, keys: &mut crate::identity::KeyCache) -> Result<Grant, WireError> {
+        let grant = self.open_cached(keys)?;
         if grant
             .leases
             .iter()

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use bincode::{Decode, Encode};
 use sha2::{Digest, Sha256};
 
-use crate::identity::{Keypair, PeerKey, Signature};
+use crate::identity::{KeyCache, Keypair, PeerKey, Signature};
 use crate::record::TaskRecord;
 use crate::wire::{self, WireError};
 
@@ -211,9 +211,15 @@ impl SealedRecord {
 #[derive(Clone, Debug, Default)]
 pub struct Verifier {
     verified: VecDeque<(PeerKey, u32, Hash, Signature)>,
+    keys: KeyCache,
 }
 
 impl Verifier {
+    /// The public keys this verifier keeps decompressed, for other signatures to use.
+    pub fn keys(&mut self) -> &mut KeyCache {
+        &mut self.keys
+    }
+
     /// Checks that `sealed`'s seal covers its record and was signed by the signer it names.
     pub fn verify(&mut self, sealed: &SealedRecord) -> Result<(), WireError> {
         self.verify_digest(&digest(&sealed.record), &sealed.seal)
@@ -226,8 +232,12 @@ impl Verifier {
         if self.verified.contains(&known) {
             return Ok(());
         }
-        seal.signer
-            .verify(&signing_input(seal.count, &root), &seal.signature)
+        self.keys
+            .verify(
+                &seal.signer,
+                &signing_input(seal.count, &root),
+                &seal.signature,
+            )
             .map_err(|_| WireError::BadSeal("its signature does not verify"))?;
         if self.verified.len() >= REMEMBERED_ROOTS {
             self.verified.pop_front();

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use bincode::{Decode, Encode};
 
-use crate::identity::{Keypair, PeerKey, Signature};
+use crate::identity::{KeyCache, Keypair, PeerKey, Signature};
 use crate::wire::{self, WireError};
 
 /// A value that is signed by one peer, named inside the value.
@@ -81,6 +81,18 @@ impl<T: Signable> Signed<T> {
             .signer()
             .verify(&signing_input(T::DOMAIN, &self.bytes), &self.signature)
             .map_err(|_| WireError::BadSignature)?;
+        Ok(value)
+    }
+
+    /// As [`Signed::open`], with public keys kept decompressed in `keys` between calls.
+    pub fn open_cached(&self, keys: &mut KeyCache) -> Result<T, WireError> {
+        let value: T = wire::decode_canonical(&self.bytes)?;
+        keys.verify(
+            &value.signer(),
+            &signing_input(T::DOMAIN, &self.bytes),
+            &self.signature,
+        )
+        .map_err(|_| WireError::BadSignature)?;
         Ok(value)
     }
 

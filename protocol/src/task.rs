@@ -278,7 +278,15 @@ impl Task {
     /// Verifies a signed spec (its signature, and that its home set starts with its submitter)
     /// and derives its id.
     pub fn from_signed(signed: SignedSpec) -> Result<Self, WireError> {
-        let spec = signed.open()?;
+        Self::from_signed_cached(signed, &mut crate::identity::KeyCache::default())
+    }
+
+    /// As [`Task::from_signed`], with public keys kept decompressed in `keys`.
+    pub fn from_signed_cached(
+        signed: SignedSpec,
+        keys: &mut crate::identity::KeyCache,
+    ) -> Result<Self, WireError> {
+        let spec = signed.open_cached(keys)?;
         spec.check()?;
         let id = TaskId::of_spec_bytes(signed.bytes());
         Ok(Self {
@@ -293,7 +301,15 @@ impl Task {
     /// Verifies an envelope: the spec's signature, that the id is the hash of the spec, and that
     /// its home set is the one the spec names (a rewritten home set is refused).
     pub fn from_envelope(envelope: Envelope) -> Result<Self, WireError> {
-        let mut task = Self::from_signed(envelope.spec)?;
+        Self::from_envelope_cached(envelope, &mut crate::identity::KeyCache::default())
+    }
+
+    /// As [`Task::from_envelope`], with public keys kept decompressed in `keys`.
+    pub fn from_envelope_cached(
+        envelope: Envelope,
+        keys: &mut crate::identity::KeyCache,
+    ) -> Result<Self, WireError> {
+        let mut task = Self::from_signed_cached(envelope.spec, keys)?;
         if task.id != envelope.id {
             return Err(WireError::IdMismatch);
         }

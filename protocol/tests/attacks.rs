@@ -175,9 +175,9 @@ impl Swarm {
     }
 
     /// Every member's records, sealed, and C's lease table: what no forgery may change.
-    fn state(&self) -> Vec<PeerState> {
+    fn state(&mut self) -> Vec<PeerState> {
         self.peers
-            .iter()
+            .iter_mut()
             .map(|p| {
                 let ids: Vec<TaskId> = p.tasks().map(|r| r.id()).collect();
                 let records = ids.iter().filter_map(|id| p.sealed(id)).collect();

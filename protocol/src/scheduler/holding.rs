@@ -143,7 +143,7 @@ impl Scheduler {
             return homes;
         }
         for (envelope, lease) in tasks.into_iter().zip(grant.leases) {
-            let task = match Task::from_envelope(envelope) {
+            let task = match Task::from_envelope_cached(envelope, self.verifier.keys()) {
                 Ok(task) => task,
                 Err(error) => {
                     self.reject(kind, &error);

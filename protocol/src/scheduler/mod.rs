@@ -348,8 +348,9 @@ struct EarlyCompletion {
 ///   [`peers`](Self::peers), [`counters`](Self::counters), [`queued`](Self::queued),
 ///   [`running`](Self::running).
 ///
-/// It never blocks and never fails on network input: bad bytes are counted and dropped.
-#[derive(Debug)]
+/// It never blocks and never fails on network input: bad bytes are counted and dropped. A clone
+/// is a snapshot of the peer's whole state (the fuzz targets and tests start many runs from one).
+#[derive(Clone, Debug)]
 pub struct Scheduler {
     key: Keypair,
     me: PeerKey,
@@ -502,7 +503,8 @@ impl Scheduler {
 
     /// The record of a task whose home set this peer is in, with the seal of its current version:
     /// the proof of where the task stands (see [`crate::seal`]).
-    pub fn sealed(&self, id: &TaskId) -> Option<SealedRecord> {
+    pub fn sealed(&mut self, id: &TaskId) -> Option<SealedRecord> {
+        self.seal_changed();
         self.records.get(id).and_then(Entry::sealed)
     }
 
@@ -540,7 +542,7 @@ impl Scheduler {
 
     /// The next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.seal_changed();
+        self.flush();
         self.actions.pop_front()
     }
 
@@ -644,7 +646,10 @@ impl Scheduler {
             .map(|e| e.spec.clone());
         let spec = match known {
             Some(spec) if sealed.record.envelope.home == spec.home => spec,
-            _ => Task::from_envelope(sealed.record.envelope.clone())?.spec,
+            _ => {
+                let envelope = sealed.record.envelope.clone();
+                Task::from_envelope_cached(envelope, self.verifier.keys())?.spec
+            }
         };
         if !spec.home.contains(&sealed.seal.signer) {
             return Err(WireError::BadSeal("sealed by a peer outside the home set"));
@@ -691,7 +696,7 @@ impl Scheduler {
     }
 
     fn restore_held(&mut self, held: HeldEntry) -> Result<(), WireError> {
-        let task = Task::from_envelope(held.envelope)?;
+        let task = Task::from_envelope_cached(held.envelope, self.verifier.keys())?;
         self.hold(task, held.epoch);
         Ok(())
     }
@@ -788,6 +793,12 @@ impl Scheduler {
         bytes: &[u8],
     ) {
         self.boot(now);
+        self.on_message(now, rng, from, bytes);
+        self.finish_input(now, rng);
+    }
+
+    /// One message, checked and handled; the caller ends the input.
+    fn on_message(&mut self, now: Millis, rng: &mut dyn RngCore, from: PeerKey, bytes: &[u8]) {
         let message = match wire::decode::<Message>(bytes) {
             Ok(message) => message,
             Err(error) => return self.counters.count(&error),
@@ -879,11 +890,11 @@ impl Scheduler {
             // it must hold (spec and seal).
             Message::Answer { query, record } => self.on_answer(from, query, record),
         }
-        self.finish_input(now, rng);
     }
 
-    /// Takes a request: a [`crate::message::Batch`] of messages from `from`, each handled as by
-    /// [`Scheduler::handle_message`]. A batch that does not decode is counted and dropped whole.
+    /// Takes a request: a [`crate::message::Batch`] of messages from `from`, each checked and
+    /// handled as by [`Scheduler::handle_message`], as one input (one seal for the records they
+    /// change, one round of sends). A batch that does not decode is counted and dropped whole.
     pub fn handle_batch(
         &mut self,
         now: Millis,
@@ -891,16 +902,17 @@ impl Scheduler {
         from: PeerKey,
         bytes: &[u8],
     ) {
+        self.boot(now);
         match wire::decode::<crate::message::Batch>(bytes) {
+            // One input for the whole batch: the records its messages change are sealed
+            // together, and what they cause is sent in one round.
             Ok(batch) => {
                 for frame in &batch.frames {
-                    self.handle_message(now, rng, from, frame);
+                    self.on_message(now, rng, from, frame);
                 }
+                self.finish_input(now, rng);
             }
-            Err(error) => {
-                self.boot(now);
-                self.counters.count(&error);
-            }
+            Err(error) => self.counters.count(&error),
         }
     }
 
@@ -935,7 +947,7 @@ impl Scheduler {
         sender: Option<PeerKey>,
     ) {
         let kind = if sender.is_some() { "load" } else { "gossip" };
-        let report = match report.open() {
+        let report = match report.open_cached(self.verifier.keys()) {
             Ok(report) => report,
             Err(error) => return self.reject(kind, &error),
         };
@@ -1191,8 +1203,12 @@ impl Scheduler {
 
     /// Verifies a hand-over notice: it comes from the granter, or from the peer every lease in it
     /// names as the new holder (a thief relays the grant it was given).
-    fn verify_transfer_from(&self, from: PeerKey, grant: &SignedGrant) -> Result<Grant, WireError> {
-        let grant = grant.verify()?;
+    fn verify_transfer_from(
+        &mut self,
+        from: PeerKey,
+        grant: &SignedGrant,
+    ) -> Result<Grant, WireError> {
+        let grant = grant.verify_cached(self.verifier.keys())?;
         if grant.granted_by != from && grant.leases.iter().any(|l| l.holder != from) {
             return Err(WireError::Unauthorized(
                 "hand-over notice from neither the granter nor the new holder",
@@ -1201,8 +1217,12 @@ impl Scheduler {
         Ok(grant)
     }
 
-    fn verify_grant_from(&self, from: PeerKey, grant: &SignedGrant) -> Result<Grant, WireError> {
-        let grant = grant.verify()?;
+    fn verify_grant_from(
+        &mut self,
+        from: PeerKey,
+        grant: &SignedGrant,
+    ) -> Result<Grant, WireError> {
+        let grant = grant.verify_cached(self.verifier.keys())?;
         if grant.granted_by != from {
             return Err(WireError::Unauthorized(
                 "grant signed by someone other than the sender",
@@ -1226,18 +1246,20 @@ impl Scheduler {
         self.actions.push_back(Action::Write { table, key, value });
     }
 
-    /// Ends every input: steal if idle, start what fits, seal what changed, send what was
-    /// batched.
+    /// Ends every input: gate dependents, steal if idle, start what fits. (What changed is sealed
+    /// and sent when the driver takes the actions: see [`Scheduler::flush`].)
     fn finish_input(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.release_dependents(now, rng);
         self.maybe_steal(now, rng);
         self.dispatch(now);
-        self.seal_changed();
-        self.flush();
     }
 
-    /// Sends the messages batched during this input, one per receiver and kind.
+    /// Seals the records changed since the driver last took the actions, and sends what was
+    /// batched meanwhile, one message per receiver and kind. Runs when the driver takes the first
+    /// action: a driver that handles several inputs before it carries out their actions (the
+    /// node's group commit) gets one seal, and one `Store` per member, for all of them.
     fn flush(&mut self) {
+        self.seal_changed();
         for (to, ids) in std::mem::take(&mut self.out_store) {
             let records: Vec<SealedRecord> = ids
                 .iter()
