@@ -189,7 +189,12 @@ fuzz_target!(|data: &[u8]| {
     let mut input = data;
     let mut before = swarm.records();
     while input.len() >= 4 {
-        let (op, from, to, len) = (input[0] % 4, input[1] % 5, usize::from(input[2]) % MEMBERS, usize::from(input[3]));
+        let (op, from, to, len) = (
+            input[0] % 4,
+            input[1] % 5,
+            usize::from(input[2]) % MEMBERS,
+            usize::from(input[3]),
+        );
         let payload = &input[4..(4 + len).min(input.len())];
         input = &input[(4 + len).min(input.len())..];
         let key = sender(from);
@@ -229,10 +234,16 @@ fuzz_target!(|data: &[u8]| {
                 let Some((epoch2, ended2, outcome2, version2)) = is.get(id) else {
                     panic!("member {member} lost the record of {id:?}");
                 };
-                assert!(epoch2 >= epoch, "member {member}: the epoch of {id:?} went down");
+                assert!(
+                    epoch2 >= epoch,
+                    "member {member}: the epoch of {id:?} went down"
+                );
                 if *ended {
                     assert!(*ended2, "member {member}: {id:?} ended, then did not");
-                    assert_eq!(outcome2, outcome, "member {member}: {id:?} got a second result");
+                    assert_eq!(
+                        outcome2, outcome,
+                        "member {member}: {id:?} got a second result"
+                    );
                 }
                 if op != 3 && from == 4 {
                     assert_eq!(version2, version, "member {member}: X changed {id:?}");
