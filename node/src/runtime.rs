@@ -7,7 +7,7 @@
 //! clients. Time for the scheduler is milliseconds since the loop started, on tokio's monotonic
 //! clock. Every channel is bounded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -35,8 +35,6 @@ use crate::view::{ClusterView, CountersView, PeerInfo, TaskView};
 const TICK: Duration = Duration::from_millis(20);
 /// How often bootstrap peers are dialled again while none is connected.
 const REDIAL: Duration = Duration::from_secs(2);
-/// How often a client waiting on a task this peer does not keep asks again.
-const REMOTE_POLL: Duration = Duration::from_millis(250);
 
 /// An attempt that ended.
 #[derive(Debug)]
@@ -66,12 +64,9 @@ pub(crate) struct EventLoop {
 enum Purpose {
     Proof(oneshot::Sender<Option<SealedRecord>>),
     Show(oneshot::Sender<Option<TaskView>>),
-    Wait(TaskId),
-    Cancel(TaskId, Option<String>, oneshot::Sender<bool>),
+    Wait(oneshot::Sender<Option<TaskView>>),
+    Cancel(oneshot::Sender<bool>),
 }
-
-/// Clients waiting for a task's end.
-type Waiters = Vec<oneshot::Sender<Option<TaskView>>>;
 
 /// A submission waiting for its tasks to be stored on their home sets.
 struct PendingSubmit {
@@ -104,9 +99,6 @@ struct State {
     in_flight: HashMap<OutboundRequestId, (PeerKey, Vec<Message>)>,
     /// Messages waiting to go, per peer.
     outgoing: HashMap<PeerKey, SendQueue>,
-    waiters: BTreeMap<TaskId, Waiters>,
-    /// Clients waiting on tasks this peer does not keep, with when it last asked about them.
-    remote_waiters: BTreeMap<TaskId, (Waiters, Instant)>,
     submits: HashMap<u64, PendingSubmit>,
     submit_of: HashMap<TaskId, u64>,
     next_submit: u64,
@@ -131,8 +123,6 @@ impl EventLoop {
             finished_tx,
             in_flight: HashMap::new(),
             outgoing: HashMap::new(),
-            waiters: BTreeMap::new(),
-            remote_waiters: BTreeMap::new(),
             submits: HashMap::new(),
             submit_of: HashMap::new(),
             next_submit: 0,
@@ -158,7 +148,7 @@ impl EventLoop {
                 _ = tick.tick() => {
                     let now = state.now();
                     self.scheduler.tick(now, &mut state.rng);
-                    self.poll_remote_waiters(&mut state);
+                    self.forget_gone_waiters(&mut state);
                     if last_redial.elapsed() >= REDIAL && self.swarm.connected_peers().next().is_none() {
                         last_redial = Instant::now();
                         self.dial_bootstrap();
@@ -360,19 +350,10 @@ impl EventLoop {
                     state.queries.insert(query, Purpose::Proof(reply));
                 }
             },
-            Command::Wait { id, reply } => match self.scheduler.task(&id) {
-                Some(record) if record.state.is_final() => {
-                    let _ = reply.send(Some(TaskView::of(record)));
-                }
-                Some(_) => state.waiters.entry(id).or_default().push(reply),
-                None => {
-                    let entry = state
-                        .remote_waiters
-                        .entry(id)
-                        .or_insert_with(|| (Vec::new(), Instant::now() - REMOTE_POLL));
-                    entry.0.push(reply);
-                }
-            },
+            Command::Wait { id, reply } => {
+                let ticket = self.scheduler.watch(now, &mut state.rng, id);
+                state.queries.insert(ticket, Purpose::Wait(reply));
+            }
             Command::Tasks {
                 state: wanted,
                 reply,
@@ -386,17 +367,8 @@ impl EventLoop {
                 let _ = reply.send(views);
             }
             Command::Cancel { id, client, reply } => {
-                if self
-                    .scheduler
-                    .cancel(now, &mut state.rng, id, None, client.clone())
-                {
-                    let _ = reply.send(true);
-                } else {
-                    let query = self.scheduler.query(now, &mut state.rng, id);
-                    state
-                        .queries
-                        .insert(query, Purpose::Cancel(id, client, reply));
-                }
+                let ticket = self.scheduler.cancel(now, &mut state.rng, id, client);
+                state.queries.insert(ticket, Purpose::Cancel(reply));
             }
             Command::Cluster { reply } => {
                 let _ = reply.send(self.cluster(now, &state.network));
@@ -463,24 +435,18 @@ impl EventLoop {
         state.submits.insert(number, pending);
     }
 
-    fn poll_remote_waiters(&mut self, state: &mut State) {
-        let now = state.now();
-        state.remote_waiters.retain(|_, (waiters, _)| {
-            waiters.retain(|w| !w.is_closed());
-            !waiters.is_empty()
-        });
-        let due: Vec<TaskId> = state
-            .remote_waiters
+    /// Stops the waits of clients that went away (a long poll that timed out), so the scheduler
+    /// stops asking about their tasks.
+    fn forget_gone_waiters(&mut self, state: &mut State) {
+        let gone: Vec<u64> = state
+            .queries
             .iter()
-            .filter(|(_, (_, asked))| asked.elapsed() >= REMOTE_POLL)
-            .map(|(id, _)| *id)
+            .filter(|(_, purpose)| matches!(purpose, Purpose::Wait(reply) if reply.is_closed()))
+            .map(|(ticket, _)| *ticket)
             .collect();
-        for id in due {
-            if let Some((_, asked)) = state.remote_waiters.get_mut(&id) {
-                *asked = Instant::now();
-            }
-            let query = self.scheduler.query(now, &mut state.rng, id);
-            state.queries.insert(query, Purpose::Wait(id));
+        for ticket in gone {
+            state.queries.remove(&ticket);
+            self.scheduler.unwatch(ticket);
         }
     }
 
@@ -580,7 +546,8 @@ impl EventLoop {
                         let _ = abort.send(());
                     }
                 }
-                Action::Changed { task } => self.wake_waiters(state, task),
+                // Clients wait through the scheduler's watches (answered with `Answer`).
+                Action::Changed { .. } => {}
                 Action::Accepted { tasks } => accepted(state, &tasks),
                 Action::Answer { query, record } => self.answer(state, query, record),
                 Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
@@ -653,22 +620,7 @@ impl EventLoop {
             .push_back((message, frame));
     }
 
-    fn wake_waiters(&mut self, state: &mut State, task: TaskId) {
-        let Some(record) = self.scheduler.task(&task) else {
-            return;
-        };
-        if record.state.is_final()
-            && let Some(waiters) = state.waiters.remove(&task)
-        {
-            let view = TaskView::of(record);
-            for waiter in waiters {
-                let _ = waiter.send(Some(view.clone()));
-            }
-        }
-    }
-
     fn answer(&mut self, state: &mut State, query: u64, record: Option<Box<SealedRecord>>) {
-        let now = state.now();
         match state.queries.remove(&query) {
             Some(Purpose::Proof(reply)) => {
                 let _ = reply.send(record.map(|r| *r));
@@ -676,25 +628,11 @@ impl EventLoop {
             Some(Purpose::Show(reply)) => {
                 let _ = reply.send(record.map(|r| TaskView::of(&r.record)));
             }
-            Some(Purpose::Wait(id)) => {
-                let done = match &record {
-                    None => true,
-                    Some(r) => r.record.state.is_final(),
-                };
-                if done && let Some((waiters, _)) = state.remote_waiters.remove(&id) {
-                    let view = record.map(|r| TaskView::of(&r.record));
-                    for waiter in waiters {
-                        let _ = waiter.send(view.clone());
-                    }
-                }
+            Some(Purpose::Wait(reply)) => {
+                let _ = reply.send(record.map(|r| TaskView::of(&r.record)));
             }
-            Some(Purpose::Cancel(id, client, reply)) => {
-                let home = record.map(|r| r.record.envelope.home);
-                let known = home.is_some();
-                if known {
-                    self.scheduler.cancel(now, &mut state.rng, id, home, client);
-                }
-                let _ = reply.send(known);
+            Some(Purpose::Cancel(reply)) => {
+                let _ = reply.send(record.is_some());
             }
             None => {}
         }

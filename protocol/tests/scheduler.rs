@@ -792,7 +792,7 @@ fn cancelling_a_task_voids_its_holders_lease() {
         .unwrap();
     let from_b = deliver(&mut b, a.me(), &drain(&mut a), 1);
     assert!(kinds(&from_b).contains(&"execute@1.0".to_string()));
-    assert!(a.cancel(2, &mut rng, id, None, Some("ops".into())));
+    a.cancel(2, &mut rng, id, Some("ops".into()));
     let actions = drain(&mut a);
     assert_eq!(a.task(&id).unwrap().state, TaskState::Cancelled);
     let note = &a.task(&id).unwrap().history.last().unwrap().note;
@@ -840,6 +840,78 @@ fn a_peer_that_keeps_no_record_asks_the_others() {
         answered,
         vec![Action::Answer {
             query: unknown,
+            record: None
+        }]
+    );
+}
+
+/// A client of a peer that keeps no record of a task waits for it and cancels it through that
+/// peer: the peer asks, learns the home set, asks it again until the task ends, and sends the
+/// cancel there. (The same code answers the API's long polls and cancels.)
+#[test]
+fn a_peer_that_keeps_no_record_waits_for_a_task_and_cancels_one_through_its_home_set() {
+    let (mut a, mut b) = (peer(1, 1, true), peer(2, 1, true));
+    let mut rng = rng();
+    let ids: Vec<TaskId> = a
+        .submit(0, &mut rng, (1..=2).map(|n| spec(&key(1), n)).collect())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (running, queued) = (ids[0], ids[1]);
+    drain(&mut a);
+    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
+    drain(&mut a);
+    drain(&mut b);
+
+    let ticket = b.watch(1, &mut rng, running);
+    let asked = deliver(&mut a, b.me(), &drain(&mut b), 2);
+    let still_running = deliver(&mut b, a.me(), &asked, 3);
+    assert!(still_running.is_empty(), "{:?}", kinds(&still_running));
+    a.handle_finished(10, &mut rng, running, E1, ok());
+    drain(&mut a);
+    // Within the next 250 ms B asks again, and gets the end.
+    b.tick(300, &mut rng);
+    let asked = deliver(&mut a, b.me(), &drain(&mut b), 301);
+    let ended = deliver(&mut b, a.me(), &asked, 302);
+    let [
+        Action::Answer {
+            query,
+            record: Some(record),
+        },
+    ] = ended.as_slice()
+    else {
+        panic!("{:?}", kinds(&ended));
+    };
+    assert_eq!(*query, ticket);
+    assert_eq!(record.record.state, TaskState::Completed);
+
+    let ticket = b.cancel(400, &mut rng, queued, Some("ops".into()));
+    let asked = deliver(&mut a, b.me(), &drain(&mut b), 401);
+    let sent_on = deliver(&mut b, a.me(), &asked, 402);
+    assert!(
+        sent_on
+            .iter()
+            .any(|x| matches!(x, Action::Answer { query, record: Some(_) } if *query == ticket)),
+        "{:?}",
+        kinds(&sent_on)
+    );
+    deliver(&mut a, b.me(), &sent_on, 403);
+    let record = a.task(&queued).unwrap();
+    assert_eq!(record.state, TaskState::Cancelled);
+    assert_eq!(
+        record.history.last().unwrap().note,
+        "cancelled by client ops"
+    );
+
+    // A task nobody keeps: the wait ends at once with nothing.
+    let ticket = b.watch(500, &mut rng, TaskId::from_bytes([0; 32]));
+    let asked = deliver(&mut a, b.me(), &drain(&mut b), 501);
+    let nobody = deliver(&mut b, a.me(), &asked, 502);
+    assert_eq!(
+        nobody,
+        vec![Action::Answer {
+            query: ticket,
             record: None
         }]
     );
@@ -1167,7 +1239,7 @@ fn a_peer_keeps_at_most_its_quota_of_one_origins_unfinished_records() {
     // Two of the kept tasks end (cancelled); A's resends bring the other two in.
     let kept: Vec<TaskId> = b.tasks().map(|r| r.id()).collect();
     for id in &kept[..2] {
-        a.cancel(3, &mut rng, *id, None, None);
+        a.cancel(3, &mut rng, *id, None);
     }
     deliver(&mut b, a.me(), &drain(&mut a), 4);
     a.tick(1_000, &mut rng);

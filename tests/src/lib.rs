@@ -185,6 +185,9 @@ pub struct Sim {
     pub gossip_bytes: u64,
     /// Messages delivered, over all peers.
     pub messages: u64,
+    /// What clients were answered (views, waits, cancels), by peer and number: the state of the
+    /// task in the record the answer carried, or `None` if it said no live peer knows the task.
+    pub answers: BTreeMap<(usize, u64), Option<taskswarm_protocol::TaskState>>,
     trace: u64,
     side: Vec<u32>,
     net: NetConfig,
@@ -253,6 +256,7 @@ impl Sim {
             finals: BTreeSet::new(),
             gossip_bytes: 0,
             messages: 0,
+            answers: BTreeMap::new(),
             trace: FNV_OFFSET,
             side: vec![0; n],
             net,
@@ -381,6 +385,26 @@ impl Sim {
             .collect()
     }
 
+    /// A client of peer `by` waits for task `id` to end; returns the number its answer comes under
+    /// (in [`Sim::answers`]).
+    pub fn watch(&mut self, by: usize, id: TaskId) -> Option<u64> {
+        let now = self.clock(by);
+        let scheduler = self.peers[by].scheduler.as_mut()?;
+        let ticket = scheduler.watch(now, &mut self.rng, id);
+        self.drain(by);
+        Some(ticket)
+    }
+
+    /// A client of peer `by`, named `client`, cancels task `id`; returns the number its answer
+    /// comes under (in [`Sim::answers`]).
+    pub fn cancel(&mut self, by: usize, id: TaskId, client: &str) -> Option<u64> {
+        let now = self.clock(by);
+        let scheduler = self.peers[by].scheduler.as_mut()?;
+        let ticket = scheduler.cancel(now, &mut self.rng, id, Some(client.into()));
+        self.drain(by);
+        Some(ticket)
+    }
+
     /// Crashes peer `i`: its memory is gone, its disk stays.
     pub fn crash(&mut self, i: usize) {
         self.peers[i].scheduler = None;
@@ -500,7 +524,11 @@ impl Sim {
                     self.finals.insert(task);
                 }
             }
-            Action::Abort { .. } | Action::Answer { .. } | Action::PeerDiscovered { .. } => {}
+            Action::Answer { query, record } => {
+                self.answers
+                    .insert((i, query), record.map(|r| r.record.state));
+            }
+            Action::Abort { .. } | Action::PeerDiscovered { .. } => {}
         }
     }
 

@@ -1,6 +1,7 @@
-//! Questions this peer asks others about tasks whose records it does not keep: for a client (the
-//! API's views, waits and cancels of any task) and for itself (the end of a dependency a task it
-//! leads waits for). One table for both.
+//! Questions this peer asks others about tasks whose records it does not keep: for a client (a
+//! view of any task; a wait for its end, asked again until it ends; a cancel, sent on to the home
+//! set the answer names) and for itself (the end of a dependency a task it leads waits for). One
+//! table for all of them, so the simulator checks each.
 //!
 //! Owns the rule for answers: a question has an unguessable number (drawn from the RNG), and only
 //! a peer that was asked may answer it, once. An answer from anyone else, or a second one, is
@@ -17,12 +18,24 @@ use crate::task::TaskId;
 use crate::wire::WireError;
 
 /// Who a question is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Purpose {
     /// A client of this peer: the answer goes out as [`super::Action::Answer`].
     Client,
     /// This peer, as the primary of a task that waits for this one.
     Dependency,
+    /// A client waiting for the task's end (see [`super::Scheduler::watch`]): the answer goes out
+    /// under `ticket` once a record says it ended, or says nobody knows it.
+    Watch {
+        /// The number the client waits on.
+        ticket: u64,
+    },
+    /// A client's cancel of a task this peer does not keep: sent on to the home set the first
+    /// record names, on behalf of `by`.
+    Cancel {
+        /// The client that asked.
+        by: Option<String>,
+    },
 }
 
 /// A question out.
@@ -36,7 +49,7 @@ struct Question {
 }
 
 /// What an accepted answer was to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Answered {
     /// The task asked about.
     pub(super) task: TaskId,
@@ -89,7 +102,7 @@ impl Queries {
         }
         Ok(Answered {
             task: question.task,
-            purpose: question.purpose,
+            purpose: question.purpose.clone(),
             last: question.waiting.is_empty(),
         })
     }
@@ -99,19 +112,41 @@ impl Queries {
         self.out.remove(&query);
     }
 
+    /// A number no question uses, for a client to wait on.
+    pub(super) fn ticket(&mut self, rng: &mut dyn RngCore) -> u64 {
+        let mut ticket = rng.next_u64();
+        while self.out.contains_key(&ticket) {
+            ticket = rng.next_u64();
+        }
+        ticket
+    }
+
     /// Closes the questions asked `timeout` ago or longer; returns them with who asked.
     pub(super) fn expire(&mut self, now: Millis, timeout: Millis) -> Vec<(u64, Purpose)> {
         let expired: Vec<(u64, Purpose)> = self
             .out
             .iter()
             .filter(|(_, q)| now.saturating_sub(q.asked_at) >= timeout)
-            .map(|(id, q)| (*id, q.purpose))
+            .map(|(id, q)| (*id, q.purpose.clone()))
             .collect();
         for (query, _) in &expired {
             self.out.remove(query);
         }
         expired
     }
+}
+
+/// A client's wait for a task this peer does not keep.
+#[derive(Clone, Debug)]
+pub(super) struct Watch {
+    /// The task.
+    pub(super) task: TaskId,
+    /// Its home set, once an answer named it (asked again only there).
+    pub(super) home: Option<Vec<PeerKey>>,
+    /// When to ask again, if no question is out.
+    pub(super) next_at: Millis,
+    /// The question out for it, if any.
+    pub(super) question: Option<u64>,
 }
 
 #[cfg(test)]

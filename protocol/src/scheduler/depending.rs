@@ -45,6 +45,18 @@ enum Gate {
     Failed(String),
 }
 
+impl Lookup {
+    /// The task's home set, once an answer named it.
+    pub(super) fn home(&self) -> Option<&Vec<PeerKey>> {
+        self.home.as_ref()
+    }
+
+    /// Remembers the task's home set.
+    pub(super) fn learn_home(&mut self, home: &[PeerKey]) {
+        self.home = Some(home.to_vec());
+    }
+}
+
 impl Ended {
     /// A dependency no live peer knows: its dependents cannot run.
     fn unknown(id: TaskId) -> Self {

@@ -146,6 +146,7 @@ impl Scheduler {
             if self.waiting_on.contains_key(&id) {
                 self.ended_now.push(id);
             }
+            self.end_local_watches(id);
             self.set_active(id, false);
             self.retry_at.remove(&id);
             self.confirmed_at.remove(&id);
@@ -339,6 +340,9 @@ impl Scheduler {
         let (epoch, is_final) = (record.epoch, record.state.is_final());
         self.records.insert(id, Entry { record, spec, seal });
         self.set_active(id, active);
+        if is_final {
+            self.end_local_watches(id);
+        }
         // What waited for this record to catch up may now be moot.
         if let Some(waiting) = self.early_transfers.get_mut(&id) {
             waiting.retain(|l| !is_final && l.epoch > epoch);
