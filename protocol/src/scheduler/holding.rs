@@ -6,17 +6,137 @@ use std::collections::BTreeSet;
 
 use rand::RngCore;
 
-use super::{Action, Held, Pending, Scheduler, Table};
+use std::collections::BTreeMap;
+
+use super::{Action, Scheduler, Table};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::lease::SignedGrant;
 use crate::message::Message;
+use crate::queue::ReadyQueue;
 use crate::record::{HeldEntry, OutboxEntry};
+use crate::resources::Resources;
+use crate::task::TaskSpec;
 use crate::task::{Envelope, Outcome, Task, TaskId};
 use crate::wire::WireError;
 
 /// How deep into the ready queue a start looks for a task that fits the free resources.
 const FIT_WINDOW: usize = 64;
+
+/// The holder's own state: the tasks this peer holds leases on (queued or running), its slots in
+/// use and what they take of its capacity, and the results it keeps until their primary
+/// acknowledges them. Its fields change only in this module: other roles read it, or hand tasks
+/// in and out, through the methods below.
+#[derive(Clone, Debug)]
+pub(super) struct Holding {
+    held: BTreeMap<TaskId, Held>,
+    ready: ReadyQueue,
+    running: u32,
+    /// What the running tasks need, summed: a task starts only if it fits in what is left.
+    in_use: Resources,
+    outbox: BTreeMap<TaskId, Pending>,
+}
+
+/// A task this peer holds a lease on.
+#[derive(Clone, Debug)]
+pub(super) struct Held {
+    pub(super) task: Task,
+    pub(super) epoch: u64,
+    running: bool,
+}
+
+/// A result waiting for its primary's acknowledgement.
+#[derive(Clone, Debug)]
+struct Pending {
+    entry: OutboxEntry,
+    last_sent: Millis,
+}
+
+impl Holding {
+    pub(super) fn new(ageing_ms: Millis) -> Self {
+        Self {
+            held: BTreeMap::new(),
+            ready: ReadyQueue::new(ageing_ms),
+            running: 0,
+            in_use: Resources::default(),
+            outbox: BTreeMap::new(),
+        }
+    }
+
+    /// Tasks waiting in the ready queue.
+    pub(super) fn queued(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Tasks running in this peer's slots.
+    pub(super) fn running(&self) -> u32 {
+        self.running
+    }
+
+    /// The leases held, with their epochs.
+    pub(super) fn leases(&self) -> impl Iterator<Item = (TaskId, u64)> + '_ {
+        self.held.iter().map(|(id, h)| (*id, h.epoch))
+    }
+
+    /// The home sets of the tasks held.
+    pub(super) fn homes(&self) -> impl Iterator<Item = &[PeerKey]> {
+        self.held.values().map(|h| h.task.home.as_slice())
+    }
+
+    /// The home set of a task held, or whose result is kept.
+    pub(super) fn home_of(&self, id: &TaskId) -> Option<&[PeerKey]> {
+        match self.held.get(id) {
+            Some(held) => Some(&held.task.home),
+            None => self.outbox.get(id).map(|p| p.entry.home.as_slice()),
+        }
+    }
+
+    /// Whether this peer holds the task, or keeps its result.
+    pub(super) fn has(&self, id: &TaskId) -> bool {
+        self.held.contains_key(id) || self.outbox.contains_key(id)
+    }
+
+    /// Takes back a kept result at start.
+    pub(super) fn keep(&mut self, entry: OutboxEntry) {
+        let pending = Pending {
+            entry,
+            last_sent: 0,
+        };
+        self.outbox.insert(pending.entry.task, pending);
+    }
+
+    /// The queue in start order, with each task's spec, and its length: what a victim chooses
+    /// from.
+    pub(super) fn queue(&self) -> (impl Iterator<Item = (TaskId, &TaskSpec)>, usize) {
+        let queue = self
+            .ready
+            .iter()
+            .filter_map(|id| self.held.get(&id).map(|h| (id, &h.task.spec)));
+        (queue, self.ready.len())
+    }
+
+    /// Gives up queued tasks (to a thief): they leave the queue and the lease table.
+    pub(super) fn give_up(&mut self, ids: &[TaskId]) -> Vec<Held> {
+        ids.iter()
+            .filter_map(|id| {
+                self.ready.remove(id);
+                self.held.remove(id)
+            })
+            .collect()
+    }
+
+    /// Takes back a task given up whose grant never arrived, at the front of the queue.
+    pub(super) fn take_back(&mut self, held: Held, now: Millis) {
+        let Held { task, epoch, .. } = held;
+        self.ready.push_front(task.id, task.spec.priority, now);
+        let held = Held {
+            task,
+            epoch,
+            running: false,
+        };
+        self.held.insert(held.task.id, held);
+    }
+}
 
 impl Scheduler {
     /// Queues a task under the lease at `epoch` (or moves a queued one to a newer epoch).
@@ -25,7 +145,7 @@ impl Scheduler {
     /// retried) goes to the front of the queue: it is older than anything queued behind it, and
     /// its recovery should not wait for the queue to drain.
     pub(super) fn hold(&mut self, task: Task, epoch: u64) {
-        match self.held.get_mut(&task.id) {
+        match self.holding.held.get_mut(&task.id) {
             Some(held) if held.epoch >= epoch => {}
             Some(held) => {
                 held.epoch = epoch;
@@ -38,16 +158,18 @@ impl Scheduler {
             None => {
                 let priority = task.spec.priority;
                 if epoch >> 32 > 1 {
-                    self.ready.push_front(task.id, priority, self.last_now);
+                    self.holding
+                        .ready
+                        .push_front(task.id, priority, self.last_now);
                 } else {
-                    self.ready.push(task.id, priority, self.last_now);
+                    self.holding.ready.push(task.id, priority, self.last_now);
                 }
                 let entry = HeldEntry {
                     envelope: task.envelope(),
                     epoch,
                 };
                 self.write(Table::Held, task.id, Some(&entry));
-                self.held.insert(
+                self.holding.held.insert(
                     task.id,
                     Held {
                         task,
@@ -61,12 +183,12 @@ impl Scheduler {
 
     /// Forgets a held task (it ended, moved on, or was abandoned).
     pub(super) fn release(&mut self, id: TaskId) -> Option<Held> {
-        let held = self.held.remove(&id)?;
+        let held = self.holding.held.remove(&id)?;
         if held.running {
-            self.running = self.running.saturating_sub(1);
-            self.in_use = self.in_use.minus(&held.task.spec.needs.resources);
+            self.holding.running = self.holding.running.saturating_sub(1);
+            self.holding.in_use = self.holding.in_use.minus(&held.task.spec.needs.resources);
         } else {
-            self.ready.remove(&id);
+            self.holding.ready.remove(&id);
         }
         self.write::<HeldEntry>(Table::Held, id, None);
         Some(held)
@@ -78,22 +200,27 @@ impl Scheduler {
     pub(super) fn dispatch(&mut self, now: Millis) {
         let mut started: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
             std::collections::BTreeMap::new();
-        while self.running < self.config.slots {
-            let free = self.config.capabilities.offer.capacity.minus(&self.in_use);
-            let held = &self.held;
+        while self.holding.running < self.config.slots {
+            let free = self
+                .config
+                .capabilities
+                .offer
+                .capacity
+                .minus(&self.holding.in_use);
+            let held = &self.holding.held;
             let fits = |id: TaskId| {
                 held.get(&id)
                     .is_none_or(|h| h.task.spec.needs.resources.fits_in(&free))
             };
-            let Some(id) = self.ready.pop_first_fitting(FIT_WINDOW, fits) else {
+            let Some(id) = self.holding.ready.pop_first_fitting(FIT_WINDOW, fits) else {
                 break;
             };
-            let Some(held) = self.held.get_mut(&id) else {
+            let Some(held) = self.holding.held.get_mut(&id) else {
                 continue;
             };
             held.running = true;
-            self.running += 1;
-            self.in_use = self.in_use.plus(&held.task.spec.needs.resources);
+            self.holding.running += 1;
+            self.holding.in_use = self.holding.in_use.plus(&held.task.spec.needs.resources);
             self.counters.tasks_executed += 1;
             let (epoch, spec) = (held.epoch, Box::new(held.task.spec.clone()));
             let inputs = held.task.inputs.clone();
@@ -189,7 +316,7 @@ impl Scheduler {
         epoch: u64,
         outcome: Outcome,
     ) {
-        match self.held.get(&id) {
+        match self.holding.held.get(&id) {
             // An attempt that started under an older lease of this same peer (the primary placed
             // the task here again) reports under the current one.
             Some(held) if held.epoch >= epoch && held.running => {}
@@ -217,7 +344,7 @@ impl Scheduler {
             last_sent: now,
         };
         self.send_completion(&pending.entry);
-        self.outbox.insert(id, pending);
+        self.holding.outbox.insert(id, pending);
     }
 
     /// Sends a kept result to every live home member (the primary records it; the others will
@@ -248,8 +375,13 @@ impl Scheduler {
                 self.reject("recorded", &error);
                 continue;
             }
-            if self.outbox.get(id).is_some_and(|p| p.entry.epoch == *epoch) {
-                self.outbox.remove(id);
+            if self
+                .holding
+                .outbox
+                .get(id)
+                .is_some_and(|p| p.entry.epoch == *epoch)
+            {
+                self.holding.outbox.remove(id);
                 self.write::<OutboxEntry>(Table::Outbox, *id, None);
             }
         }
@@ -273,9 +405,13 @@ impl Scheduler {
         let missing: Vec<(TaskId, u64)> = tasks
             .iter()
             .filter(|(id, epoch)| {
-                let held = self.held.get(id).is_some_and(|h| h.epoch >= *epoch);
-                let done = self.outbox.get(id).is_some_and(|p| p.entry.epoch >= *epoch);
-                !held && !done && !self.given.contains_key(id)
+                let held = self.holding.held.get(id).is_some_and(|h| h.epoch >= *epoch);
+                let done = self
+                    .holding
+                    .outbox
+                    .get(id)
+                    .is_some_and(|p| p.entry.epoch >= *epoch);
+                !held && !done && !self.stealing.has_given(id)
             })
             .copied()
             .collect();
@@ -286,7 +422,7 @@ impl Scheduler {
 
     /// The primary voided the lease (the task was cancelled): stop it.
     pub(super) fn on_abort(&mut self, from: PeerKey, id: TaskId, epoch: u64) {
-        let Some(held) = self.held.get(&id) else {
+        let Some(held) = self.holding.held.get(&id) else {
             return;
         };
         if !held.task.home.contains(&from) {
@@ -318,6 +454,7 @@ impl Scheduler {
         }
         let window = Millis::from(self.config.lease_ttl_ms) * 2 / 3;
         let cut_off: Vec<TaskId> = self
+            .holding
             .held
             .iter()
             .filter(|(_, h)| {
@@ -336,7 +473,7 @@ impl Scheduler {
 
     /// Stops every held task (this peer was cut off from everyone for too long).
     pub(super) fn abandon_all(&mut self) {
-        let held: Vec<TaskId> = self.held.keys().copied().collect();
+        let held: Vec<TaskId> = self.holding.held.keys().copied().collect();
         self.counters.tasks_abandoned += held.len() as u64;
         for id in held {
             self.abort_held(id);
@@ -348,19 +485,20 @@ impl Scheduler {
     pub(super) fn resend_due(&mut self, now: Millis, rng: &mut dyn RngCore) {
         let after = self.config.resend_after_ms;
         let due: Vec<TaskId> = self
+            .holding
             .outbox
             .iter()
             .filter(|(_, p)| now.saturating_sub(p.last_sent) >= after)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            let Some(pending) = self.outbox.get_mut(&id) else {
+            let Some(pending) = self.holding.outbox.get_mut(&id) else {
                 continue;
             };
             pending.last_sent = now;
             let entry = pending.entry.clone();
             if self.is_primary(&entry.home, now) && self.records.contains_key(&id) {
-                self.outbox.remove(&id);
+                self.holding.outbox.remove(&id);
                 self.write::<OutboxEntry>(Table::Outbox, id, None);
                 self.on_completed(now, rng, self.me, id, entry.epoch, entry.outcome);
             } else {
@@ -369,20 +507,5 @@ impl Scheduler {
         }
         self.resend_replication(now);
         self.resend_transfers(now);
-    }
-
-    /// Sends again the hand-over notices that failed `resend_after_ms` ago, to members still
-    /// alive; a member taken for dead no longer needs its notice.
-    fn resend_transfers(&mut self, now: Millis) {
-        let after = self.config.resend_after_ms;
-        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsent_transfers)
-            .into_iter()
-            .partition(|(_, _, failed_at)| now.saturating_sub(*failed_at) >= after);
-        self.unsent_transfers = waiting;
-        for (to, grant, _) in due {
-            if self.alive(&to) {
-                self.send(to, Message::Transferred { grant });
-            }
-        }
     }
 }

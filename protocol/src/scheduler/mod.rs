@@ -22,8 +22,6 @@ mod stealing;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::queue::ReadyQueue;
-
 use rand::RngCore;
 
 use crate::Millis;
@@ -293,21 +291,6 @@ impl Entry {
     }
 }
 
-/// A task this peer holds a lease on.
-#[derive(Clone, Debug)]
-struct Held {
-    task: Task,
-    epoch: u64,
-    running: bool,
-}
-
-/// A result waiting for its primary's acknowledgement.
-#[derive(Clone, Debug)]
-struct Pending {
-    entry: OutboxEntry,
-    last_sent: Millis,
-}
-
 /// Replication in progress of one record, as its primary tracks it.
 #[derive(Clone, Debug, Default)]
 struct Replication {
@@ -379,23 +362,12 @@ pub struct Scheduler {
     /// Completions naming an epoch not heard of yet, by task and sender.
     early_completions: BTreeMap<(TaskId, PeerKey), EarlyCompletion>,
     early_transfers: BTreeMap<TaskId, Vec<Lease>>,
-    // As a holder.
-    held: BTreeMap<TaskId, Held>,
-    ready: ReadyQueue,
-    running: u32,
-    /// What the running tasks need, summed: a task starts only if it fits in what is left.
-    in_use: crate::resources::Resources,
+    /// The holder's state (see [`holding::Holding`]).
+    holding: holding::Holding,
     /// The `now` of the latest input, for work done outside one (restoring held tasks).
     last_now: Millis,
-    outbox: BTreeMap<TaskId, Pending>,
-    // As a thief, and as a victim whose grant is on its way.
-    steal_pending: Option<(PeerKey, Millis)>,
-    /// Victims asked for work that have not answered, with when: only they may grant.
-    steal_asked: BTreeMap<PeerKey, Millis>,
-    given: BTreeMap<TaskId, Held>,
-    /// Hand-over notices that could not be delivered: `(member, grant, failed at)`, sent again
-    /// on the resend timer while their member lives.
-    unsent_transfers: Vec<(PeerKey, SignedGrant, Millis)>,
+    /// The thief's and the victim's state (see [`stealing::Stealing`]).
+    stealing: stealing::Stealing,
     /// Questions out about tasks this peer does not keep, for clients and for dependencies.
     queries: asking::Queries,
     /// Clients waiting for tasks this peer does not keep, by ticket.
@@ -463,16 +435,9 @@ impl Scheduler {
             confirmed_at: BTreeMap::new(),
             early_completions: BTreeMap::new(),
             early_transfers: BTreeMap::new(),
-            held: BTreeMap::new(),
-            ready: ReadyQueue::new(ageing_ms),
-            running: 0,
-            in_use: Default::default(),
+            holding: holding::Holding::new(ageing_ms),
             last_now: 0,
-            outbox: BTreeMap::new(),
-            steal_pending: None,
-            steal_asked: BTreeMap::new(),
-            given: BTreeMap::new(),
-            unsent_transfers: Vec::new(),
+            stealing: stealing::Stealing::default(),
             queries: asking::Queries::default(),
             watches: BTreeMap::new(),
             local_watches: BTreeMap::new(),
@@ -538,17 +503,17 @@ impl Scheduler {
 
     /// Tasks waiting in this peer's ready queue.
     pub fn queued(&self) -> usize {
-        self.ready.len()
+        self.holding.queued()
     }
 
     /// Tasks running in this peer's slots.
     pub fn running(&self) -> u32 {
-        self.running
+        self.holding.running()
     }
 
     /// The tasks this peer holds leases on, with their epochs.
     pub fn held(&self) -> impl Iterator<Item = (TaskId, u64)> + '_ {
-        self.held.iter().map(|(id, h)| (*id, h.epoch))
+        self.holding.leases()
     }
 
     // ----- outputs -----
@@ -580,13 +545,7 @@ impl Scheduler {
         let restored = match table {
             Table::Records => SealedRecord::from_bytes(bytes).and_then(|r| self.restore_record(r)),
             Table::Held => wire::decode::<HeldEntry>(bytes).and_then(|h| self.restore_held(h)),
-            Table::Outbox => wire::decode::<OutboxEntry>(bytes).map(|o| {
-                let pending = Pending {
-                    entry: o,
-                    last_sent: 0,
-                };
-                self.outbox.insert(pending.entry.task, pending);
-            }),
+            Table::Outbox => wire::decode::<OutboxEntry>(bytes).map(|o| self.holding.keep(o)),
         };
         if restored.is_err() {
             self.counters.restore_errors += 1;
@@ -1155,7 +1114,7 @@ impl Scheduler {
         match message {
             Message::StealRequest { .. } => {
                 self.clear_steal(to);
-                self.steal_asked.remove(&to);
+                self.stealing.undelivered(&to);
                 self.members.remove(&to);
             }
             Message::Place { tasks, .. } => {
@@ -1168,7 +1127,7 @@ impl Scheduler {
             // again while the member lives, on the resend timer (a dead peer's dial fails at
             // once, and sending at once would spin).
             Message::Transferred { grant } if self.alive(&to) => {
-                self.unsent_transfers.push((to, grant, now));
+                self.stealing.notice_undelivered(to, grant, now);
             }
             Message::Query { query, .. } => self.on_answer(now, to, query, None),
             // Everything else is sent again on a timer until acknowledged, or is advisory.
@@ -1199,12 +1158,7 @@ impl Scheduler {
         let ttl = Millis::from(self.config.lease_ttl_ms);
         self.members.expire(now, ttl);
         self.heard.retain(|_, at| now.saturating_sub(*at) <= ttl);
-        if let Some((_, asked_at)) = self.steal_pending
-            && now.saturating_sub(asked_at) >= self.config.steal_timeout_ms
-        {
-            self.steal_pending = None;
-        }
-        self.expire_steal_asks(now);
+        self.stealing.expire(now, self.config.steal_timeout_ms);
         if now.saturating_sub(self.last_scan_at) >= self.config.report_interval_ms {
             self.last_scan_at = now;
             self.scan_records(now, rng);
@@ -1339,10 +1293,9 @@ impl Scheduler {
         if let Some(entry) = self.records.get(id) {
             return Some(entry.record.home());
         }
-        if let Some(held) = self.held.get(id).or_else(|| self.given.get(id)) {
-            return Some(&held.task.home);
-        }
-        self.outbox.get(id).map(|p| p.entry.home.as_slice())
+        self.holding
+            .home_of(id)
+            .or_else(|| self.stealing.home_of(id))
     }
 
     /// Verifies a hand-over notice: it comes from the granter, or from the peer every lease in it
@@ -1451,8 +1404,8 @@ impl Scheduler {
             peer: self.me,
             boot: self.boot,
             seq: self.report_seq,
-            queued: self.ready.len() as u32,
-            running: self.running,
+            queued: self.holding.queued() as u32,
+            running: self.holding.running(),
             slots: self.config.slots,
             capabilities: self.config.capabilities.clone(),
             addrs: self.config.addrs.clone(),
@@ -1482,8 +1435,8 @@ impl Scheduler {
         }
         // Liveness is judged by reports: holders must be heard by the home sets of what they
         // hold, and home members by each other, or two of them could both act as primary.
-        for held in self.held.values() {
-            targets.extend(held.task.home.iter().copied());
+        for home in self.holding.homes() {
+            targets.extend(home.iter().copied());
         }
         for entry in self.records.values() {
             if !entry.record.state.is_final() {

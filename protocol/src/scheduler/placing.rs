@@ -101,7 +101,7 @@ impl Scheduler {
     fn candidates(&self) -> Vec<Candidate> {
         let mine = Candidate {
             peer: self.me,
-            load: self.ready.len() as u32 + self.running,
+            load: self.holding.queued() as u32 + self.holding.running(),
             slots: self.config.slots,
         };
         std::iter::once(mine)

@@ -774,9 +774,7 @@ impl Scheduler {
     /// is this peer and it no longer has the task.
     fn lost(&self, holder: &PeerKey, id: &TaskId) -> bool {
         if *holder == self.me {
-            return !self.held.contains_key(id)
-                && !self.given.contains_key(id)
-                && !self.outbox.contains_key(id);
+            return !self.holding.has(id) && !self.stealing.has_given(id);
         }
         !self.alive(holder)
     }

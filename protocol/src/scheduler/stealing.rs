@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 
 use rand::RngCore;
 
-use super::{Held, Scheduler, Table};
+use std::collections::BTreeMap;
+
+use super::holding::Held;
+use super::{Scheduler, Table};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::lease::{Lease, SignedGrant};
@@ -15,12 +18,63 @@ use crate::load::Capabilities;
 use crate::message::Message;
 use crate::record::HeldEntry;
 use crate::steal;
-use crate::task::Envelope;
+use crate::task::{Envelope, TaskId};
+
+/// The thief's and the victim's own state: the victim asked last and when, the victims asked that
+/// have not answered (only they may grant), the tasks given away whose grant is on its way, and
+/// the hand-over notices to send again. Its fields change only in this module.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Stealing {
+    pending: Option<(PeerKey, Millis)>,
+    asked: BTreeMap<PeerKey, Millis>,
+    given: BTreeMap<TaskId, Held>,
+    /// Hand-over notices that could not be delivered: `(member, grant, failed at)`, sent again
+    /// on the resend timer while their member lives.
+    unsent_transfers: Vec<(PeerKey, SignedGrant, Millis)>,
+}
+
+impl Stealing {
+    /// Whether a task was given to a thief whose grant is on its way.
+    pub(super) fn has_given(&self, id: &TaskId) -> bool {
+        self.given.contains_key(id)
+    }
+
+    /// The home set of a task given away whose grant is on its way.
+    pub(super) fn home_of(&self, id: &TaskId) -> Option<&[PeerKey]> {
+        self.given.get(id).map(|h| h.task.home.as_slice())
+    }
+
+    /// The steal request out has had its time.
+    pub(super) fn expire(&mut self, now: Millis, timeout: Millis) {
+        if self
+            .pending
+            .is_some_and(|(_, asked_at)| now.saturating_sub(asked_at) >= timeout)
+        {
+            self.pending = None;
+        }
+        let keep = 10 * timeout;
+        self.asked
+            .retain(|_, asked_at| now.saturating_sub(*asked_at) < keep);
+    }
+
+    /// A steal request to `victim` could not be delivered.
+    pub(super) fn undelivered(&mut self, victim: &PeerKey) {
+        if self.pending.is_some_and(|(v, _)| v == *victim) {
+            self.pending = None;
+        }
+        self.asked.remove(victim);
+    }
+
+    /// Keeps a hand-over notice to `member` that could not be delivered, to send again.
+    pub(super) fn notice_undelivered(&mut self, member: PeerKey, grant: SignedGrant, now: Millis) {
+        self.unsent_transfers.push((member, grant, now));
+    }
+}
 
 impl Scheduler {
     pub(super) fn maybe_steal(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        let free = self.config.slots.saturating_sub(self.running);
-        if free == 0 || !self.ready.is_empty() || self.steal_pending.is_some() {
+        let free = self.config.slots.saturating_sub(self.holding.running());
+        if free == 0 || self.holding.queued() > 0 || self.stealing.pending.is_some() {
             return;
         }
         let queues: Vec<(PeerKey, u32)> = self
@@ -31,8 +85,8 @@ impl Scheduler {
         let Some(victim) = steal::choose_victim(rng, &queues) else {
             return;
         };
-        self.steal_pending = Some((victim, now));
-        self.steal_asked.insert(victim, now);
+        self.stealing.pending = Some((victim, now));
+        self.stealing.asked.insert(victim, now);
         self.counters.steal_requests += 1;
         let request = Message::StealRequest {
             free_slots: free,
@@ -45,19 +99,16 @@ impl Scheduler {
     /// a peer may hand it tasks, or say it has none); takes the answer.
     pub(super) fn steal_answered(&mut self, from: PeerKey) -> bool {
         self.clear_steal(from);
-        self.steal_asked.remove(&from).is_some()
-    }
-
-    /// Forgets steal requests that were never answered, long after their timeout.
-    pub(super) fn expire_steal_asks(&mut self, now: Millis) {
-        let keep = 10 * self.config.steal_timeout_ms;
-        self.steal_asked
-            .retain(|_, asked_at| now.saturating_sub(*asked_at) < keep);
+        self.stealing.asked.remove(&from).is_some()
     }
 
     pub(super) fn clear_steal(&mut self, from: PeerKey) {
-        if self.steal_pending.is_some_and(|(victim, _)| victim == from) {
-            self.steal_pending = None;
+        if self
+            .stealing
+            .pending
+            .is_some_and(|(victim, _)| victim == from)
+        {
+            self.stealing.pending = None;
         }
     }
 
@@ -74,23 +125,15 @@ impl Scheduler {
         free_slots: u32,
         capabilities: &Capabilities,
     ) {
-        let queue = self
-            .ready
-            .iter()
-            .filter_map(|id| self.held.get(&id).map(|h| (id, &h.task.spec)));
-        let chosen = steal::choose_tasks(queue, self.ready.len(), free_slots, capabilities);
+        let (queue, len) = self.holding.queue();
+        let chosen = steal::choose_tasks(queue, len, free_slots, capabilities);
         if chosen.is_empty() {
             return self.send(thief, Message::NothingToSteal);
         }
-        for id in &chosen {
-            self.ready.remove(id);
-        }
         let mut envelopes: Vec<Envelope> = Vec::with_capacity(chosen.len());
         let mut leases = Vec::with_capacity(chosen.len());
-        for id in chosen {
-            let Some(held) = self.held.remove(&id) else {
-                continue;
-            };
+        for held in self.holding.give_up(&chosen) {
+            let id = held.task.id;
             leases.push(Lease {
                 task: id,
                 epoch: crate::lease::next_minor(held.epoch),
@@ -99,7 +142,7 @@ impl Scheduler {
                 ttl_ms: self.config.lease_ttl_ms,
             });
             envelopes.push(held.task.envelope());
-            self.given.insert(id, held);
+            self.stealing.given.insert(id, held);
         }
         self.counters.tasks_given += envelopes.len() as u64;
         let grant = self.sign_grant(leases);
@@ -122,7 +165,7 @@ impl Scheduler {
     ) {
         let mut members: BTreeSet<PeerKey> = BTreeSet::new();
         for envelope in tasks {
-            if self.given.remove(&envelope.id).is_some() {
+            if self.stealing.given.remove(&envelope.id).is_some() {
                 self.write::<HeldEntry>(Table::Held, envelope.id, None);
                 members.extend(envelope.home.iter().copied());
             }
@@ -158,17 +201,23 @@ impl Scheduler {
     /// The grant never reached the thief: keep the tasks under their old leases.
     pub(super) fn on_grant_undelivered(&mut self, tasks: &[Envelope]) {
         for envelope in tasks {
-            if let Some(Held { task, epoch, .. }) = self.given.remove(&envelope.id) {
-                self.ready
-                    .push_front(task.id, task.spec.priority, self.last_now);
-                self.held.insert(
-                    task.id,
-                    Held {
-                        task,
-                        epoch,
-                        running: false,
-                    },
-                );
+            if let Some(held) = self.stealing.given.remove(&envelope.id) {
+                self.holding.take_back(held, self.last_now);
+            }
+        }
+    }
+
+    /// Sends again the hand-over notices that failed `resend_after_ms` ago, to members still
+    /// alive; a member taken for dead no longer needs its notice.
+    pub(super) fn resend_transfers(&mut self, now: Millis) {
+        let after = self.config.resend_after_ms;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stealing.unsent_transfers)
+            .into_iter()
+            .partition(|(_, _, failed_at)| now.saturating_sub(*failed_at) >= after);
+        self.stealing.unsent_transfers = waiting;
+        for (to, grant, _) in due {
+            if self.alive(&to) {
+                self.send(to, Message::Transferred { grant });
             }
         }
     }
