@@ -191,7 +191,7 @@ impl Scheduler {
         lookup.asked_at = Some(now);
         let targets: Vec<PeerKey> = match &lookup.home {
             Some(home) => home.iter().filter(|p| **p != self.me).copied().collect(),
-            None => self.members.iter().map(|(p, _)| *p).collect(),
+            None => self.peers.keys(),
         };
         let query = self.queries.ask(
             rng,

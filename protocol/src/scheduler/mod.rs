@@ -16,6 +16,7 @@
 mod asking;
 mod depending;
 mod holding;
+mod peers;
 mod placing;
 mod records;
 mod stealing;
@@ -28,7 +29,7 @@ use crate::Millis;
 use crate::identity::{Keypair, PeerKey};
 use crate::lease::{Grant, Lease, SignedGrant};
 use crate::load::{Capabilities, LoadReport};
-use crate::membership::{Membership, Observed, PeerView};
+use crate::membership::{Observed, PeerView};
 use crate::message::{Gossip, Message};
 use crate::record::{HeldEntry, OutboxEntry, TaskRecord};
 use crate::seal::{Seal, SealedRecord, Verifier};
@@ -40,8 +41,6 @@ pub use crate::record::TaskState;
 
 /// The most peers a [`Message::Load`] names, and that are taken from one.
 const MAX_SAMPLE: usize = 4;
-/// The most peers kept as heard of but not yet heard from.
-const MAX_CANDIDATES: usize = 64;
 
 /// Settings of one peer's scheduler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,13 +342,9 @@ pub struct Scheduler {
     me: PeerKey,
     config: Config,
     wall_offset_ms: i64,
-    /// Set when this peer was away (restarted from its store, or frozen): it does not lead any
-    /// home set until it has been back for a lease TTL.
-    rejoined: bool,
-    booted_at: Option<Millis>,
     last_scan_at: Millis,
-    last_tick_at: Option<Millis>,
-    members: Membership,
+    /// The other peers as this one sees them, and its own standing (see [`peers::Peers`]).
+    peers: peers::Peers,
     // As a home member.
     records: BTreeMap<TaskId, Entry>,
     /// The records of unfinished tasks (change them with [`Scheduler::set_active`]).
@@ -388,17 +383,8 @@ pub struct Scheduler {
     out_stored: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
     out_recorded: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
     out_accepted: Vec<TaskId>,
-    report_seq: u64,
-    /// This run's number in its load reports (drawn at the first one).
-    boot: u64,
-    last_report_at: Option<Millis>,
-    /// Peers heard of (in others' reports) but not in the view: introduced to in fanout mode.
-    candidates: BTreeSet<PeerKey>,
     /// The placement policy and its memory.
     placer: crate::placement::Placer,
-    /// When each peer last sent this one a message, kept for a lease TTL: a peer not in the view
-    /// (fanout mode) that just sent a record or a result is alive, not unknown.
-    heard: BTreeMap<PeerKey, Millis>,
     counters: Counters,
     actions: VecDeque<Action>,
     /// Records changed during this input, with the place of their write among the actions: they
@@ -411,6 +397,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler for the peer with key `key`.
     pub fn new(key: Keypair, mut config: Config) -> Self {
+        let me = key.public();
         let placement = config.placement;
         let ageing_ms = config.ageing_ms;
         config.capabilities.handlers.sort();
@@ -418,15 +405,12 @@ impl Scheduler {
         config.slots = config.slots.max(1);
         config.replicas = config.replicas.max(1);
         Self {
-            me: key.public(),
+            me,
             key,
             config,
             wall_offset_ms: 0,
-            rejoined: false,
-            booted_at: None,
             last_scan_at: 0,
-            last_tick_at: None,
-            members: Membership::default(),
+            peers: peers::Peers::new(me),
             records: BTreeMap::new(),
             active: BTreeSet::new(),
             kept_by_origin: BTreeMap::new(),
@@ -449,12 +433,7 @@ impl Scheduler {
             out_stored: BTreeMap::new(),
             out_recorded: BTreeMap::new(),
             out_accepted: Vec::new(),
-            report_seq: 0,
-            boot: 0,
-            candidates: BTreeSet::new(),
             placer: crate::placement::Placer::new(placement),
-            heard: BTreeMap::new(),
-            last_report_at: None,
             counters: Counters::default(),
             actions: VecDeque::new(),
             unsealed: Vec::new(),
@@ -493,7 +472,7 @@ impl Scheduler {
 
     /// The peers this peer knows, with their last load reports.
     pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerView)> {
-        self.members.iter()
+        self.peers.iter()
     }
 
     /// What was rejected and done so far.
@@ -550,7 +529,7 @@ impl Scheduler {
         if restored.is_err() {
             self.counters.restore_errors += 1;
         }
-        self.rejoined = true;
+        self.peers.rejoin();
         restored
     }
 
@@ -806,7 +785,7 @@ impl Scheduler {
             let (task, home) = (watch.task, watch.home.clone());
             let peers: Vec<PeerKey> = match home {
                 Some(home) => home.into_iter().filter(|p| *p != self.me).collect(),
-                None => self.members.iter().map(|(p, _)| *p).collect(),
+                None => self.peers.keys(),
             };
             if peers.is_empty() {
                 self.watches.remove(&ticket);
@@ -847,7 +826,7 @@ impl Scheduler {
         task: TaskId,
         purpose: asking::Purpose,
     ) -> u64 {
-        let peers: Vec<PeerKey> = self.members.iter().map(|(p, _)| *p).collect();
+        let peers: Vec<PeerKey> = self.peers.keys();
         let query = self
             .queries
             .ask(rng, now, task, purpose, peers.iter().copied());
@@ -905,8 +884,7 @@ impl Scheduler {
             Ok(message) => message,
             Err(error) => return self.counters.count(&error),
         };
-        self.members.touch(&from, now);
-        self.heard.insert(from, now);
+        self.peers.heard_from(from, now);
         // Who may send what. Every rule is checked by the role that handles the message; a
         // message that breaks one changes nothing and is counted (`rejected_by_kind`).
         match message {
@@ -1022,12 +1000,7 @@ impl Scheduler {
     /// fanout mode ([`Config::report_fanout`]) it is sent this peer's next reports until it is
     /// heard from; with broadcast, gossip makes this unnecessary.
     pub fn introduce(&mut self, peer: PeerKey) {
-        if peer != self.me
-            && self.members.get(&peer).is_none()
-            && self.candidates.len() < MAX_CANDIDATES
-        {
-            self.candidates.insert(peer);
-        }
+        self.peers.introduce(peer);
     }
 
     /// Takes a broadcast message. Bad bytes and bad signatures are counted and dropped.
@@ -1061,8 +1034,7 @@ impl Scheduler {
             return;
         }
         let (peer, addrs) = (report.peer, report.addrs.clone());
-        self.candidates.remove(&peer);
-        if self.members.observe(report, now) == Observed::New {
+        if self.peers.observe(report, now) == Observed::New {
             self.actions
                 .push_back(Action::PeerDiscovered { peer, addrs });
             self.catch_up(peer);
@@ -1079,12 +1051,7 @@ impl Scheduler {
     ) {
         self.observe_report(now, report, Some(from));
         for peer in peers.into_iter().take(MAX_SAMPLE) {
-            if self.candidates.len() >= MAX_CANDIDATES {
-                break;
-            }
-            if peer != self.me && self.members.get(&peer).is_none() {
-                self.candidates.insert(peer);
-            }
+            self.peers.introduce(peer);
         }
     }
 
@@ -1115,10 +1082,10 @@ impl Scheduler {
             Message::StealRequest { .. } => {
                 self.clear_steal(to);
                 self.stealing.undelivered(&to);
-                self.members.remove(&to);
+                self.peers.remove(&to);
             }
             Message::Place { tasks, .. } => {
-                self.members.remove(&to);
+                self.peers.remove(&to);
                 self.on_placement_failed(now, rng, to, &tasks);
             }
             Message::StealGrant { tasks, .. } => self.on_grant_undelivered(&tasks),
@@ -1148,16 +1115,12 @@ impl Scheduler {
     /// Time passes: report load, forget silent peers, re-claim, retry, resend, steal, dispatch.
     pub fn tick(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.boot(now);
-        self.last_tick_at = Some(now);
-        if self
-            .last_report_at
-            .is_none_or(|at| now.saturating_sub(at) >= self.config.report_interval_ms)
-        {
+        self.peers.ticked(now);
+        if self.peers.report_due(now, self.config.report_interval_ms) {
             self.report(now, rng);
         }
         let ttl = Millis::from(self.config.lease_ttl_ms);
-        self.members.expire(now, ttl);
-        self.heard.retain(|_, at| now.saturating_sub(*at) <= ttl);
+        self.peers.expire(now, ttl);
         self.stealing.expire(now, self.config.steal_timeout_ms);
         if now.saturating_sub(self.last_scan_at) >= self.config.report_interval_ms {
             self.last_scan_at = now;
@@ -1175,32 +1138,23 @@ impl Scheduler {
     /// Runs first in every input: notes the start, and notices a freeze.
     fn boot(&mut self, now: Millis) {
         self.last_now = self.last_now.max(now);
-        if self.booted_at.is_none() {
-            self.booted_at = Some(now);
-        }
-        let frozen = Millis::from(self.config.lease_ttl_ms) * 2 / 3;
-        if self
-            .last_tick_at
-            .is_some_and(|at| now.saturating_sub(at) > frozen)
-        {
+        let frozen_after = Millis::from(self.config.lease_ttl_ms) * 2 / 3;
+        if self.peers.wake(now, frozen_after) {
             // The driver ticks every few tens of milliseconds; a gap this long means this peer
             // was frozen or starved. It heard nobody meanwhile, whatever is arriving now, and its
             // leases may have been re-claimed: stop everything it holds before doing anything
-            // else (such as starting the tasks it had queued).
-            self.last_tick_at = Some(now);
+            // else (such as starting the tasks it had queued). And, as after a restart, it must
+            // hear the others again before it takes anyone for dead: others may have taken over
+            // as primary of its tasks meanwhile.
             self.abandon_all();
-            // And, as after a restart, it must hear the others again before it takes anyone
-            // for dead: others may have taken over as primary of its tasks meanwhile.
-            self.booted_at = Some(now);
-            self.rejoined = true;
         }
     }
 
     /// Whether this peer has been up long enough to have heard every live peer, so that its view
     /// of who is dead can be acted on.
     fn settled(&self, now: Millis) -> bool {
-        self.booted_at
-            .is_some_and(|at| now.saturating_sub(at) >= Millis::from(self.config.lease_ttl_ms))
+        self.peers
+            .settled(now, Millis::from(self.config.lease_ttl_ms))
     }
 
     fn wall(&self, now: Millis) -> u64 {
@@ -1209,21 +1163,17 @@ impl Scheduler {
 
     /// Whether `peer` is alive in this peer's view (this peer always is).
     fn alive(&self, peer: &PeerKey) -> bool {
-        *peer == self.me || self.members.get(peer).is_some() || self.heard.contains_key(peer)
+        self.peers.alive(peer)
     }
 
     /// Whether `peer` was heard from within `window` ms (this peer always was).
     fn heard_within(&self, peer: &PeerKey, now: Millis, window: Millis) -> bool {
-        *peer == self.me
-            || self
-                .members
-                .get(peer)
-                .is_some_and(|v| now.saturating_sub(v.heard_at) <= window)
+        self.peers.heard_within(peer, now, window)
     }
 
     /// The first live member of a home set, in this peer's view.
     fn primary_of(&self, home: &[PeerKey]) -> Option<PeerKey> {
-        home.iter().find(|m| self.alive(m)).copied()
+        self.peers.primary_of(home)
     }
 
     /// Whether this peer acts as the primary of a task with this home set: it is the first live
@@ -1231,7 +1181,7 @@ impl Scheduler {
     /// it lives) or has been up long enough for that view to be trusted. A peer that has just
     /// restarted has heard nobody yet and must not take every task it keeps for its own.
     fn is_primary(&self, home: &[PeerKey], now: Millis) -> bool {
-        let leads = home.first() == Some(&self.me) && !self.rejoined;
+        let leads = home.first() == Some(&self.me) && !self.peers.rejoined();
         self.primary_of(home) == Some(self.me) && (leads || self.settled(now))
     }
 
@@ -1244,7 +1194,7 @@ impl Scheduler {
         if *peer == self.me {
             return Some(&self.config.capabilities);
         }
-        self.members.get(peer).map(|v| &v.report.capabilities)
+        self.peers.view(peer).map(|v| &v.report.capabilities)
     }
 
     fn sign_grant(&self, leases: Vec<Lease>) -> SignedGrant {
@@ -1284,7 +1234,7 @@ impl Scheduler {
             .records
             .get(task)
             .is_some_and(|e| e.record.home().contains(&from));
-        home_member || self.members.get(&from).is_some()
+        home_member || self.peers.view(&from).is_some()
     }
 
     /// The home set of a task this peer knows of: it keeps its record, holds or held it, or
@@ -1395,15 +1345,11 @@ impl Scheduler {
     }
 
     fn report(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        self.report_seq += 1;
-        self.last_report_at = Some(now);
-        if self.boot == 0 {
-            self.boot = rng.next_u64().max(1);
-        }
+        let (boot, seq) = self.peers.next_report(now, rng);
         let report = LoadReport {
             peer: self.me,
-            boot: self.boot,
-            seq: self.report_seq,
+            boot,
+            seq,
             queued: self.holding.queued() as u32,
             running: self.holding.running(),
             slots: self.config.slots,
@@ -1416,7 +1362,7 @@ impl Scheduler {
             self.actions.push_back(Action::Broadcast { gossip });
             return;
         }
-        let known: Vec<PeerKey> = self.members.iter().map(|(k, _)| *k).collect();
+        let known: Vec<PeerKey> = self.peers.keys();
         let sample: Vec<PeerKey> =
             rand::seq::IndexedRandom::choose_multiple(known.as_slice(), rng, MAX_SAMPLE)
                 .copied()
@@ -1429,7 +1375,7 @@ impl Scheduler {
         .copied()
         .collect();
         for _ in 0..2 {
-            if let Some(candidate) = self.candidates.pop_first() {
+            if let Some(candidate) = self.peers.next_candidate() {
                 targets.insert(candidate);
             }
         }

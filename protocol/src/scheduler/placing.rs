@@ -49,9 +49,7 @@ impl Scheduler {
             batches.entry(chosen.peer).or_default().push(id);
         }
         for (peer, ids) in batches {
-            if let Some(view) = self.members.get_mut(&peer) {
-                view.estimated_load = view.estimated_load.saturating_add(ids.len() as u32);
-            }
+            self.peers.note_placed(&peer, ids.len() as u32);
             self.place_on(now, peer, ids);
         }
         for (id, reason) in unfit {
@@ -105,7 +103,7 @@ impl Scheduler {
             slots: self.config.slots,
         };
         std::iter::once(mine)
-            .chain(self.members.iter().map(|(peer, view)| Candidate {
+            .chain(self.peers.iter().map(|(peer, view)| Candidate {
                 peer: *peer,
                 load: view.estimated_load,
                 slots: view.report.slots,

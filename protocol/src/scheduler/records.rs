@@ -34,7 +34,7 @@ impl Scheduler {
         rng: &mut dyn RngCore,
         submissions: Vec<Submission>,
     ) -> Vec<Result<TaskId, WireError>> {
-        let live: Vec<PeerKey> = self.members.iter().map(|(p, _)| *p).collect();
+        let live: Vec<PeerKey> = self.peers.keys();
         let mut fresh = Vec::new();
         let mut results: Vec<Result<TaskId, WireError>> = Vec::with_capacity(submissions.len());
         for Submission { mut spec, after } in submissions {

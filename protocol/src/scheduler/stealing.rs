@@ -78,7 +78,7 @@ impl Scheduler {
             return;
         }
         let queues: Vec<(PeerKey, u32)> = self
-            .members
+            .peers
             .iter()
             .map(|(peer, view)| (*peer, view.estimated_queued))
             .collect();
@@ -114,9 +114,7 @@ impl Scheduler {
 
     pub(super) fn on_nothing_to_steal(&mut self, from: PeerKey) {
         self.clear_steal(from);
-        if let Some(view) = self.members.get_mut(&from) {
-            view.estimated_queued = 0;
-        }
+        self.peers.note_nothing_queued(&from);
     }
 
     pub(super) fn on_steal_request(

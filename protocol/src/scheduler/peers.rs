@@ -1,0 +1,203 @@
+//! The peers, as this peer sees them: who is alive and how loaded (each one's last signed load
+//! report and when it was heard), who sent anything lately (with partial views, a peer not in the
+//! view that just sent a record is alive, not unknown), who was heard of but not from (fanout
+//! mode), and this peer's own standing: when it booted, whether it was away (restarted or frozen)
+//! and so must rebuild its view before acting on it, and the numbering of its load reports.
+//!
+//! Owns the liveness rules: alive, heard within a window, settled. Never decides what to do about
+//! a peer taken for dead: that is the roles' business. Its fields change only in this module.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::RngCore;
+
+use crate::Millis;
+use crate::identity::PeerKey;
+use crate::load::LoadReport;
+use crate::membership::{Membership, Observed, PeerView};
+
+/// The most peers kept as heard of but not yet heard from.
+const MAX_CANDIDATES: usize = 64;
+
+/// The view of the other peers, and this peer's standing.
+#[derive(Clone, Debug)]
+pub(super) struct Peers {
+    me: PeerKey,
+    members: Membership,
+    /// When each peer last sent this one a message, kept for a lease TTL.
+    heard: BTreeMap<PeerKey, Millis>,
+    /// Peers heard of (in others' reports) but not in the view: introduced to in fanout mode.
+    candidates: BTreeSet<PeerKey>,
+    booted_at: Option<Millis>,
+    /// Set when this peer was away (restarted from its store, or frozen): it does not lead any
+    /// home set until it has been back for a lease TTL.
+    rejoined: bool,
+    last_tick_at: Option<Millis>,
+    report_seq: u64,
+    /// This run's number in its load reports (drawn at the first one).
+    boot: u64,
+    last_report_at: Option<Millis>,
+}
+
+impl Peers {
+    pub(super) fn new(me: PeerKey) -> Self {
+        Self {
+            me,
+            members: Membership::default(),
+            heard: BTreeMap::new(),
+            candidates: BTreeSet::new(),
+            booted_at: None,
+            rejoined: false,
+            last_tick_at: None,
+            report_seq: 0,
+            boot: 0,
+            last_report_at: None,
+        }
+    }
+
+    // ----- this peer's standing -----
+
+    /// Notes an input at `now`. Returns true if this peer was frozen: its driver did not tick for
+    /// `frozen_after` ms, so it heard nobody meanwhile and its leases may have been re-claimed.
+    /// It then counts as just back, like a restarted peer.
+    pub(super) fn wake(&mut self, now: Millis, frozen_after: Millis) -> bool {
+        if self.booted_at.is_none() {
+            self.booted_at = Some(now);
+        }
+        let frozen = self
+            .last_tick_at
+            .is_some_and(|at| now.saturating_sub(at) > frozen_after);
+        if frozen {
+            self.last_tick_at = Some(now);
+            self.booted_at = Some(now);
+            self.rejoined = true;
+        }
+        frozen
+    }
+
+    /// The driver ticked.
+    pub(super) fn ticked(&mut self, now: Millis) {
+        self.last_tick_at = Some(now);
+    }
+
+    /// This peer restarted from its store.
+    pub(super) fn rejoin(&mut self) {
+        self.rejoined = true;
+    }
+
+    /// Whether this peer was away lately (restarted or frozen).
+    pub(super) fn rejoined(&self) -> bool {
+        self.rejoined
+    }
+
+    /// Whether this peer has been up for `ttl`, long enough to have heard every live peer, so
+    /// that its view of who is dead can be acted on.
+    pub(super) fn settled(&self, now: Millis, ttl: Millis) -> bool {
+        self.booted_at
+            .is_some_and(|at| now.saturating_sub(at) >= ttl)
+    }
+
+    /// Whether a load report is due.
+    pub(super) fn report_due(&self, now: Millis, interval: Millis) -> bool {
+        self.last_report_at
+            .is_none_or(|at| now.saturating_sub(at) >= interval)
+    }
+
+    /// Numbers the next load report: this run's boot number, and its sequence number.
+    pub(super) fn next_report(&mut self, now: Millis, rng: &mut dyn RngCore) -> (u64, u64) {
+        self.report_seq += 1;
+        self.last_report_at = Some(now);
+        if self.boot == 0 {
+            self.boot = rng.next_u64().max(1);
+        }
+        (self.boot, self.report_seq)
+    }
+
+    // ----- the others -----
+
+    /// Whether `peer` is alive in this peer's view (this peer always is).
+    pub(super) fn alive(&self, peer: &PeerKey) -> bool {
+        *peer == self.me || self.members.get(peer).is_some() || self.heard.contains_key(peer)
+    }
+
+    /// Whether `peer` was heard from within `window` ms (this peer always was).
+    pub(super) fn heard_within(&self, peer: &PeerKey, now: Millis, window: Millis) -> bool {
+        *peer == self.me
+            || self
+                .members
+                .get(peer)
+                .is_some_and(|v| now.saturating_sub(v.heard_at) <= window)
+    }
+
+    /// The first live member of a home set.
+    pub(super) fn primary_of(&self, home: &[PeerKey]) -> Option<PeerKey> {
+        home.iter().find(|m| self.alive(m)).copied()
+    }
+
+    /// The view of `peer` (its last load report), if it is in the view.
+    pub(super) fn view(&self, peer: &PeerKey) -> Option<&PeerView> {
+        self.members.get(peer)
+    }
+
+    /// Every peer in the view.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&PeerKey, &PeerView)> {
+        self.members.iter()
+    }
+
+    /// The peers in the view.
+    pub(super) fn keys(&self) -> Vec<PeerKey> {
+        self.members.iter().map(|(k, _)| *k).collect()
+    }
+
+    /// `peer` sent a message: it is alive.
+    pub(super) fn heard_from(&mut self, peer: PeerKey, now: Millis) {
+        self.members.touch(&peer, now);
+        self.heard.insert(peer, now);
+    }
+
+    /// Takes a verified load report; says whether its peer is new (or restarted).
+    pub(super) fn observe(&mut self, report: LoadReport, now: Millis) -> Observed {
+        self.candidates.remove(&report.peer);
+        self.members.observe(report, now)
+    }
+
+    /// Forgets the peers not heard from for `ttl`.
+    pub(super) fn expire(&mut self, now: Millis, ttl: Millis) {
+        self.members.expire(now, ttl);
+        self.heard.retain(|_, at| now.saturating_sub(*at) <= ttl);
+    }
+
+    /// Takes `peer` for dead at once (a message to it could not be delivered).
+    pub(super) fn remove(&mut self, peer: &PeerKey) {
+        self.members.remove(peer);
+    }
+
+    /// Placement gave `peer` `tasks` more: its load is estimated higher until its next report.
+    pub(super) fn note_placed(&mut self, peer: &PeerKey, tasks: u32) {
+        if let Some(view) = self.members.get_mut(peer) {
+            view.estimated_load = view.estimated_load.saturating_add(tasks);
+        }
+    }
+
+    /// `peer` had nothing to steal: its queue is estimated empty until its next report.
+    pub(super) fn note_nothing_queued(&mut self, peer: &PeerKey) {
+        if let Some(view) = self.members.get_mut(peer) {
+            view.estimated_queued = 0;
+        }
+    }
+
+    /// Remembers a peer heard of but not from (fanout mode), if there is room.
+    pub(super) fn introduce(&mut self, peer: PeerKey) {
+        if peer != self.me
+            && self.members.get(&peer).is_none()
+            && self.candidates.len() < MAX_CANDIDATES
+        {
+            self.candidates.insert(peer);
+        }
+    }
+
+    /// The next peer heard of but not from, to send a report to.
+    pub(super) fn next_candidate(&mut self) -> Option<PeerKey> {
+        self.candidates.pop_first()
+    }
+}
