@@ -12,8 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::RngCore;
 
+use super::{Action, Entry, Scheduler};
 use crate::Millis;
 use crate::identity::PeerKey;
+use crate::message::Message;
+use crate::seal::SealedRecord;
 use crate::task::TaskId;
 use crate::wire::WireError;
 
@@ -147,6 +150,376 @@ pub(super) struct Watch {
     pub(super) next_at: Millis,
     /// The question out for it, if any.
     pub(super) question: Option<u64>,
+}
+
+/// The asker's own state: the questions out, the clients' waits (for tasks this peer does not
+/// keep, by ticket; for tasks it keeps, by task) and the waits answered at the next flush. Its
+/// fields change only in this module.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Asking {
+    queries: Queries,
+    watches: BTreeMap<u64, Watch>,
+    local_watches: BTreeMap<TaskId, Vec<u64>>,
+    watch_ends: Vec<(u64, TaskId)>,
+}
+
+impl Asking {
+    /// Opens a question about a dependency (for this peer as its dependent's primary) to
+    /// `peers`; returns its number.
+    pub(super) fn ask_for_dependency(
+        &mut self,
+        rng: &mut dyn RngCore,
+        now: Millis,
+        dependency: TaskId,
+        peers: impl IntoIterator<Item = PeerKey>,
+    ) -> u64 {
+        self.queries
+            .ask(rng, now, dependency, Purpose::Dependency, peers)
+    }
+
+    /// The waits answered since the last flush, with their tasks.
+    pub(super) fn take_ended(&mut self) -> Vec<(u64, TaskId)> {
+        std::mem::take(&mut self.watch_ends)
+    }
+}
+
+impl Scheduler {
+    /// Cancels a task on behalf of client `by` (the name of its API token, if any; recorded in
+    /// the history), wherever it is kept: a task this peer does not keep is looked up first, and
+    /// the cancel sent to the home set the answer names. Returns a number that an
+    /// [`Action::Answer`] then carries, with the record if some peer keeps the task (so the cancel
+    /// went out) and `None` if no live peer knows it.
+    pub fn cancel(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        task: TaskId,
+        by: Option<String>,
+    ) -> u64 {
+        self.boot(now);
+        if self.records.contains_key(&task) {
+            let ticket = self.asking.queries.ticket(rng);
+            self.cancel_at_home(now, task, by);
+            self.seal_changed();
+            let record = self
+                .records
+                .get(&task)
+                .and_then(Entry::sealed)
+                .map(Box::new);
+            self.actions.push_back(Action::Answer {
+                query: ticket,
+                record,
+            });
+            self.finish_input(now, rng);
+            return ticket;
+        }
+        let ticket = self.ask_members(now, rng, task, Purpose::Cancel { by });
+        self.finish_input(now, rng);
+        ticket
+    }
+
+    /// Sends a cancel to every member of a task's home set (this peer applies it at once if it is
+    /// one).
+    pub(super) fn cancel_at_home(&mut self, now: Millis, task: TaskId, by: Option<String>) {
+        let home = match self.records.get(&task) {
+            Some(entry) => entry.record.home().to_vec(),
+            None => match self.lookups.get(&task).and_then(|l| l.home().cloned()) {
+                Some(home) => home,
+                None => return,
+            },
+        };
+        for member in home {
+            if member == self.me {
+                self.on_cancel(now, task, self.me, by.as_deref());
+            } else {
+                let by = by.clone();
+                self.send(member, Message::Cancel { task, by });
+            }
+        }
+    }
+
+    /// Waits for a task's end: returns a number that an [`Action::Answer`] carries once the task
+    /// has ended (with its record), or as soon as no live peer knows it (with `None`). A task
+    /// this peer keeps is answered when its record ends here; another is asked of the peers every
+    /// [`Config::watch_every_ms`] (of its home set, once an answer named it) until it ends.
+    pub fn watch(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
+        self.boot(now);
+        let ticket = self.asking.queries.ticket(rng);
+        self.seal_changed();
+        match self.records.get(&task) {
+            Some(entry) if entry.record.state.is_final() => {
+                let record = entry.sealed().map(Box::new);
+                self.actions.push_back(Action::Answer {
+                    query: ticket,
+                    record,
+                });
+            }
+            Some(_) => self
+                .asking
+                .local_watches
+                .entry(task)
+                .or_default()
+                .push(ticket),
+            None => {
+                let watch = Watch {
+                    task,
+                    home: None,
+                    next_at: now,
+                    question: None,
+                };
+                self.asking.watches.insert(ticket, watch);
+                self.ask_watched(now, rng);
+            }
+        }
+        self.finish_input(now, rng);
+        ticket
+    }
+
+    /// Stops a wait the client gave up on (its number from [`Scheduler::watch`]).
+    pub fn unwatch(&mut self, ticket: u64) {
+        if let Some(watch) = self.asking.watches.remove(&ticket)
+            && let Some(query) = watch.question
+        {
+            self.asking.queries.forget(query);
+        }
+        self.asking.local_watches.retain(|_, tickets| {
+            tickets.retain(|t| *t != ticket);
+            !tickets.is_empty()
+        });
+    }
+
+    /// Asks again about the watched tasks that are due.
+    pub(super) fn ask_watched(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        let due: Vec<u64> = self
+            .asking
+            .watches
+            .iter()
+            .filter(|(_, w)| w.question.is_none() && w.next_at <= now)
+            .map(|(ticket, _)| *ticket)
+            .collect();
+        for ticket in due {
+            let Some(watch) = self.asking.watches.get(&ticket) else {
+                continue;
+            };
+            let (task, home) = (watch.task, watch.home.clone());
+            let peers: Vec<PeerKey> = match home {
+                Some(home) => home.into_iter().filter(|p| *p != self.me).collect(),
+                None => self.peers.keys(),
+            };
+            if peers.is_empty() {
+                self.asking.watches.remove(&ticket);
+                self.actions.push_back(Action::Answer {
+                    query: ticket,
+                    record: None,
+                });
+                continue;
+            }
+            let purpose = Purpose::Watch { ticket };
+            let query = self
+                .asking
+                .queries
+                .ask(rng, now, task, purpose, peers.iter().copied());
+            for peer in peers {
+                self.send(peer, Message::Query { query, task });
+            }
+            if let Some(watch) = self.asking.watches.get_mut(&ticket) {
+                watch.question = Some(query);
+            }
+        }
+    }
+
+    /// The local watches of a task that just ended here are answered once its record is sealed
+    /// (at the flush).
+    pub(super) fn end_local_watches(&mut self, task: TaskId) {
+        if let Some(tickets) = self.asking.local_watches.remove(&task) {
+            self.asking
+                .watch_ends
+                .extend(tickets.into_iter().map(|ticket| (ticket, task)));
+        }
+    }
+
+    /// Asks every live member about `task`, for `purpose`; returns the question's number. With no
+    /// member to ask, answers `None` at once.
+    fn ask_members(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        task: TaskId,
+        purpose: Purpose,
+    ) -> u64 {
+        let peers: Vec<PeerKey> = self.peers.keys();
+        let query = self
+            .asking
+            .queries
+            .ask(rng, now, task, purpose, peers.iter().copied());
+        if peers.is_empty() {
+            self.asking.queries.forget(query);
+            self.actions.push_back(Action::Answer {
+                query,
+                record: None,
+            });
+            return query;
+        }
+        for peer in &peers {
+            self.send(*peer, Message::Query { query, task });
+        }
+        query
+    }
+
+    /// Looks a task up: answered at once (with [`Action::Answer`]) if this peer keeps its record,
+    /// otherwise by asking every live peer (only they may answer, and the first record that holds
+    /// is the answer). Returns the query's number.
+    pub fn query(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
+        self.boot(now);
+        if self.records.contains_key(&task) {
+            let query = self.asking.queries.ticket(rng);
+            self.seal_changed();
+            let record = self
+                .records
+                .get(&task)
+                .and_then(Entry::sealed)
+                .map(Box::new);
+            self.actions.push_back(Action::Answer { query, record });
+            return query;
+        }
+        let query = self.ask_members(now, rng, task, Purpose::Client);
+        self.finish_input(now, rng);
+        query
+    }
+
+    /// `from`'s answer to question `query` (`None` also when it could not be asked).
+    pub(super) fn on_answer(
+        &mut self,
+        now: Millis,
+        from: PeerKey,
+        query: u64,
+        record: Option<Box<SealedRecord>>,
+    ) {
+        let answered = match self.asking.queries.answered(query, from) {
+            Ok(answered) => answered,
+            Err(error) => return self.reject("answer", &error),
+        };
+        let record = match record {
+            Some(sealed) if sealed.record.id() != answered.task => {
+                let error = WireError::Unauthorized("an answer about another task");
+                self.reject("answer", &error);
+                None
+            }
+            Some(sealed) => match self.check_sealed(&sealed) {
+                Ok(spec) => Some((sealed, spec)),
+                Err(error) => {
+                    self.reject("answer", &error);
+                    None
+                }
+            },
+            None => None,
+        };
+        match answered.purpose {
+            Purpose::Dependency => {
+                if let Some((sealed, spec)) = &record {
+                    self.on_dependency_answer(&sealed.record, spec);
+                }
+                if record.is_some() || answered.last {
+                    self.asking.queries.forget(query);
+                }
+            }
+            Purpose::Client => {
+                if record.is_some() || answered.last {
+                    self.asking.queries.forget(query);
+                    let record = record.map(|(sealed, _)| sealed);
+                    self.actions.push_back(Action::Answer { query, record });
+                }
+            }
+            Purpose::Cancel { by } => {
+                if let Some((sealed, _)) = &record {
+                    self.lookups
+                        .entry(answered.task)
+                        .or_default()
+                        .learn_home(sealed.record.home());
+                    self.cancel_at_home(now, answered.task, by);
+                }
+                if record.is_some() || answered.last {
+                    self.asking.queries.forget(query);
+                    let record = record.map(|(sealed, _)| sealed);
+                    self.actions.push_back(Action::Answer { query, record });
+                }
+            }
+            Purpose::Watch { ticket } => {
+                self.on_watch_answer(now, ticket, query, record.map(|(s, _)| s), answered.last);
+            }
+        }
+    }
+
+    /// An answer about a watched task: the end, a sign of life, or (from everyone) nobody knows.
+    fn on_watch_answer(
+        &mut self,
+        now: Millis,
+        ticket: u64,
+        query: u64,
+        record: Option<Box<SealedRecord>>,
+        last: bool,
+    ) {
+        let Some(watch) = self.asking.watches.get_mut(&ticket) else {
+            return self.asking.queries.forget(query);
+        };
+        match record {
+            Some(sealed) if sealed.record.state.is_final() => {
+                self.asking.queries.forget(query);
+                self.asking.watches.remove(&ticket);
+                self.actions.push_back(Action::Answer {
+                    query: ticket,
+                    record: Some(sealed),
+                });
+            }
+            Some(sealed) => {
+                // Still going: ask its home set again later.
+                self.asking.queries.forget(query);
+                watch.home = Some(sealed.record.home().to_vec());
+                watch.question = None;
+                watch.next_at = now + self.config.watch_every_ms;
+            }
+            None if last && watch.home.is_none() => {
+                self.asking.queries.forget(query);
+                self.asking.watches.remove(&ticket);
+                self.actions.push_back(Action::Answer {
+                    query: ticket,
+                    record: None,
+                });
+            }
+            None if last => {
+                self.asking.queries.forget(query);
+                watch.question = None;
+                watch.next_at = now + self.config.watch_every_ms;
+            }
+            None => {}
+        }
+    }
+
+    /// Closes the questions that have had their answers' time: a client's view or cancel gets
+    /// "nobody knows"; a watch asks again at its next turn.
+    pub(super) fn expire_queries(&mut self, now: Millis) {
+        for (query, purpose) in self
+            .asking
+            .queries
+            .expire(now, self.config.query_timeout_ms)
+        {
+            match purpose {
+                Purpose::Client | Purpose::Cancel { .. } => {
+                    self.actions.push_back(Action::Answer {
+                        query,
+                        record: None,
+                    });
+                }
+                Purpose::Watch { ticket } => {
+                    if let Some(watch) = self.asking.watches.get_mut(&ticket) {
+                        watch.question = None;
+                        watch.next_at = now;
+                    }
+                }
+                Purpose::Dependency => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -193,13 +193,9 @@ impl Scheduler {
             Some(home) => home.iter().filter(|p| **p != self.me).copied().collect(),
             None => self.peers.keys(),
         };
-        let query = self.queries.ask(
-            rng,
-            now,
-            *dep,
-            super::asking::Purpose::Dependency,
-            targets.iter().copied(),
-        );
+        let query = self
+            .asking
+            .ask_for_dependency(rng, now, *dep, targets.iter().copied());
         for peer in targets {
             self.send(peer, Message::Query { query, task: *dep });
         }

@@ -363,14 +363,8 @@ pub struct Scheduler {
     last_now: Millis,
     /// The thief's and the victim's state (see [`stealing::Stealing`]).
     stealing: stealing::Stealing,
-    /// Questions out about tasks this peer does not keep, for clients and for dependencies.
-    queries: asking::Queries,
-    /// Clients waiting for tasks this peer does not keep, by ticket.
-    watches: BTreeMap<u64, asking::Watch>,
-    /// Clients waiting for tasks this peer keeps, by task.
-    local_watches: BTreeMap<TaskId, Vec<u64>>,
-    /// Local watches whose task ended since the last flush, answered there.
-    watch_ends: Vec<(u64, TaskId)>,
+    /// Questions out and clients' waits (see [`asking::Asking`]).
+    asking: asking::Asking,
     // As the primary of tasks with dependencies it does not keep: lookups by dependency, and
     lookups: BTreeMap<TaskId, depending::Lookup>,
     /// Tasks this peer leads that wait for a dependency whose record it keeps, by dependency;
@@ -422,10 +416,7 @@ impl Scheduler {
             holding: holding::Holding::new(ageing_ms),
             last_now: 0,
             stealing: stealing::Stealing::default(),
-            queries: asking::Queries::default(),
-            watches: BTreeMap::new(),
-            local_watches: BTreeMap::new(),
-            watch_ends: Vec::new(),
+            asking: asking::Asking::default(),
             lookups: BTreeMap::new(),
             waiting_on: BTreeMap::new(),
             ended_now: Vec::new(),
@@ -669,200 +660,6 @@ impl Scheduler {
         let results = self.accept(now, rng, submissions);
         self.finish_input(now, rng);
         results
-    }
-
-    /// Cancels a task on behalf of client `by` (the name of its API token, if any; recorded in
-    /// the history), wherever it is kept: a task this peer does not keep is looked up first, and
-    /// the cancel sent to the home set the answer names. Returns a number that an
-    /// [`Action::Answer`] then carries, with the record if some peer keeps the task (so the cancel
-    /// went out) and `None` if no live peer knows it.
-    pub fn cancel(
-        &mut self,
-        now: Millis,
-        rng: &mut dyn RngCore,
-        task: TaskId,
-        by: Option<String>,
-    ) -> u64 {
-        self.boot(now);
-        if self.records.contains_key(&task) {
-            let ticket = self.queries.ticket(rng);
-            self.cancel_at_home(now, task, by);
-            self.seal_changed();
-            let record = self
-                .records
-                .get(&task)
-                .and_then(Entry::sealed)
-                .map(Box::new);
-            self.actions.push_back(Action::Answer {
-                query: ticket,
-                record,
-            });
-            self.finish_input(now, rng);
-            return ticket;
-        }
-        let ticket = self.ask_members(now, rng, task, asking::Purpose::Cancel { by });
-        self.finish_input(now, rng);
-        ticket
-    }
-
-    /// Sends a cancel to every member of a task's home set (this peer applies it at once if it is
-    /// one).
-    fn cancel_at_home(&mut self, now: Millis, task: TaskId, by: Option<String>) {
-        let home = match self.records.get(&task) {
-            Some(entry) => entry.record.home().to_vec(),
-            None => match self.lookups.get(&task).and_then(|l| l.home().cloned()) {
-                Some(home) => home,
-                None => return,
-            },
-        };
-        for member in home {
-            if member == self.me {
-                self.on_cancel(now, task, self.me, by.as_deref());
-            } else {
-                let by = by.clone();
-                self.send(member, Message::Cancel { task, by });
-            }
-        }
-    }
-
-    /// Waits for a task's end: returns a number that an [`Action::Answer`] carries once the task
-    /// has ended (with its record), or as soon as no live peer knows it (with `None`). A task
-    /// this peer keeps is answered when its record ends here; another is asked of the peers every
-    /// [`Config::watch_every_ms`] (of its home set, once an answer named it) until it ends.
-    pub fn watch(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
-        self.boot(now);
-        let ticket = self.queries.ticket(rng);
-        self.seal_changed();
-        match self.records.get(&task) {
-            Some(entry) if entry.record.state.is_final() => {
-                let record = entry.sealed().map(Box::new);
-                self.actions.push_back(Action::Answer {
-                    query: ticket,
-                    record,
-                });
-            }
-            Some(_) => self.local_watches.entry(task).or_default().push(ticket),
-            None => {
-                let watch = asking::Watch {
-                    task,
-                    home: None,
-                    next_at: now,
-                    question: None,
-                };
-                self.watches.insert(ticket, watch);
-                self.ask_watched(now, rng);
-            }
-        }
-        self.finish_input(now, rng);
-        ticket
-    }
-
-    /// Stops a wait the client gave up on (its number from [`Scheduler::watch`]).
-    pub fn unwatch(&mut self, ticket: u64) {
-        if let Some(watch) = self.watches.remove(&ticket)
-            && let Some(query) = watch.question
-        {
-            self.queries.forget(query);
-        }
-        self.local_watches.retain(|_, tickets| {
-            tickets.retain(|t| *t != ticket);
-            !tickets.is_empty()
-        });
-    }
-
-    /// Asks again about the watched tasks that are due.
-    fn ask_watched(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        let due: Vec<u64> = self
-            .watches
-            .iter()
-            .filter(|(_, w)| w.question.is_none() && w.next_at <= now)
-            .map(|(ticket, _)| *ticket)
-            .collect();
-        for ticket in due {
-            let Some(watch) = self.watches.get(&ticket) else {
-                continue;
-            };
-            let (task, home) = (watch.task, watch.home.clone());
-            let peers: Vec<PeerKey> = match home {
-                Some(home) => home.into_iter().filter(|p| *p != self.me).collect(),
-                None => self.peers.keys(),
-            };
-            if peers.is_empty() {
-                self.watches.remove(&ticket);
-                self.actions.push_back(Action::Answer {
-                    query: ticket,
-                    record: None,
-                });
-                continue;
-            }
-            let purpose = asking::Purpose::Watch { ticket };
-            let query = self
-                .queries
-                .ask(rng, now, task, purpose, peers.iter().copied());
-            for peer in peers {
-                self.send(peer, Message::Query { query, task });
-            }
-            if let Some(watch) = self.watches.get_mut(&ticket) {
-                watch.question = Some(query);
-            }
-        }
-    }
-
-    /// The local watches of a task that just ended here are answered once its record is sealed
-    /// (at the flush).
-    fn end_local_watches(&mut self, task: TaskId) {
-        if let Some(tickets) = self.local_watches.remove(&task) {
-            self.watch_ends
-                .extend(tickets.into_iter().map(|ticket| (ticket, task)));
-        }
-    }
-
-    /// Asks every live member about `task`, for `purpose`; returns the question's number. With no
-    /// member to ask, answers `None` at once.
-    fn ask_members(
-        &mut self,
-        now: Millis,
-        rng: &mut dyn RngCore,
-        task: TaskId,
-        purpose: asking::Purpose,
-    ) -> u64 {
-        let peers: Vec<PeerKey> = self.peers.keys();
-        let query = self
-            .queries
-            .ask(rng, now, task, purpose, peers.iter().copied());
-        if peers.is_empty() {
-            self.queries.forget(query);
-            self.actions.push_back(Action::Answer {
-                query,
-                record: None,
-            });
-            return query;
-        }
-        for peer in &peers {
-            self.send(*peer, Message::Query { query, task });
-        }
-        query
-    }
-
-    /// Looks a task up: answered at once (with [`Action::Answer`]) if this peer keeps its record,
-    /// otherwise by asking every live peer (only they may answer, and the first record that holds
-    /// is the answer). Returns the query's number.
-    pub fn query(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
-        self.boot(now);
-        if self.records.contains_key(&task) {
-            let query = self.queries.ticket(rng);
-            self.seal_changed();
-            let record = self
-                .records
-                .get(&task)
-                .and_then(Entry::sealed)
-                .map(Box::new);
-            self.actions.push_back(Action::Answer { query, record });
-            return query;
-        }
-        let query = self.ask_members(now, rng, task, asking::Purpose::Client);
-        self.finish_input(now, rng);
-        query
     }
 
     /// Takes a direct message with its authenticated sender. Bad bytes are counted and dropped.
@@ -1307,7 +1104,7 @@ impl Scheduler {
     /// node's group commit) gets one seal, and one `Store` per member, for all of them.
     fn flush(&mut self) {
         self.seal_changed();
-        for (ticket, task) in std::mem::take(&mut self.watch_ends) {
+        for (ticket, task) in self.asking.take_ended() {
             let record = self
                 .records
                 .get(&task)
@@ -1411,136 +1208,6 @@ impl Scheduler {
             .collect();
         if !shared.is_empty() {
             self.out_store.entry(peer).or_default().extend(shared);
-        }
-    }
-
-    /// `from`'s answer to question `query` (`None` also when it could not be asked).
-    fn on_answer(
-        &mut self,
-        now: Millis,
-        from: PeerKey,
-        query: u64,
-        record: Option<Box<SealedRecord>>,
-    ) {
-        let answered = match self.queries.answered(query, from) {
-            Ok(answered) => answered,
-            Err(error) => return self.reject("answer", &error),
-        };
-        let record = match record {
-            Some(sealed) if sealed.record.id() != answered.task => {
-                let error = WireError::Unauthorized("an answer about another task");
-                self.reject("answer", &error);
-                None
-            }
-            Some(sealed) => match self.check_sealed(&sealed) {
-                Ok(spec) => Some((sealed, spec)),
-                Err(error) => {
-                    self.reject("answer", &error);
-                    None
-                }
-            },
-            None => None,
-        };
-        match answered.purpose {
-            asking::Purpose::Dependency => {
-                if let Some((sealed, spec)) = &record {
-                    self.on_dependency_answer(&sealed.record, spec);
-                }
-                if record.is_some() || answered.last {
-                    self.queries.forget(query);
-                }
-            }
-            asking::Purpose::Client => {
-                if record.is_some() || answered.last {
-                    self.queries.forget(query);
-                    let record = record.map(|(sealed, _)| sealed);
-                    self.actions.push_back(Action::Answer { query, record });
-                }
-            }
-            asking::Purpose::Cancel { by } => {
-                if let Some((sealed, _)) = &record {
-                    self.lookups
-                        .entry(answered.task)
-                        .or_default()
-                        .learn_home(sealed.record.home());
-                    self.cancel_at_home(now, answered.task, by);
-                }
-                if record.is_some() || answered.last {
-                    self.queries.forget(query);
-                    let record = record.map(|(sealed, _)| sealed);
-                    self.actions.push_back(Action::Answer { query, record });
-                }
-            }
-            asking::Purpose::Watch { ticket } => {
-                self.on_watch_answer(now, ticket, query, record.map(|(s, _)| s), answered.last);
-            }
-        }
-    }
-
-    /// An answer about a watched task: the end, a sign of life, or (from everyone) nobody knows.
-    fn on_watch_answer(
-        &mut self,
-        now: Millis,
-        ticket: u64,
-        query: u64,
-        record: Option<Box<SealedRecord>>,
-        last: bool,
-    ) {
-        let Some(watch) = self.watches.get_mut(&ticket) else {
-            return self.queries.forget(query);
-        };
-        match record {
-            Some(sealed) if sealed.record.state.is_final() => {
-                self.queries.forget(query);
-                self.watches.remove(&ticket);
-                self.actions.push_back(Action::Answer {
-                    query: ticket,
-                    record: Some(sealed),
-                });
-            }
-            Some(sealed) => {
-                // Still going: ask its home set again later.
-                self.queries.forget(query);
-                watch.home = Some(sealed.record.home().to_vec());
-                watch.question = None;
-                watch.next_at = now + self.config.watch_every_ms;
-            }
-            None if last && watch.home.is_none() => {
-                self.queries.forget(query);
-                self.watches.remove(&ticket);
-                self.actions.push_back(Action::Answer {
-                    query: ticket,
-                    record: None,
-                });
-            }
-            None if last => {
-                self.queries.forget(query);
-                watch.question = None;
-                watch.next_at = now + self.config.watch_every_ms;
-            }
-            None => {}
-        }
-    }
-
-    /// Closes the questions that have had their answers' time: a client's view or cancel gets
-    /// "nobody knows"; a watch asks again at its next turn.
-    fn expire_queries(&mut self, now: Millis) {
-        for (query, purpose) in self.queries.expire(now, self.config.query_timeout_ms) {
-            match purpose {
-                asking::Purpose::Client | asking::Purpose::Cancel { .. } => {
-                    self.actions.push_back(Action::Answer {
-                        query,
-                        record: None,
-                    });
-                }
-                asking::Purpose::Watch { ticket } => {
-                    if let Some(watch) = self.watches.get_mut(&ticket) {
-                        watch.question = None;
-                        watch.next_at = now;
-                    }
-                }
-                asking::Purpose::Dependency => {}
-            }
         }
     }
 }
