@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::RngCore;
 
-use super::{Action, Entry, Scheduler};
+use super::{Action, Scheduler};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::message::Message;
@@ -197,14 +197,14 @@ impl Scheduler {
         by: Option<String>,
     ) -> u64 {
         self.boot(now);
-        if self.records.contains_key(&task) {
+        if self.home.keeps(&task) {
             let ticket = self.asking.queries.ticket(rng);
             self.cancel_at_home(now, task, by);
             self.seal_changed();
             let record = self
-                .records
-                .get(&task)
-                .and_then(Entry::sealed)
+                .home
+                .entry(&task)
+                .and_then(|e| e.sealed())
                 .map(Box::new);
             self.actions.push_back(Action::Answer {
                 query: ticket,
@@ -221,9 +221,9 @@ impl Scheduler {
     /// Sends a cancel to every member of a task's home set (this peer applies it at once if it is
     /// one).
     pub(super) fn cancel_at_home(&mut self, now: Millis, task: TaskId, by: Option<String>) {
-        let home = match self.records.get(&task) {
+        let home = match self.home.entry(&task) {
             Some(entry) => entry.record.home().to_vec(),
-            None => match self.lookups.get(&task).and_then(|l| l.home().cloned()) {
+            None => match self.home.learnt_home(&task).cloned() {
                 Some(home) => home,
                 None => return,
             },
@@ -246,7 +246,7 @@ impl Scheduler {
         self.boot(now);
         let ticket = self.asking.queries.ticket(rng);
         self.seal_changed();
-        match self.records.get(&task) {
+        match self.home.entry(&task) {
             Some(entry) if entry.record.state.is_final() => {
                 let record = entry.sealed().map(Box::new);
                 self.actions.push_back(Action::Answer {
@@ -371,13 +371,13 @@ impl Scheduler {
     /// is the answer). Returns the query's number.
     pub fn query(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
         self.boot(now);
-        if self.records.contains_key(&task) {
+        if self.home.keeps(&task) {
             let query = self.asking.queries.ticket(rng);
             self.seal_changed();
             let record = self
-                .records
-                .get(&task)
-                .and_then(Entry::sealed)
+                .home
+                .entry(&task)
+                .and_then(|e| e.sealed())
                 .map(Box::new);
             self.actions.push_back(Action::Answer { query, record });
             return query;
@@ -432,10 +432,7 @@ impl Scheduler {
             }
             Purpose::Cancel { by } => {
                 if let Some((sealed, _)) = &record {
-                    self.lookups
-                        .entry(answered.task)
-                        .or_default()
-                        .learn_home(sealed.record.home());
+                    self.home.learn_home(answered.task, sealed.record.home());
                     self.cancel_at_home(now, answered.task, by);
                 }
                 if record.is_some() || answered.last {

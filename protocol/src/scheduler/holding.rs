@@ -328,7 +328,7 @@ impl Scheduler {
         };
         let epoch = held.epoch;
         let home = held.task.home;
-        if self.is_primary(&home, now) && self.records.contains_key(&id) {
+        if self.is_primary(&home, now) && self.home.keeps(&id) {
             self.on_completed(now, rng, self.me, id, epoch, outcome);
             return;
         }
@@ -497,7 +497,7 @@ impl Scheduler {
             };
             pending.last_sent = now;
             let entry = pending.entry.clone();
-            if self.is_primary(&entry.home, now) && self.records.contains_key(&id) {
+            if self.is_primary(&entry.home, now) && self.home.keeps(&id) {
                 self.holding.outbox.remove(&id);
                 self.write::<OutboxEntry>(Table::Outbox, id, None);
                 self.on_completed(now, rng, self.me, id, entry.epoch, entry.outcome);

@@ -1,23 +1,30 @@
 //! The scheduler state machine: one per peer, the same code under libp2p and in the simulator.
 //!
-//! It owns every decision a peer makes about tasks, in three roles that every peer plays at once:
-//! - **home member** ([`records`](self)): keeps the records of the tasks whose home set it is in;
-//!   as a task's *primary* (first live member) it places it, records its results, re-claims it
-//!   when its holder dies, retries and cancels it, and replicates each change to the other members
-//!   before it acknowledges anything;
-//! - **holder**: queues the tasks it holds leases on, runs them in its slots, keeps each result
-//!   until the primary acknowledges it, and stops work it can no longer report (cut off from every
-//!   home member);
-//! - **thief and victim**: steals work when idle, gives work when asked.
+//! It owns every decision a peer makes about tasks, in the roles every peer plays at once. Each
+//! role keeps its state in a room of its own, a struct whose fields change only in the role's
+//! module (the compiler keeps the walls); the other roles read it, or hand work in and out,
+//! through its methods:
+//! - **peers** (`peers::Peers`): who is alive and how loaded, this peer's boot and freezes;
+//! - **home member and primary** (`records::Home`, with its placing and dependency gating):
+//!   keeps the records of the tasks whose home set it is in; as a task's *primary* (first live
+//!   member) it places it, records its results, re-claims it when its holder dies, retries and
+//!   cancels it, and replicates each sealed change to the other members before it acknowledges
+//!   anything;
+//! - **holder** (`holding::Holding`): queues the tasks it holds leases on, runs them in its
+//!   slots, keeps each result until the primary acknowledges it, and stops work it can no longer
+//!   report (cut off from every home member);
+//! - **thief and victim** (`stealing::Stealing`): steals work when idle, gives work when asked;
+//! - **asker** (`asking::Asking`): asks the others about tasks it does not keep, for clients'
+//!   views, waits and cancels and for dependencies, and takes answers only from the peers asked.
 //!
+//! The scheduler itself routes each input to the roles, and holds what every role shares: the
+//! key, the settings, the placement policy, the signature checker, the counters and the actions.
 //! It never performs IO, reads a clock or draws OS randomness: the caller hands in `now` and an
 //! RNG, and carries out the [`Action`]s it emits.
 
 mod asking;
-mod depending;
 mod holding;
 mod peers;
-mod placing;
 mod records;
 mod stealing;
 
@@ -32,7 +39,7 @@ use crate::load::{Capabilities, LoadReport};
 use crate::membership::{Observed, PeerView};
 use crate::message::{Gossip, Message};
 use crate::record::{HeldEntry, OutboxEntry, TaskRecord};
-use crate::seal::{Seal, SealedRecord, Verifier};
+use crate::seal::{SealedRecord, Verifier};
 use crate::signed::Signed;
 use crate::task::{Outcome, Task, TaskId, TaskSpec};
 use crate::wire::{self, WireError};
@@ -265,53 +272,6 @@ impl Counters {
     }
 }
 
-/// The unfinished records of one origin's tasks this peer keeps.
-#[derive(Clone, Copy, Debug, Default)]
-struct Kept {
-    count: usize,
-    bytes: u64,
-}
-
-/// A record with its decoded spec, and the seal of its current version (`None` while a change
-/// made during this input waits to be sealed at its end).
-#[derive(Clone, Debug)]
-struct Entry {
-    record: TaskRecord,
-    spec: TaskSpec,
-    seal: Option<Seal>,
-}
-
-impl Entry {
-    fn sealed(&self) -> Option<SealedRecord> {
-        self.seal.as_ref().map(|seal| SealedRecord {
-            record: self.record.clone(),
-            seal: seal.clone(),
-        })
-    }
-}
-
-/// Replication in progress of one record, as its primary tracks it.
-#[derive(Clone, Debug, Default)]
-struct Replication {
-    /// The highest version each other home member has acknowledged.
-    acked: BTreeMap<PeerKey, u64>,
-    /// When the record was last sent to the members that lag.
-    last_sent: Millis,
-    /// The version every live member must have before the submitting client is told the task
-    /// is accepted, if the client waits.
-    client_waits: Option<u64>,
-    /// Holders waiting to hear that their completion is settled: `(holder, epoch, version)`,
-    /// told once every live member has `version`.
-    holders: Vec<(PeerKey, u64, u64)>,
-}
-
-/// A completion that names an epoch this peer has not yet heard of.
-#[derive(Clone, Debug)]
-struct EarlyCompletion {
-    epoch: u64,
-    outcome: Outcome,
-}
-
 /// One peer's scheduler.
 ///
 /// # How it is driven
@@ -343,49 +303,26 @@ pub struct Scheduler {
     config: Config,
     wall_offset_ms: i64,
     last_scan_at: Millis,
-    /// The other peers as this one sees them, and its own standing (see [`peers::Peers`]).
-    peers: peers::Peers,
-    // As a home member.
-    records: BTreeMap<TaskId, Entry>,
-    /// The records of unfinished tasks (change them with [`Scheduler::set_active`]).
-    active: BTreeSet<TaskId>,
-    /// How many of those, and how many spec bytes, each other origin's tasks take here.
-    kept_by_origin: BTreeMap<PeerKey, Kept>,
-    replication: BTreeMap<TaskId, Replication>,
-    retry_at: BTreeMap<TaskId, Millis>,
-    confirmed_at: BTreeMap<TaskId, Millis>,
-    /// Completions naming an epoch not heard of yet, by task and sender.
-    early_completions: BTreeMap<(TaskId, PeerKey), EarlyCompletion>,
-    early_transfers: BTreeMap<TaskId, Vec<Lease>>,
-    /// The holder's state (see [`holding::Holding`]).
-    holding: holding::Holding,
     /// The `now` of the latest input, for work done outside one (restoring held tasks).
     last_now: Millis,
+    // The rooms: each role's own state, changed only in its module.
+    /// The other peers as this one sees them, and its own standing (see [`peers::Peers`]).
+    peers: peers::Peers,
+    /// The home member's and primary's state (see [`records::Home`]).
+    home: records::Home,
+    /// The holder's state (see [`holding::Holding`]).
+    holding: holding::Holding,
     /// The thief's and the victim's state (see [`stealing::Stealing`]).
     stealing: stealing::Stealing,
     /// Questions out and clients' waits (see [`asking::Asking`]).
     asking: asking::Asking,
-    // As the primary of tasks with dependencies it does not keep: lookups by dependency, and
-    lookups: BTreeMap<TaskId, depending::Lookup>,
-    /// Tasks this peer leads that wait for a dependency whose record it keeps, by dependency;
-    /// and dependencies that ended during this input, whose waiting tasks are gated again at its
-    /// end rather than at the next scan.
-    waiting_on: BTreeMap<TaskId, BTreeSet<TaskId>>,
-    ended_now: Vec<TaskId>,
-    // Batched outgoing messages, flushed at the end of every input.
-    out_store: BTreeMap<PeerKey, BTreeSet<TaskId>>,
-    out_stored: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
-    out_recorded: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
-    out_accepted: Vec<TaskId>,
+    // Shared by every role.
     /// The placement policy and its memory.
     placer: crate::placement::Placer,
+    /// Checks seals and signatures, keeping public keys decompressed and recent batches' roots.
+    verifier: Verifier,
     counters: Counters,
     actions: VecDeque<Action>,
-    /// Records changed during this input, with the place of their write among the actions: they
-    /// are sealed together at its end and their writes filled in then.
-    unsealed: Vec<(usize, TaskId)>,
-    /// Checks the seals of records that arrive or are read back, remembering recent batches.
-    verifier: Verifier,
 }
 
 impl Scheduler {
@@ -404,31 +341,16 @@ impl Scheduler {
             config,
             wall_offset_ms: 0,
             last_scan_at: 0,
-            peers: peers::Peers::new(me),
-            records: BTreeMap::new(),
-            active: BTreeSet::new(),
-            kept_by_origin: BTreeMap::new(),
-            replication: BTreeMap::new(),
-            retry_at: BTreeMap::new(),
-            confirmed_at: BTreeMap::new(),
-            early_completions: BTreeMap::new(),
-            early_transfers: BTreeMap::new(),
-            holding: holding::Holding::new(ageing_ms),
             last_now: 0,
+            peers: peers::Peers::new(me),
+            home: records::Home::new(),
+            holding: holding::Holding::new(ageing_ms),
             stealing: stealing::Stealing::default(),
             asking: asking::Asking::default(),
-            lookups: BTreeMap::new(),
-            waiting_on: BTreeMap::new(),
-            ended_now: Vec::new(),
-            out_store: BTreeMap::new(),
-            out_stored: BTreeMap::new(),
-            out_recorded: BTreeMap::new(),
-            out_accepted: Vec::new(),
             placer: crate::placement::Placer::new(placement),
+            verifier: Verifier::default(),
             counters: Counters::default(),
             actions: VecDeque::new(),
-            unsealed: Vec::new(),
-            verifier: Verifier::default(),
         }
     }
 
@@ -446,19 +368,19 @@ impl Scheduler {
 
     /// The record of a task whose home set this peer is in.
     pub fn task(&self, id: &TaskId) -> Option<&TaskRecord> {
-        self.records.get(id).map(|e| &e.record)
+        self.home.entry(id).map(|e| &e.record)
     }
 
     /// The record of a task whose home set this peer is in, with the seal of its current version:
     /// the proof of where the task stands (see [`crate::seal`]).
     pub fn sealed(&mut self, id: &TaskId) -> Option<SealedRecord> {
         self.seal_changed();
-        self.records.get(id).and_then(Entry::sealed)
+        self.home.entry(id).and_then(|e| e.sealed())
     }
 
     /// Every record this peer keeps, in id order.
     pub fn tasks(&self) -> impl Iterator<Item = &TaskRecord> {
-        self.records.values().map(|e| &e.record)
+        self.home.entries().map(|e| &e.record)
     }
 
     /// The peers this peer knows, with their last load reports.
@@ -522,119 +444,6 @@ impl Scheduler {
         }
         self.peers.rejoin();
         restored
-    }
-
-    fn restore_record(&mut self, sealed: SealedRecord) -> Result<(), WireError> {
-        let spec = self.check_sealed(&sealed)?;
-        let SealedRecord { record, seal } = sealed;
-        let id = record.id();
-        let active = !record.state.is_final();
-        let seal = Some(seal);
-        self.records.insert(id, Entry { record, spec, seal });
-        self.set_active(id, active);
-        Ok(())
-    }
-
-    /// Marks a record (which must be in `records`) unfinished or not, keeping count of what each
-    /// other origin's unfinished tasks take here.
-    fn set_active(&mut self, id: TaskId, active: bool) {
-        if self.active.contains(&id) == active {
-            return;
-        }
-        if active {
-            self.active.insert(id);
-        } else {
-            self.active.remove(&id);
-        }
-        let Some(entry) = self.records.get(&id) else {
-            return;
-        };
-        let origin = entry.spec.submitter;
-        if origin == self.me {
-            return;
-        }
-        let bytes = entry.record.envelope.spec.bytes().len() as u64;
-        let kept = self.kept_by_origin.entry(origin).or_default();
-        if active {
-            kept.count += 1;
-            kept.bytes += bytes;
-        } else {
-            kept.count = kept.count.saturating_sub(1);
-            kept.bytes = kept.bytes.saturating_sub(bytes);
-            if kept.count == 0 {
-                self.kept_by_origin.remove(&origin);
-            }
-        }
-    }
-
-    /// Whether taking one more unfinished task of `origin` (with a spec of `bytes`) stays within
-    /// what this peer keeps for one origin.
-    fn within_quota(&self, origin: &PeerKey, bytes: usize) -> bool {
-        if *origin == self.me {
-            return true;
-        }
-        let kept = self.kept_by_origin.get(origin).copied().unwrap_or_default();
-        kept.count < self.config.records_per_origin
-            && kept.bytes + bytes as u64 <= self.config.record_bytes_per_origin
-    }
-
-    /// Checks a sealed record: its spec (signature, id, signed home set) and its seal, which must
-    /// verify and be signed by a member of the task's home set. Returns the decoded spec.
-    fn check_sealed(&mut self, sealed: &SealedRecord) -> Result<TaskSpec, WireError> {
-        let known = self
-            .records
-            .get(&sealed.record.id())
-            .filter(|e| e.record.envelope.spec == sealed.record.envelope.spec)
-            .map(|e| e.spec.clone());
-        let spec = match known {
-            Some(spec) if sealed.record.envelope.home == spec.home => spec,
-            _ => {
-                let envelope = sealed.record.envelope.clone();
-                Task::from_envelope_cached(envelope, self.verifier.keys())?.spec
-            }
-        };
-        if !spec.home.contains(&sealed.seal.signer) {
-            return Err(WireError::BadSeal("sealed by a peer outside the home set"));
-        }
-        self.verifier.verify(sealed)?;
-        Ok(spec)
-    }
-
-    /// Seals the records changed during this input, in one batch, and fills in their writes.
-    fn seal_changed(&mut self) {
-        if self.unsealed.is_empty() {
-            return;
-        }
-        let changed = std::mem::take(&mut self.unsealed);
-        let mut ids: Vec<TaskId> = changed.iter().map(|(_, id)| *id).collect();
-        ids.sort();
-        ids.dedup();
-        ids.retain(|id| self.records.contains_key(id));
-        let encoded: Vec<Vec<u8>> = ids
-            .iter()
-            .filter_map(|id| self.records.get(id).map(|e| wire::encode(&e.record)))
-            .collect();
-        let digests: Vec<_> = encoded
-            .iter()
-            .map(|b| crate::seal::digest_of_bytes(b))
-            .collect();
-        let seals = crate::seal::seal(&self.key, &digests);
-        let mut rows: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
-        for ((id, mut bytes), seal) in ids.into_iter().zip(encoded).zip(seals) {
-            // A sealed record encodes as its record followed by its seal.
-            bytes.extend_from_slice(&wire::encode(&seal));
-            if let Some(entry) = self.records.get_mut(&id) {
-                entry.seal = Some(seal);
-            }
-            rows.insert(id, bytes);
-        }
-        for (at, id) in changed {
-            if let (Some(Action::Write { value, .. }), Some(row)) =
-                (self.actions.get_mut(at), rows.get(&id))
-            {
-                *value = Some(row.clone());
-            }
-        }
     }
 
     fn restore_held(&mut self, held: HeldEntry) -> Result<(), WireError> {
@@ -757,9 +566,9 @@ impl Scheduler {
             // From any member: records are not secret among members.
             Message::Query { query, task } => {
                 let record = self
-                    .records
-                    .get(&task)
-                    .and_then(Entry::sealed)
+                    .home
+                    .entry(&task)
+                    .and_then(|e| e.sealed())
                     .map(Box::new);
                 self.send(from, Message::Answer { query, record });
             }
@@ -1028,8 +837,8 @@ impl Scheduler {
     /// authorized (named in the message).
     fn may_cancel(&self, from: PeerKey, task: &TaskId) -> bool {
         let home_member = self
-            .records
-            .get(task)
+            .home
+            .entry(task)
             .is_some_and(|e| e.record.home().contains(&from));
         home_member || self.peers.view(&from).is_some()
     }
@@ -1037,7 +846,7 @@ impl Scheduler {
     /// The home set of a task this peer knows of: it keeps its record, holds or held it, or
     /// keeps its result.
     fn home_of(&self, id: &TaskId) -> Option<&[PeerKey]> {
-        if let Some(entry) = self.records.get(id) {
+        if let Some(entry) = self.home.entry(id) {
             return Some(entry.record.home());
         }
         self.holding
@@ -1106,39 +915,16 @@ impl Scheduler {
         self.seal_changed();
         for (ticket, task) in self.asking.take_ended() {
             let record = self
-                .records
-                .get(&task)
-                .and_then(Entry::sealed)
+                .home
+                .entry(&task)
+                .and_then(|e| e.sealed())
                 .map(Box::new);
             self.actions.push_back(Action::Answer {
                 query: ticket,
                 record,
             });
         }
-        for (to, ids) in std::mem::take(&mut self.out_store) {
-            let records: Vec<SealedRecord> = ids
-                .iter()
-                .filter_map(|id| self.records.get(id).and_then(Entry::sealed))
-                .collect();
-            for chunk in records.chunks(self.config.place_batch_max.max(1)) {
-                self.send(
-                    to,
-                    Message::Store {
-                        records: chunk.to_vec(),
-                    },
-                );
-            }
-        }
-        for (to, acks) in std::mem::take(&mut self.out_stored) {
-            self.send(to, Message::Stored { acks });
-        }
-        for (to, tasks) in std::mem::take(&mut self.out_recorded) {
-            self.send(to, Message::Recorded { tasks });
-        }
-        let accepted = std::mem::take(&mut self.out_accepted);
-        if !accepted.is_empty() {
-            self.actions.push_back(Action::Accepted { tasks: accepted });
-        }
+        self.flush_home();
     }
 
     fn report(&mut self, now: Millis, rng: &mut dyn RngCore) {
@@ -1181,7 +967,7 @@ impl Scheduler {
         for home in self.holding.homes() {
             targets.extend(home.iter().copied());
         }
-        for entry in self.records.values() {
+        for entry in self.home.entries() {
             if !entry.record.state.is_final() {
                 targets.extend(entry.record.home().iter().copied());
                 targets.extend(entry.record.holder);
@@ -1194,20 +980,6 @@ impl Scheduler {
                 peers: sample.clone(),
             };
             self.send(to, message);
-        }
-    }
-
-    /// A peer (re)appeared: send it the records of the home sets it shares with this peer, so a
-    /// member that was away catches up before it acts as anyone's primary.
-    fn catch_up(&mut self, peer: PeerKey) {
-        let shared: Vec<TaskId> = self
-            .records
-            .iter()
-            .filter(|(_, e)| e.record.home().contains(&peer))
-            .map(|(id, _)| *id)
-            .collect();
-        if !shared.is_empty() {
-            self.out_store.entry(peer).or_default().extend(shared);
         }
     }
 }

@@ -5,11 +5,18 @@
 //! retries failed attempts by the task's policy, cancels, and replicates every change to the other
 //! live members; it acknowledges a submission to the client, and a result to its holder, only once
 //! every live member has stored the change. As a backup it stores what the primary sends and keeps
-//! transfer notices and results that it would need if it became primary.
+//! transfer notices and results that it would need if it became primary. Every version it writes
+//! is sealed (at the flush, one signature for all of them); every record it takes must carry a
+//! home member's seal.
+//!
+//! Owns the room [`Home`]; its children place tasks ([`placing`]) and gate them on their
+//! dependencies ([`depending`]), and share the room.
 
 use rand::RngCore;
 
-use super::{Action, EarlyCompletion, Entry, Scheduler, Table, TaskState};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Action, Scheduler, Table, TaskState};
 use crate::Millis;
 use crate::home;
 use crate::identity::PeerKey;
@@ -20,6 +27,141 @@ use crate::seal::{Seal, SealedRecord};
 use crate::signed::Signed;
 use crate::task::{Dependency, Envelope, Outcome, Submission, Task, TaskId, TaskSpec};
 use crate::wire::{self, WireError};
+
+mod depending;
+mod placing;
+
+/// The home member's own state: the records of the tasks whose home set this peer is in, which
+/// are unfinished and how much each other origin's take, the replication of each change, retries
+/// due, leases to confirm, transfers and completions waiting for their records to catch up, the
+/// changes waiting to be sealed and the messages waiting to be sent; and, as the primary of tasks
+/// that wait for others, what it learnt of their dependencies. Its fields change only in this
+/// module and its children (placing, dependencies): other roles read records through
+/// [`Home::entry`].
+#[derive(Clone, Debug)]
+pub(super) struct Home {
+    records: BTreeMap<TaskId, Entry>,
+    /// The records of unfinished tasks (change them with [`Scheduler::set_active`]).
+    active: BTreeSet<TaskId>,
+    /// How many of those, and how many spec bytes, each other origin's tasks take here.
+    kept_by_origin: BTreeMap<PeerKey, Kept>,
+    replication: BTreeMap<TaskId, Replication>,
+    retry_at: BTreeMap<TaskId, Millis>,
+    confirmed_at: BTreeMap<TaskId, Millis>,
+    /// Completions naming an epoch not heard of yet, by task and sender.
+    early_completions: BTreeMap<(TaskId, PeerKey), EarlyCompletion>,
+    early_transfers: BTreeMap<TaskId, Vec<Lease>>,
+    /// Records changed since the last flush, with the place of their write among the actions:
+    /// they are sealed together then and their writes filled in.
+    unsealed: Vec<(usize, TaskId)>,
+    // Batched outgoing messages, sent at the flush.
+    out_store: BTreeMap<PeerKey, BTreeSet<TaskId>>,
+    out_stored: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
+    out_recorded: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
+    out_accepted: Vec<TaskId>,
+    /// Dependencies this peer does not keep, as far as it learnt of them.
+    lookups: BTreeMap<TaskId, depending::Lookup>,
+    /// Tasks this peer leads that wait for a dependency whose record it keeps, by dependency;
+    /// and dependencies that ended during this input, whose waiting tasks are gated again at its
+    /// end rather than at the next scan.
+    waiting_on: BTreeMap<TaskId, BTreeSet<TaskId>>,
+    ended_now: Vec<TaskId>,
+}
+
+impl Home {
+    pub(super) fn new() -> Self {
+        Self {
+            records: BTreeMap::new(),
+            active: BTreeSet::new(),
+            kept_by_origin: BTreeMap::new(),
+            replication: BTreeMap::new(),
+            retry_at: BTreeMap::new(),
+            confirmed_at: BTreeMap::new(),
+            early_completions: BTreeMap::new(),
+            early_transfers: BTreeMap::new(),
+            unsealed: Vec::new(),
+            out_store: BTreeMap::new(),
+            out_stored: BTreeMap::new(),
+            out_recorded: BTreeMap::new(),
+            out_accepted: Vec::new(),
+            lookups: BTreeMap::new(),
+            waiting_on: BTreeMap::new(),
+            ended_now: Vec::new(),
+        }
+    }
+
+    /// The record of a task this peer keeps.
+    pub(super) fn entry(&self, id: &TaskId) -> Option<&Entry> {
+        self.records.get(id)
+    }
+
+    /// Every record this peer keeps, in id order.
+    pub(super) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.records.values()
+    }
+
+    /// Whether this peer keeps the record of a task.
+    pub(super) fn keeps(&self, id: &TaskId) -> bool {
+        self.records.contains_key(id)
+    }
+
+    /// The home set of a dependency learnt from an answer, if any.
+    pub(super) fn learnt_home(&self, id: &TaskId) -> Option<&Vec<PeerKey>> {
+        self.lookups.get(id).and_then(|l| l.home())
+    }
+
+    /// Remembers the home set an answer named for a task this peer does not keep.
+    pub(super) fn learn_home(&mut self, id: TaskId, home: &[PeerKey]) {
+        self.lookups.entry(id).or_default().learn_home(home);
+    }
+}
+
+/// The unfinished records of one origin's tasks this peer keeps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Kept {
+    count: usize,
+    bytes: u64,
+}
+
+/// A record with its decoded spec, and the seal of its current version (`None` while a change
+/// made during this input waits to be sealed at its end).
+#[derive(Clone, Debug)]
+pub(super) struct Entry {
+    pub(super) record: TaskRecord,
+    pub(super) spec: TaskSpec,
+    seal: Option<Seal>,
+}
+
+impl Entry {
+    pub(super) fn sealed(&self) -> Option<SealedRecord> {
+        self.seal.as_ref().map(|seal| SealedRecord {
+            record: self.record.clone(),
+            seal: seal.clone(),
+        })
+    }
+}
+
+/// Replication in progress of one record, as its primary tracks it.
+#[derive(Clone, Debug, Default)]
+struct Replication {
+    /// The highest version each other home member has acknowledged.
+    acked: BTreeMap<PeerKey, u64>,
+    /// When the record was last sent to the members that lag.
+    last_sent: Millis,
+    /// The version every live member must have before the submitting client is told the task
+    /// is accepted, if the client waits.
+    client_waits: Option<u64>,
+    /// Holders waiting to hear that their completion is settled: `(holder, epoch, version)`,
+    /// told once every live member has `version`.
+    holders: Vec<(PeerKey, u64, u64)>,
+}
+
+/// A completion that names an epoch this peer has not yet heard of.
+#[derive(Clone, Debug)]
+struct EarlyCompletion {
+    epoch: u64,
+    outcome: Outcome,
+}
 
 /// How much of a failed attempt's standard error its history keeps.
 const STDERR_TAIL: usize = 400;
@@ -60,7 +202,7 @@ impl Scheduler {
             spec.home = spec
                 .after
                 .first()
-                .and_then(|dep| self.records.get(dep))
+                .and_then(|dep| self.home.records.get(dep))
                 .map(|e| e.record.home().to_vec())
                 .filter(|home| home.first() == Some(&self.me))
                 .unwrap_or_else(|| {
@@ -77,10 +219,10 @@ impl Scheduler {
             };
             let id = task.id;
             results.push(Ok(id));
-            if self.records.contains_key(&id) {
-                match self.replication.get_mut(&id) {
+            if self.home.records.contains_key(&id) {
+                match self.home.replication.get_mut(&id) {
                     Some(rep) => rep.client_waits = Some(rep.client_waits.unwrap_or(1)),
-                    None => self.out_accepted.push(id),
+                    None => self.home.out_accepted.push(id),
                 }
                 continue;
             }
@@ -110,7 +252,7 @@ impl Scheduler {
                 submitted_wall_ms: wall,
                 finished_wall_ms: None,
             };
-            self.records.insert(
+            self.home.records.insert(
                 id,
                 Entry {
                     record,
@@ -119,12 +261,17 @@ impl Scheduler {
                 },
             );
             self.set_active(id, true);
-            self.replication.entry(id).or_default().client_waits = Some(1);
+            self.home.replication.entry(id).or_default().client_waits = Some(1);
             fresh.push(id);
         }
         self.place(now, rng, fresh.clone());
         for id in fresh {
-            if self.records.get(&id).is_some_and(|e| e.record.version == 0) {
+            if self
+                .home
+                .records
+                .get(&id)
+                .is_some_and(|e| e.record.version == 0)
+            {
                 self.changed(now, id);
             }
         }
@@ -135,7 +282,7 @@ impl Scheduler {
     /// other changes of this input at its end), and send it to the other live members of its home
     /// set.
     pub(super) fn changed(&mut self, now: Millis, id: TaskId) {
-        let Some(entry) = self.records.get_mut(&id) else {
+        let Some(entry) = self.home.records.get_mut(&id) else {
             return;
         };
         entry.record.version += 1;
@@ -143,18 +290,18 @@ impl Scheduler {
         let is_final = entry.record.state.is_final();
         let home = entry.record.home().to_vec();
         if is_final {
-            if self.waiting_on.contains_key(&id) {
-                self.ended_now.push(id);
+            if self.home.waiting_on.contains_key(&id) {
+                self.home.ended_now.push(id);
             }
             self.end_local_watches(id);
             self.set_active(id, false);
-            self.retry_at.remove(&id);
-            self.confirmed_at.remove(&id);
+            self.home.retry_at.remove(&id);
+            self.home.confirmed_at.remove(&id);
         } else {
             self.set_active(id, true);
-            self.confirmed_at.insert(id, now);
+            self.home.confirmed_at.insert(id, now);
         }
-        self.unsealed.push((self.actions.len(), id));
+        self.home.unsealed.push((self.actions.len(), id));
         self.actions.push_back(Action::Write {
             table: Table::Records,
             key: id,
@@ -166,9 +313,9 @@ impl Scheduler {
             .filter(|m| **m != self.me && self.alive(m))
             .copied()
             .collect();
-        self.replication.entry(id).or_default().last_sent = now;
+        self.home.replication.entry(id).or_default().last_sent = now;
         for member in backups {
-            self.out_store.entry(member).or_default().insert(id);
+            self.home.out_store.entry(member).or_default().insert(id);
         }
         self.settle(id);
     }
@@ -176,7 +323,8 @@ impl Scheduler {
     /// Tells the client and holders what they wait for once every live member has the version
     /// they need; forgets the replication once every live member has the current version.
     fn settle(&mut self, id: TaskId) {
-        let (Some(entry), Some(rep)) = (self.records.get(&id), self.replication.get(&id)) else {
+        let (Some(entry), Some(rep)) = (self.home.records.get(&id), self.home.replication.get(&id))
+        else {
             return;
         };
         let version = entry.record.version;
@@ -188,12 +336,12 @@ impl Scheduler {
             .map(|m| rep.acked.get(m).copied().unwrap_or(0))
             .min()
             .unwrap_or(u64::MAX);
-        let Some(rep) = self.replication.get_mut(&id) else {
+        let Some(rep) = self.home.replication.get_mut(&id) else {
             return;
         };
         if rep.client_waits.is_some_and(|v| stored_everywhere >= v) {
             rep.client_waits = None;
-            self.out_accepted.push(id);
+            self.home.out_accepted.push(id);
         }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut rep.holders)
             .into_iter()
@@ -202,13 +350,14 @@ impl Scheduler {
         let done =
             rep.holders.is_empty() && rep.client_waits.is_none() && stored_everywhere >= version;
         for (holder, epoch, _) in ready {
-            self.out_recorded
+            self.home
+                .out_recorded
                 .entry(holder)
                 .or_default()
                 .push((id, epoch));
         }
         if done {
-            self.replication.remove(&id);
+            self.home.replication.remove(&id);
         }
     }
 
@@ -217,15 +366,17 @@ impl Scheduler {
     pub(super) fn resend_replication(&mut self, now: Millis) {
         let after = self.config.resend_after_ms;
         let due: Vec<TaskId> = self
+            .home
             .replication
             .iter()
             .filter(|(_, rep)| now.saturating_sub(rep.last_sent) >= after)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            let (Some(entry), Some(rep)) = (self.records.get(&id), self.replication.get(&id))
+            let (Some(entry), Some(rep)) =
+                (self.home.records.get(&id), self.home.replication.get(&id))
             else {
-                self.replication.remove(&id);
+                self.home.replication.remove(&id);
                 continue;
             };
             let version = entry.record.version;
@@ -241,9 +392,9 @@ impl Scheduler {
                 .copied()
                 .collect();
             for member in lagging {
-                self.out_store.entry(member).or_default().insert(id);
+                self.home.out_store.entry(member).or_default().insert(id);
             }
-            if let Some(rep) = self.replication.get_mut(&id) {
+            if let Some(rep) = self.home.replication.get_mut(&id) {
                 rep.last_sent = now;
             }
             self.settle(id);
@@ -272,7 +423,7 @@ impl Scheduler {
             };
             let SealedRecord { mut record, seal } = sealed;
             let id = record.id();
-            let new = !self.records.contains_key(&id) && !record.state.is_final();
+            let new = !self.home.records.contains_key(&id) && !record.state.is_final();
             if new && !self.within_quota(&spec.submitter, record.envelope.spec.bytes().len()) {
                 let error = WireError::Unauthorized("over what this peer keeps for one origin");
                 self.reject("store", &error);
@@ -280,6 +431,7 @@ impl Scheduler {
             }
             let rank = |r: &TaskRecord| (r.state.is_final(), r.version);
             let ours = self
+                .home
                 .records
                 .get(&id)
                 .map(|e| (rank(&e.record), e.record.epoch));
@@ -287,7 +439,7 @@ impl Scheduler {
             match ours {
                 Some((mine, _)) if mine >= theirs => {
                     if mine > theirs {
-                        self.out_store.entry(from).or_default().insert(id);
+                        self.home.out_store.entry(from).or_default().insert(id);
                     }
                 }
                 _ => {
@@ -306,8 +458,12 @@ impl Scheduler {
                     }
                 }
             }
-            let version = self.records.get(&id).map_or(0, |e| e.record.version);
-            self.out_stored.entry(from).or_default().push((id, version));
+            let version = self.home.records.get(&id).map_or(0, |e| e.record.version);
+            self.home
+                .out_stored
+                .entry(from)
+                .or_default()
+                .push((id, version));
         }
     }
 
@@ -338,16 +494,17 @@ impl Scheduler {
         }
         self.actions.push_back(Action::Changed { task: id });
         let (epoch, is_final) = (record.epoch, record.state.is_final());
-        self.records.insert(id, Entry { record, spec, seal });
+        self.home.records.insert(id, Entry { record, spec, seal });
         self.set_active(id, active);
         if is_final {
             self.end_local_watches(id);
         }
         // What waited for this record to catch up may now be moot.
-        if let Some(waiting) = self.early_transfers.get_mut(&id) {
+        if let Some(waiting) = self.home.early_transfers.get_mut(&id) {
             waiting.retain(|l| !is_final && l.epoch > epoch);
         }
-        self.early_completions
+        self.home
+            .early_completions
             .retain(|(task, _), c| *task != id || (!is_final && c.epoch >= epoch));
     }
 
@@ -355,6 +512,7 @@ impl Scheduler {
     pub(super) fn on_stored(&mut self, from: PeerKey, acks: &[(TaskId, u64)]) {
         for (id, version) in acks {
             if self
+                .home
                 .records
                 .get(id)
                 .is_some_and(|e| !e.record.home().contains(&from))
@@ -363,7 +521,7 @@ impl Scheduler {
                 self.reject("stored", &error);
                 continue;
             }
-            if let Some(rep) = self.replication.get_mut(id) {
+            if let Some(rep) = self.home.replication.get_mut(id) {
                 let acked = rep.acked.entry(from).or_insert(0);
                 *acked = (*acked).max(*version);
                 self.settle(*id);
@@ -376,10 +534,11 @@ impl Scheduler {
         let wall = self.wall(now);
         for (id, epoch) in tasks {
             let primary = self
+                .home
                 .records
                 .get(id)
                 .is_some_and(|e| self.is_primary(e.record.home(), now));
-            let Some(entry) = self.records.get_mut(id) else {
+            let Some(entry) = self.home.records.get_mut(id) else {
                 continue;
             };
             let record = &mut entry.record;
@@ -410,7 +569,7 @@ impl Scheduler {
         epoch: u64,
         outcome: Outcome,
     ) {
-        let Some(entry) = self.records.get(&id) else {
+        let Some(entry) = self.home.records.get(&id) else {
             return;
         };
         if !self.is_primary(entry.record.home(), now) {
@@ -427,11 +586,11 @@ impl Scheduler {
         }
         if epoch > record.epoch {
             // The hand-over to this epoch has not reached us yet.
-            if self.early_completions.len() >= self.config.early_max {
+            if self.home.early_completions.len() >= self.config.early_max {
                 self.counters.early_dropped += 1;
             } else {
                 let early = EarlyCompletion { epoch, outcome };
-                self.early_completions.insert((id, from), early);
+                self.home.early_completions.insert((id, from), early);
             }
             return;
         }
@@ -453,7 +612,7 @@ impl Scheduler {
         outcome: Outcome,
     ) {
         let wall = self.wall(now);
-        let Some(entry) = self.records.get_mut(&id) else {
+        let Some(entry) = self.home.records.get_mut(&id) else {
             return;
         };
         let ending = Ending::of(&outcome);
@@ -485,7 +644,7 @@ impl Scheduler {
             entry
                 .record
                 .transition(TaskState::Waiting, Some(from), wall, &note);
-            self.retry_at.insert(id, now + wait);
+            self.home.retry_at.insert(id, now + wait);
         } else {
             entry.record.finished_wall_ms = Some(wall);
             let note = format!(
@@ -498,7 +657,8 @@ impl Scheduler {
         }
         if from != self.me {
             let version = entry.record.version + 1; // what `changed` is about to make it
-            self.replication
+            self.home
+                .replication
                 .entry(id)
                 .or_default()
                 .holders
@@ -512,10 +672,11 @@ impl Scheduler {
         if holder == self.me {
             return;
         }
-        let version = self.records.get(&id).map_or(0, |e| e.record.version);
-        match self.replication.get_mut(&id) {
+        let version = self.home.records.get(&id).map_or(0, |e| e.record.version);
+        match self.home.replication.get_mut(&id) {
             Some(rep) => rep.holders.push((holder, epoch, version)),
             None => self
+                .home
                 .out_recorded
                 .entry(holder)
                 .or_default()
@@ -538,7 +699,7 @@ impl Scheduler {
             Err(error) => return self.reject("transferred", &error),
         };
         for lease in grant.leases {
-            if self.records.contains_key(&lease.task) {
+            if self.home.records.contains_key(&lease.task) {
                 self.apply_transfer(now, rng, lease);
             }
         }
@@ -547,7 +708,7 @@ impl Scheduler {
     /// Moves a record to a new holder if the lease is the next link of its chain; otherwise keeps
     /// the lease until the links before it arrive (or this peer becomes primary).
     fn apply_transfer(&mut self, now: Millis, rng: &mut dyn RngCore, lease: Lease) {
-        let Some(entry) = self.records.get(&lease.task) else {
+        let Some(entry) = self.home.records.get(&lease.task) else {
             return;
         };
         let record = &entry.record;
@@ -557,10 +718,11 @@ impl Scheduler {
         let next_link = lease.epoch == crate::lease::next_minor(record.epoch)
             && record.holder == Some(lease.granted_by);
         if !next_link || !self.is_primary(record.home(), now) {
-            if self.early_transfers.len() >= self.config.early_max {
+            if self.home.early_transfers.len() >= self.config.early_max {
                 self.counters.early_dropped += 1;
             } else {
-                self.early_transfers
+                self.home
+                    .early_transfers
                     .entry(lease.task)
                     .or_default()
                     .push(lease);
@@ -568,7 +730,7 @@ impl Scheduler {
             return;
         }
         let wall = self.wall(now);
-        if let Some(entry) = self.records.get_mut(&lease.task) {
+        if let Some(entry) = self.home.records.get_mut(&lease.task) {
             entry.record.epoch = lease.epoch;
             entry.record.holder = Some(lease.holder);
             let note = "handed over by its holder";
@@ -582,7 +744,7 @@ impl Scheduler {
 
     /// Applies transfers and a completion that were waiting for the record to catch up.
     fn apply_early(&mut self, now: Millis, rng: &mut dyn RngCore, id: TaskId) {
-        if let Some(mut waiting) = self.early_transfers.remove(&id) {
+        if let Some(mut waiting) = self.home.early_transfers.remove(&id) {
             waiting.sort_by_key(|l| l.epoch);
             for lease in waiting {
                 self.apply_transfer(now, rng, lease);
@@ -591,15 +753,17 @@ impl Scheduler {
         // Completions wait by sender, so a peer without the lease cannot crowd out the holder's:
         // the one from the holder at the current epoch is taken, the ones it overtook dropped.
         let Some((epoch, Some(holder))) = self
+            .home
             .records
             .get(&id)
             .map(|e| (e.record.epoch, e.record.holder))
         else {
             return;
         };
-        self.early_completions
+        self.home
+            .early_completions
             .retain(|(task, _), c| *task != id || c.epoch >= epoch);
-        if let Some(early) = self.early_completions.remove(&(id, holder))
+        if let Some(early) = self.home.early_completions.remove(&(id, holder))
             && early.epoch == epoch
         {
             self.on_completed(now, rng, holder, id, early.epoch, early.outcome);
@@ -615,7 +779,7 @@ impl Scheduler {
         id: TaskId,
         epoch: u64,
     ) {
-        let Some(entry) = self.records.get_mut(&id) else {
+        let Some(entry) = self.home.records.get_mut(&id) else {
             return;
         };
         if claims_another_holders_lease(&entry.record, from, epoch) {
@@ -635,7 +799,7 @@ impl Scheduler {
     /// and void the holder's lease.
     pub(super) fn on_cancel(&mut self, now: Millis, id: TaskId, via: PeerKey, by: Option<&str>) {
         let wall = self.wall(now);
-        let Some(entry) = self.records.get(&id) else {
+        let Some(entry) = self.home.records.get(&id) else {
             return;
         };
         if !self.is_primary(entry.record.home(), now) || entry.record.state.is_final() {
@@ -643,7 +807,7 @@ impl Scheduler {
         }
         let holder = entry.record.holder;
         let epoch = entry.record.epoch;
-        if let Some(entry) = self.records.get_mut(&id) {
+        if let Some(entry) = self.home.records.get_mut(&id) {
             entry.record.finished_wall_ms = Some(wall);
             let note = match by {
                 Some(client) => format!("cancelled by client {client}"),
@@ -669,23 +833,24 @@ impl Scheduler {
             return;
         }
         let mut to_place = Vec::new();
-        let active: Vec<TaskId> = self.active.iter().copied().collect();
+        let active: Vec<TaskId> = self.home.active.iter().copied().collect();
         for id in active {
-            let Some(entry) = self.records.get(&id) else {
+            let Some(entry) = self.home.records.get(&id) else {
                 continue;
             };
             if !self.is_primary(entry.record.home(), now) {
                 continue;
             }
             let early_completion = self
+                .home
                 .early_completions
                 .range((id, PeerKey::from_bytes([0; 32]))..)
                 .next()
                 .is_some_and(|((task, _), _)| *task == id);
-            if self.early_transfers.contains_key(&id) || early_completion {
+            if self.home.early_transfers.contains_key(&id) || early_completion {
                 self.apply_early(now, rng, id);
             }
-            let Some(entry) = self.records.get(&id) else {
+            let Some(entry) = self.home.records.get(&id) else {
                 continue;
             };
             if entry.record.state.is_final() {
@@ -699,8 +864,8 @@ impl Scheduler {
                 }
                 Some(_) => {}
                 None => {
-                    if self.retry_at.get(&id).is_none_or(|at| *at <= now) {
-                        self.retry_at.remove(&id);
+                    if self.home.retry_at.get(&id).is_none_or(|at| *at <= now) {
+                        self.home.retry_at.remove(&id);
                         to_place.push(id);
                     }
                 }
@@ -715,8 +880,8 @@ impl Scheduler {
         let every = 2 * Millis::from(self.config.lease_ttl_ms);
         let mut asks: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
             std::collections::BTreeMap::new();
-        for id in &self.active {
-            let Some(entry) = self.records.get(id) else {
+        for id in &self.home.active {
+            let Some(entry) = self.home.records.get(id) else {
                 continue;
             };
             let Some(holder) = entry.record.holder else {
@@ -725,7 +890,7 @@ impl Scheduler {
             if holder == self.me || !self.is_primary(entry.record.home(), now) {
                 continue;
             }
-            let since = self.confirmed_at.entry(*id).or_insert(now);
+            let since = self.home.confirmed_at.entry(*id).or_insert(now);
             if now.saturating_sub(*since) >= every {
                 *since = now;
                 asks.entry(holder)
@@ -748,7 +913,7 @@ impl Scheduler {
     ) {
         let mut to_place = Vec::new();
         for (id, epoch) in tasks {
-            let Some(entry) = self.records.get(id) else {
+            let Some(entry) = self.home.records.get(id) else {
                 continue;
             };
             let record = &entry.record;
@@ -787,7 +952,7 @@ impl Scheduler {
     fn reclaim(&mut self, now: Millis, holder: PeerKey, id: TaskId) -> bool {
         let wall = self.wall(now);
         self.counters.leases_reclaimed += 1;
-        let Some(entry) = self.records.get_mut(&id) else {
+        let Some(entry) = self.home.records.get_mut(&id) else {
             return false;
         };
         let record = &mut entry.record;
@@ -857,5 +1022,168 @@ fn describe(outcome: &Outcome) -> (Option<i32>, String) {
         Outcome::TimedOut { stderr, .. } => (None, format!("timed out; {}", tail(stderr))),
         Outcome::Returned { .. } => (None, String::new()),
         Outcome::Error { message } => (None, message.clone()),
+    }
+}
+
+impl Scheduler {
+    pub(super) fn restore_record(&mut self, sealed: SealedRecord) -> Result<(), WireError> {
+        let spec = self.check_sealed(&sealed)?;
+        let SealedRecord { record, seal } = sealed;
+        let id = record.id();
+        let active = !record.state.is_final();
+        let seal = Some(seal);
+        self.home.records.insert(id, Entry { record, spec, seal });
+        self.set_active(id, active);
+        Ok(())
+    }
+
+    /// Marks a record (which must be in `records`) unfinished or not, keeping count of what each
+    /// other origin's unfinished tasks take here.
+    pub(super) fn set_active(&mut self, id: TaskId, active: bool) {
+        if self.home.active.contains(&id) == active {
+            return;
+        }
+        if active {
+            self.home.active.insert(id);
+        } else {
+            self.home.active.remove(&id);
+        }
+        let Some(entry) = self.home.records.get(&id) else {
+            return;
+        };
+        let origin = entry.spec.submitter;
+        if origin == self.me {
+            return;
+        }
+        let bytes = entry.record.envelope.spec.bytes().len() as u64;
+        let kept = self.home.kept_by_origin.entry(origin).or_default();
+        if active {
+            kept.count += 1;
+            kept.bytes += bytes;
+        } else {
+            kept.count = kept.count.saturating_sub(1);
+            kept.bytes = kept.bytes.saturating_sub(bytes);
+            if kept.count == 0 {
+                self.home.kept_by_origin.remove(&origin);
+            }
+        }
+    }
+
+    /// Whether taking one more unfinished task of `origin` (with a spec of `bytes`) stays within
+    /// what this peer keeps for one origin.
+    pub(super) fn within_quota(&self, origin: &PeerKey, bytes: usize) -> bool {
+        if *origin == self.me {
+            return true;
+        }
+        let kept = self
+            .home
+            .kept_by_origin
+            .get(origin)
+            .copied()
+            .unwrap_or_default();
+        kept.count < self.config.records_per_origin
+            && kept.bytes + bytes as u64 <= self.config.record_bytes_per_origin
+    }
+
+    /// Checks a sealed record: its spec (signature, id, signed home set) and its seal, which must
+    /// verify and be signed by a member of the task's home set. Returns the decoded spec.
+    pub(super) fn check_sealed(&mut self, sealed: &SealedRecord) -> Result<TaskSpec, WireError> {
+        let known = self
+            .home
+            .records
+            .get(&sealed.record.id())
+            .filter(|e| e.record.envelope.spec == sealed.record.envelope.spec)
+            .map(|e| e.spec.clone());
+        let spec = match known {
+            Some(spec) if sealed.record.envelope.home == spec.home => spec,
+            _ => {
+                let envelope = sealed.record.envelope.clone();
+                Task::from_envelope_cached(envelope, self.verifier.keys())?.spec
+            }
+        };
+        if !spec.home.contains(&sealed.seal.signer) {
+            return Err(WireError::BadSeal("sealed by a peer outside the home set"));
+        }
+        self.verifier.verify(sealed)?;
+        Ok(spec)
+    }
+
+    /// Seals the records changed during this input, in one batch, and fills in their writes.
+    pub(super) fn seal_changed(&mut self) {
+        if self.home.unsealed.is_empty() {
+            return;
+        }
+        let changed = std::mem::take(&mut self.home.unsealed);
+        let mut ids: Vec<TaskId> = changed.iter().map(|(_, id)| *id).collect();
+        ids.sort();
+        ids.dedup();
+        ids.retain(|id| self.home.records.contains_key(id));
+        let encoded: Vec<Vec<u8>> = ids
+            .iter()
+            .filter_map(|id| self.home.records.get(id).map(|e| wire::encode(&e.record)))
+            .collect();
+        let digests: Vec<_> = encoded
+            .iter()
+            .map(|b| crate::seal::digest_of_bytes(b))
+            .collect();
+        let seals = crate::seal::seal(&self.key, &digests);
+        let mut rows: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
+        for ((id, mut bytes), seal) in ids.into_iter().zip(encoded).zip(seals) {
+            // A sealed record encodes as its record followed by its seal.
+            bytes.extend_from_slice(&wire::encode(&seal));
+            if let Some(entry) = self.home.records.get_mut(&id) {
+                entry.seal = Some(seal);
+            }
+            rows.insert(id, bytes);
+        }
+        for (at, id) in changed {
+            if let (Some(Action::Write { value, .. }), Some(row)) =
+                (self.actions.get_mut(at), rows.get(&id))
+            {
+                *value = Some(row.clone());
+            }
+        }
+    }
+    /// A peer (re)appeared: send it the records of the home sets it shares with this peer, so a
+    /// member that was away catches up before it acts as anyone's primary.
+    pub(super) fn catch_up(&mut self, peer: PeerKey) {
+        let shared: Vec<TaskId> = self
+            .home
+            .records
+            .iter()
+            .filter(|(_, e)| e.record.home().contains(&peer))
+            .map(|(id, _)| *id)
+            .collect();
+        if !shared.is_empty() {
+            self.home.out_store.entry(peer).or_default().extend(shared);
+        }
+    }
+    /// Sends the record-keeping messages batched since the last flush: the records each member
+    /// must store (sealed), the acknowledgements, the settlements, and the accepted submissions.
+    pub(super) fn flush_home(&mut self) {
+        for (to, ids) in std::mem::take(&mut self.home.out_store) {
+            let records: Vec<SealedRecord> = ids
+                .iter()
+                .filter_map(|id| self.home.records.get(id).and_then(Entry::sealed))
+                .collect();
+            for chunk in records.chunks(self.config.place_batch_max.max(1)) {
+                self.send(
+                    to,
+                    Message::Store {
+                        records: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+        for (to, acks) in std::mem::take(&mut self.home.out_stored) {
+            self.send(to, Message::Stored { acks });
+        }
+        for (to, tasks) in std::mem::take(&mut self.home.out_recorded) {
+            self.send(to, Message::Recorded { tasks });
+        }
+        let accepted = std::mem::take(&mut self.home.out_accepted);
+        if !accepted.is_empty() {
+            self.actions.push_back(Action::Accepted { tasks: accepted });
+        }
     }
 }

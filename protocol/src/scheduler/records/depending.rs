@@ -10,7 +10,7 @@
 
 use rand::RngCore;
 
-use super::{Scheduler, TaskState};
+use super::super::{Scheduler, TaskState};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::message::Message;
@@ -47,12 +47,12 @@ enum Gate {
 
 impl Lookup {
     /// The task's home set, once an answer named it.
-    pub(super) fn home(&self) -> Option<&Vec<PeerKey>> {
+    pub(in crate::scheduler) fn home(&self) -> Option<&Vec<PeerKey>> {
         self.home.as_ref()
     }
 
     /// Remembers the task's home set.
-    pub(super) fn learn_home(&mut self, home: &[PeerKey]) {
+    pub(in crate::scheduler) fn learn_home(&mut self, home: &[PeerKey]) {
         self.home = Some(home.to_vec());
     }
 }
@@ -104,7 +104,7 @@ impl Scheduler {
     /// Of `ids`, the tasks that may be placed now: those without dependencies, and those whose
     /// dependencies have all ended (their inputs are set in the record). Tasks whose dependency
     /// failed are failed here; the others wait for a later scan.
-    pub(super) fn gate_dependencies(
+    pub(in crate::scheduler) fn gate_dependencies(
         &mut self,
         now: Millis,
         rng: &mut dyn RngCore,
@@ -112,7 +112,7 @@ impl Scheduler {
     ) -> Vec<TaskId> {
         let mut open = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(entry) = self.records.get(&id) else {
+            let Some(entry) = self.home.records.get(&id) else {
                 continue;
             };
             let spec = &entry.spec;
@@ -123,7 +123,7 @@ impl Scheduler {
             let spec = spec.clone();
             match self.gate(now, rng, &spec) {
                 Gate::Open(inputs) => {
-                    if let Some(entry) = self.records.get_mut(&id) {
+                    if let Some(entry) = self.home.records.get_mut(&id) {
                         entry.record.envelope.inputs = inputs;
                     }
                     open.push(id);
@@ -131,11 +131,12 @@ impl Scheduler {
                 Gate::Shut => {
                     for dep in &spec.after {
                         if self
+                            .home
                             .records
                             .get(dep)
                             .is_some_and(|e| !e.record.state.is_final())
                         {
-                            self.waiting_on.entry(*dep).or_default().insert(id);
+                            self.home.waiting_on.entry(*dep).or_default().insert(id);
                         }
                     }
                 }
@@ -168,11 +169,11 @@ impl Scheduler {
     /// peer has answered for within [`super::Config::dependency_timeout_ms`] of the first
     /// question is taken as lost: the dependent fails, saying so, instead of waiting forever.
     fn ended(&mut self, now: Millis, rng: &mut dyn RngCore, dep: &TaskId) -> Option<Ended> {
-        if let Some(entry) = self.records.get(dep) {
+        if let Some(entry) = self.home.records.get(dep) {
             return Ended::of(&entry.record, &entry.spec);
         }
         let timeout = self.config.dependency_timeout_ms;
-        let lookup = self.lookups.entry(*dep).or_default();
+        let lookup = self.home.lookups.entry(*dep).or_default();
         if let Some(ended) = &lookup.ended {
             return Some(ended.clone());
         }
@@ -204,18 +205,18 @@ impl Scheduler {
 
     /// Gates again, at once, the tasks that waited for a dependency that ended during this input
     /// (instead of at the next scan, a heartbeat later).
-    pub(super) fn release_dependents(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        if self.ended_now.is_empty() {
+    pub(in crate::scheduler) fn release_dependents(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        if self.home.ended_now.is_empty() {
             return;
         }
         let mut waiting: Vec<TaskId> = Vec::new();
-        for dep in std::mem::take(&mut self.ended_now) {
-            waiting.extend(self.waiting_on.remove(&dep).unwrap_or_default());
+        for dep in std::mem::take(&mut self.home.ended_now) {
+            waiting.extend(self.home.waiting_on.remove(&dep).unwrap_or_default());
         }
         waiting.sort();
         waiting.dedup();
         waiting.retain(|id| {
-            self.records.get(id).is_some_and(|e| {
+            self.home.records.get(id).is_some_and(|e| {
                 e.record.holder.is_none()
                     && !e.record.state.is_final()
                     && self.is_primary(e.record.home(), now)
@@ -226,8 +227,12 @@ impl Scheduler {
 
     /// An answer to a dependency lookup (its record checked by the caller): remember where the
     /// dependency lives and how it ended.
-    pub(super) fn on_dependency_answer(&mut self, record: &TaskRecord, spec: &TaskSpec) {
-        let lookup = self.lookups.entry(record.id()).or_default();
+    pub(in crate::scheduler) fn on_dependency_answer(
+        &mut self,
+        record: &TaskRecord,
+        spec: &TaskSpec,
+    ) {
+        let lookup = self.home.lookups.entry(record.id()).or_default();
         lookup.home = Some(record.home().to_vec());
         if lookup.ended.is_none() {
             lookup.ended = Ended::of(record, spec);
@@ -237,7 +242,7 @@ impl Scheduler {
     /// Ends a task whose dependency failed or was cancelled: failed, with the reason as its error.
     fn fail_for_dependency(&mut self, now: Millis, id: TaskId, reason: &str) {
         let wall = self.wall(now);
-        let Some(entry) = self.records.get_mut(&id) else {
+        let Some(entry) = self.home.records.get_mut(&id) else {
             return;
         };
         if entry.record.state.is_final() {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use rand::RngCore;
 
-use super::{Scheduler, TaskState};
+use super::super::{Scheduler, TaskState};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::lease::Lease;
@@ -20,7 +20,12 @@ use crate::task::{Envelope, Task, TaskId, TaskKind, TaskSpec};
 impl Scheduler {
     /// Places tasks whose records this peer keeps as primary. A task no live peer can run stays
     /// unplaced (holder `None`) and is tried again on later ticks.
-    pub(super) fn place(&mut self, now: Millis, rng: &mut dyn RngCore, ids: Vec<TaskId>) {
+    pub(in crate::scheduler) fn place(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        ids: Vec<TaskId>,
+    ) {
         let ids = self.gate_dependencies(now, rng, ids);
         if ids.is_empty() {
             return;
@@ -29,7 +34,7 @@ impl Scheduler {
         let mut batches: BTreeMap<PeerKey, Vec<TaskId>> = BTreeMap::new();
         let mut unfit: Vec<(TaskId, String)> = Vec::new();
         for id in ids {
-            let Some(entry) = self.records.get(&id) else {
+            let Some(entry) = self.home.records.get(&id) else {
                 continue;
             };
             let fitting: Vec<usize> = (0..candidates.len())
@@ -82,7 +87,7 @@ impl Scheduler {
     /// is placed at a later scan when a peer that can run it is known.
     fn mark_unschedulable(&mut self, now: Millis, id: TaskId, reason: &str) {
         let wall = self.wall(now);
-        let Some(entry) = self.records.get_mut(&id) else {
+        let Some(entry) = self.home.records.get_mut(&id) else {
             return;
         };
         let record = &mut entry.record;
@@ -116,7 +121,7 @@ impl Scheduler {
         let wall = self.wall(now);
         let mut leases = Vec::with_capacity(ids.len());
         for id in &ids {
-            let Some(entry) = self.records.get_mut(id) else {
+            let Some(entry) = self.home.records.get_mut(id) else {
                 continue;
             };
             let record = &mut entry.record;
@@ -148,7 +153,12 @@ impl Scheduler {
         for chunk in leases.chunks(self.config.place_batch_max.max(1)) {
             let tasks: Vec<Envelope> = chunk
                 .iter()
-                .filter_map(|l| self.records.get(&l.task).map(|e| e.record.envelope.clone()))
+                .filter_map(|l| {
+                    self.home
+                        .records
+                        .get(&l.task)
+                        .map(|e| e.record.envelope.clone())
+                })
                 .collect();
             let grant = self.sign_grant(chunk.to_vec());
             self.send(peer, Message::Place { tasks, grant });
@@ -156,8 +166,8 @@ impl Scheduler {
     }
 
     /// The verified task of a record this peer keeps.
-    pub(super) fn task_of(&self, id: &TaskId) -> Option<Task> {
-        self.records.get(id).map(|e| Task {
+    pub(in crate::scheduler) fn task_of(&self, id: &TaskId) -> Option<Task> {
+        self.home.records.get(id).map(|e| Task {
             id: *id,
             spec: e.spec.clone(),
             signed: e.record.envelope.spec.clone(),
@@ -168,7 +178,7 @@ impl Scheduler {
 
     /// A placement could not be delivered: take the tasks back (if nothing moved them since)
     /// and place them again.
-    pub(super) fn on_placement_failed(
+    pub(in crate::scheduler) fn on_placement_failed(
         &mut self,
         now: Millis,
         rng: &mut dyn RngCore,
@@ -179,13 +189,14 @@ impl Scheduler {
             .iter()
             .map(|t| t.id)
             .filter(|id| {
-                self.records
+                self.home
+                    .records
                     .get(id)
                     .is_some_and(|e| e.record.holder == Some(to) && !e.record.state.is_final())
             })
             .collect();
         for id in &ids {
-            if let Some(entry) = self.records.get_mut(id) {
+            if let Some(entry) = self.home.records.get_mut(id) {
                 entry.record.holder = None;
             }
         }
