@@ -26,9 +26,18 @@ fn key(n: u8) -> Keypair {
     Keypair::from_secret([n; 32])
 }
 
-/// The five senders: A, B, C, M, X.
-fn sender(n: u8) -> Keypair {
-    key([1, 2, 3, 9, 7][usize::from(n) % 5])
+/// The five senders: A, B, C, M, X (made once: deriving a public key is a scalar
+/// multiplication).
+fn sender(n: u8) -> &'static Keypair {
+    static SENDERS: OnceLock<Vec<Keypair>> = OnceLock::new();
+    let senders = SENDERS.get_or_init(|| [1, 2, 3, 9, 7].into_iter().map(key).collect());
+    &senders[usize::from(n) % 5]
+}
+
+/// The members' public keys, A, B, C.
+fn members() -> &'static [PeerKey] {
+    static MEMBERS_KEYS: OnceLock<Vec<PeerKey>> = OnceLock::new();
+    MEMBERS_KEYS.get_or_init(|| (1..=MEMBERS as u8).map(|n| key(n).public()).collect())
 }
 
 #[derive(Clone)]
@@ -59,7 +68,7 @@ fn report(from: &Keypair, exec: bool) -> Vec<u8> {
 
 impl Swarm {
     fn index(key: &PeerKey) -> Option<usize> {
-        (1..=MEMBERS as u8).position(|n| self::key(n).public() == *key)
+        members().iter().position(|m| m == key)
     }
 
     /// Carries what member `at` emitted, and what that causes, until nothing is left.

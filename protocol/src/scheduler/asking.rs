@@ -241,7 +241,7 @@ impl Scheduler {
     /// Waits for a task's end: returns a number that an [`Action::Answer`] carries once the task
     /// has ended (with its record), or as soon as no live peer knows it (with `None`). A task
     /// this peer keeps is answered when its record ends here; another is asked of the peers every
-    /// [`Config::watch_every_ms`] (of its home set, once an answer named it) until it ends.
+    /// [`super::Config::watch_every_ms`] (of its home set, once an answer named it) until it ends.
     pub fn watch(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
         self.boot(now);
         let ticket = self.asking.queries.ticket(rng);
