@@ -37,10 +37,13 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 use serde_json::json;
 use taskswarm_protocol::{TaskId, TaskState};
 
+use crate::api_client::{
+    Cancelling, ErrorBody, JobSubmitted, JobTask, Submitted, SubmittedOne, TaskList, WaitAnswer,
+    WaitRequest,
+};
 use crate::client::{Client, ClientError};
 use crate::spec;
 use crate::tokens::{Role, Tokens};
@@ -91,9 +94,10 @@ impl From<ClientError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.field {
-            Some(field) => json!({ "error": self.error, "field": field }),
-            None => json!({ "error": self.error }),
+        let body = ErrorBody {
+            error: self.error,
+            field: self.field,
+            needs: None,
         };
         (self.status, Json(body)).into_response()
     }
@@ -160,10 +164,11 @@ fn needed(method: &Method, path: &str) -> Option<Role> {
 }
 
 fn denied(status: StatusCode, error: String, needs: Option<Role>) -> Response {
-    let mut body = json!({ "error": error });
-    if let Some(role) = needs {
-        body["needs"] = json!(role.as_str());
-    }
+    let body = ErrorBody {
+        error,
+        field: None,
+        needs: needs.map(|r| r.as_str().to_string()),
+    };
     let mut response = (status, Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED
         && let Ok(value) = header::HeaderValue::from_str("Bearer realm=\"taskswarm\"")
@@ -289,13 +294,6 @@ async fn cluster(State(client): State<Client>) -> ApiResult<crate::view::Cluster
     Ok(Json(client.cluster().await?))
 }
 
-#[derive(Serialize)]
-struct TaskList {
-    /// Which tasks a listing holds.
-    scope: &'static str,
-    tasks: Vec<crate::view::TaskView>,
-}
-
 async fn list_tasks(
     State(client): State<Client>,
     RawQuery(raw): RawQuery,
@@ -308,7 +306,7 @@ async fn list_tasks(
     }
     let tasks = client.tasks(state).await?;
     Ok(Json(TaskList {
-        scope: "tasks whose records this peer keeps (it is in their home sets)",
+        scope: "tasks whose records this peer keeps (it is in their home sets)".into(),
         tasks,
     }))
 }
@@ -332,12 +330,11 @@ async fn post_tasks(
     check_known(&client, &external).await?;
     let ids = client.submit_as(tasks, caller_name(caller)).await?;
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    let body = if many {
-        json!({ "ids": ids })
-    } else {
-        json!({ "id": ids.first() })
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    if !many && let Some(id) = ids.first() {
+        let body = SubmittedOne { id: id.clone() };
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
+    }
+    Ok((StatusCode::CREATED, Json(Submitted { ids })).into_response())
 }
 
 /// The name of the token a request came with, if any.
@@ -368,13 +365,16 @@ async fn post_job(
     let job = crate::job::parse_json(&body).map_err(|e| ApiError::bad(&e.field, e.message))?;
     check_known(&client, &job.external()).await?;
     let ids = client.submit_as(job.tasks, caller_name(caller)).await?;
-    let tasks: Vec<serde_json::Value> = job
+    let tasks = job
         .names
         .iter()
         .zip(&ids)
-        .map(|(name, id)| json!({ "name": name, "id": id.to_string() }))
+        .map(|(name, id)| JobTask {
+            name: name.clone(),
+            id: id.to_string(),
+        })
         .collect();
-    Ok((StatusCode::CREATED, Json(json!({ "tasks": tasks }))).into_response())
+    Ok((StatusCode::CREATED, Json(JobSubmitted { tasks })).into_response())
 }
 
 async fn get_task(
@@ -412,15 +412,6 @@ async fn get_proof(
         Some(sealed) => Ok(Json(crate::proof::view(&sealed))),
         None => Err(ClientError::UnknownTask(id).into()),
     }
-}
-
-/// The body of `POST /v1/tasks/wait`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WaitRequest {
-    ids: Vec<String>,
-    #[serde(default)]
-    wait_ms: u64,
 }
 
 async fn wait_tasks(State(client): State<Client>, body: Bytes) -> Result<Response, ApiError> {
@@ -461,7 +452,7 @@ async fn wait_tasks(State(client): State<Client>, body: Bytes) -> Result<Respons
     .await
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "tasks": views })).into_response())
+    Ok(Json(WaitAnswer { tasks: views }).into_response())
 }
 
 async fn cancel_task(
@@ -473,6 +464,9 @@ async fn cancel_task(
     if !client.cancel_as(id, caller_name(caller)).await? {
         return Err(ClientError::UnknownTask(id).into());
     }
-    let body = json!({ "id": id.to_string(), "cancelling": true });
+    let body = Cancelling {
+        id: id.to_string(),
+        cancelling: true,
+    };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::Multiaddr;
-use serde::de::DeserializeOwned;
 use taskswarm::spec::{SpecInput, parse_backoff, parse_duration, parse_retry_on};
 use taskswarm::{ClusterView, Peer, TaskView};
 
@@ -210,7 +209,10 @@ impl ApiArg {
             ),
             None => std::env::var("TASKSWARM_TOKEN").ok(),
         };
-        Api::new(&self.api, token.filter(|t| !t.is_empty()))
+        Ok(Api::new(
+            &self.api,
+            token.as_deref().filter(|t| !t.is_empty()),
+        )?)
     }
 }
 
@@ -368,13 +370,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Task(TaskCmd::Show { id, api, json }) => {
-            let task: TaskView = api.client()?.get(&format!("/v1/tasks/{id}")).await?;
+            let task = api.client()?.task(&id).await?;
             print_task(&task, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Task(TaskCmd::Verify { id, api }) => {
-            let proof: taskswarm::proof::ProofView =
-                api.client()?.get(&format!("/v1/tasks/{id}/proof")).await?;
+            let proof = api.client()?.proof(&id).await?;
             match taskswarm::proof::check(&id, &proof.sealed) {
                 Ok(chain) => {
                     println!("task {id}: the proof holds");
@@ -390,23 +391,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Task(TaskCmd::Cancel { id, api }) => {
-            let answer: serde_json::Value =
-                api.client()?.delete(&format!("/v1/tasks/{id}")).await?;
-            println!("cancelling {}", answer["id"].as_str().unwrap_or(&id));
+            let answer = api.client()?.cancel(&id).await?;
+            println!("cancelling {}", answer.id);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Task(TaskCmd::List { state, api, json }) => {
-            let path = match state {
-                Some(s) => format!("/v1/tasks?state={s}"),
-                None => "/v1/tasks".to_string(),
-            };
-            let list: serde_json::Value = api.client()?.get(&path).await?;
+            let list = api.client()?.tasks(state.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let tasks: Vec<TaskView> = serde_json::from_value(list["tasks"].clone())?;
-                println!("{} tasks whose records this peer keeps", tasks.len());
-                for t in tasks {
+                println!("{} {}", list.tasks.len(), list.scope);
+                for t in list.tasks {
                     println!("{}  {:<9}  {}", t.id, t.state, describe(&t));
                 }
             }
@@ -605,86 +600,7 @@ fn run_token(command: TokenCmd) -> anyhow::Result<ExitCode> {
 
 // ----- API client -----
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            bail!("--api {base}: expected http://HOST:PORT");
-        }
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = token {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .context("the API token has characters a header cannot carry")?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        Ok(Self {
-            base,
-            http: reqwest::Client::builder()
-                .default_headers(headers)
-                .build()?,
-        })
-    }
-
-    async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
-        let status = response.status();
-        let body = response.bytes().await?;
-        if !status.is_success() {
-            let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let message = error["error"].as_str().unwrap_or("no details");
-            match error["field"].as_str() {
-                Some(field) => bail!("{status}: {field}: {message}"),
-                None => bail!("{status}: {message}"),
-            }
-        }
-        serde_json::from_slice(&body).context("reading the peer's answer")
-    }
-
-    async fn call<T: DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<T> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the peer at {}", self.base))?;
-        Self::decode(response).await
-    }
-
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.call(self.http.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.call(self.http.delete(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> anyhow::Result<T> {
-        self.call(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
-    }
-
-    /// Waits for a task to end, long-polling in 30 s steps.
-    async fn wait(&self, id: &str) -> anyhow::Result<TaskView> {
-        loop {
-            let task: TaskView = self.get(&format!("/v1/tasks/{id}?wait_ms=30000")).await?;
-            if task.is_final() {
-                return Ok(task);
-            }
-        }
-    }
-}
+type Api = taskswarm::api_client::ApiClient;
 
 // ----- submit -----
 
@@ -728,11 +644,7 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             bail!("nothing to submit: give -- PROGRAM [ARGS…], --handler NAME or --file FILE")
         }
     };
-    let answer: serde_json::Value = api.post("/v1/tasks", &serde_json::to_value(&spec)?).await?;
-    let id = answer["id"]
-        .as_str()
-        .context("the peer returned no task id")?
-        .to_string();
+    let id = api.submit_one(&spec).await?;
     if !args.wait {
         if args.json {
             println!("{}", serde_json::json!({ "id": id }));
@@ -778,9 +690,7 @@ async fn submit_file(
     let bar = progress(specs.len() as u64, "submitted", json);
     let mut ids = Vec::with_capacity(specs.len());
     for chunk in specs.chunks(1000) {
-        let answer: serde_json::Value =
-            api.post("/v1/tasks", &serde_json::to_value(chunk)?).await?;
-        let chunk_ids: Vec<String> = serde_json::from_value(answer["ids"].clone())?;
+        let chunk_ids = api.submit(chunk).await?;
         bar.inc(chunk_ids.len() as u64);
         ids.extend(chunk_ids);
     }
@@ -827,21 +737,15 @@ async fn submit_job(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyhow
     };
     // Checked here too, so that a bad file is named before anything is sent.
     taskswarm::job::check(job.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let answer: serde_json::Value = api.post("/v1/jobs", &serde_json::to_value(&job)?).await?;
-    let tasks: Vec<(String, String)> = answer["tasks"]
-        .as_array()
-        .context("the peer returned no tasks")?
+    let answer = api.submit_job(&job).await?;
+    let tasks: Vec<(String, String)> = answer
         .iter()
-        .filter_map(|t| {
-            Some((
-                t["name"].as_str()?.to_string(),
-                t["id"].as_str()?.to_string(),
-            ))
-        })
+        .map(|t| (t.name.clone(), t.id.clone()))
         .collect();
     if !wait {
         if json {
-            println!("{answer}");
+            let answer = taskswarm::api_client::JobSubmitted { tasks: answer };
+            println!("{}", serde_json::to_string(&answer)?);
         } else {
             for (name, id) in &tasks {
                 println!("{name:<16} {id}");
@@ -991,7 +895,7 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
 }
 
 async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
-    let cluster: ClusterView = api.get("/v1/cluster").await?;
+    let cluster: ClusterView = api.cluster().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&cluster)?);
         return Ok(ExitCode::SUCCESS);

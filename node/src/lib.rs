@@ -29,7 +29,8 @@
 //! - `runtime`: the event loop that owns the swarm and the scheduler and carries out its actions.
 //! - [`network`]: the libp2p transport and behaviours; [`codec`]: framing of direct messages.
 //! - [`executor`]: runs process and handler tasks.
-//! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it.
+//! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it;
+//!   [`api_client`]: the same API from the client's side, typed.
 //! - [`spec`]: task specs as people write them; [`view`]: what the API shows; [`proof`]: a
 //!   task's sealed record, checked, and its chain.
 //! - [`admission`]: who may connect: the swarm key and the allowlist.
@@ -39,6 +40,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod api_client;
 pub mod client;
 pub mod codec;
 pub mod executor;

@@ -27,6 +27,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
+use taskswarm::api_client::ApiClient;
 use taskswarm::peer::PeerFile;
 use taskswarm::{ClusterView, TaskView};
 
@@ -89,6 +90,8 @@ pub struct PeerProcess {
     pub addr: String,
     /// Whether it was killed.
     pub killed: bool,
+    /// A client of its API, presenting the testnet's token.
+    pub client: Option<ApiClient>,
 }
 
 /// A running testnet.
@@ -177,6 +180,7 @@ impl Cluster {
                 i,
                 bootstrap.as_deref(),
                 deadline,
+                cluster.token.as_deref(),
             )
             .await?;
             cluster.peers.push(peer);
@@ -281,9 +285,17 @@ impl Cluster {
         Ok((status, answer))
     }
 
+    /// A client of peer `i`'s API (presenting the testnet's token).
+    pub fn api(&self, i: usize) -> anyhow::Result<&ApiClient> {
+        self.peers[i]
+            .client
+            .as_ref()
+            .with_context(|| format!("peer {i} has no API"))
+    }
+
     /// Peer `i`'s view of the cluster.
     pub async fn cluster(&self, i: usize) -> anyhow::Result<ClusterView> {
-        self.get(i, "/v1/cluster").await
+        Ok(self.api(i)?.cluster().await?)
     }
 
     /// Submits specs (JSON objects) to peer `i` in one request; returns the task ids.
@@ -292,13 +304,7 @@ impl Cluster {
         i: usize,
         specs: &[serde_json::Value],
     ) -> anyhow::Result<Vec<String>> {
-        let (status, answer) = self
-            .post(i, "/v1/tasks", &serde_json::Value::from(specs.to_vec()))
-            .await?;
-        if !status.is_success() {
-            bail!("submit: {status}: {answer}");
-        }
-        Ok(serde_json::from_value(answer["ids"].clone())?)
+        Ok(self.api(i)?.submit_json(specs).await?)
     }
 
     /// Waits until each task (submitted through peer `i`) has ended, or the deadline passes.
@@ -308,6 +314,7 @@ impl Cluster {
         ids: &[String],
         deadline: Instant,
     ) -> anyhow::Result<Vec<TaskView>> {
+        let api = self.api(i)?;
         let mut done = Vec::with_capacity(ids.len());
         for id in ids {
             loop {
@@ -319,10 +326,7 @@ impl Cluster {
                         ids.len()
                     );
                 }
-                let wait = left.min(Duration::from_secs(30)).as_millis();
-                let task: TaskView = self
-                    .get(i, &format!("/v1/tasks/{id}?wait_ms={wait}"))
-                    .await?;
+                let task = api.wait_for(id, left.min(Duration::from_secs(30))).await?;
                 if task.is_final() {
                     done.push(task);
                     break;
@@ -350,6 +354,7 @@ impl Cluster {
             i,
             Some(&bootstrap),
             deadline,
+            self.token.as_deref(),
         )
         .await?;
         self.peers[i] = peer;
@@ -371,6 +376,7 @@ impl Cluster {
             i,
             Some(&bootstrap),
             deadline,
+            self.token.as_deref(),
         )
         .await?;
         self.peers.push(peer);
@@ -500,6 +506,7 @@ async fn start_peer(
     i: usize,
     bootstrap: Option<&str>,
     deadline: Instant,
+    token: Option<&str>,
 ) -> anyhow::Result<PeerProcess> {
     let dir = options.dir.join(format!("peer{}", i + 1));
     std::fs::create_dir_all(&dir)?;
@@ -553,6 +560,7 @@ async fn start_peer(
         peer_id: String::new(),
         addr: String::new(),
         killed: false,
+        client: None,
     };
     let file = dir.join("peer.json");
     loop {
@@ -563,6 +571,7 @@ async fn start_peer(
             peer.api = format!("http://{}", info.api.unwrap_or_default());
             peer.addr = info.listen.first().cloned().unwrap_or_default();
             peer.peer_id = info.peer_id;
+            peer.client = Some(ApiClient::new(&peer.api, token)?);
             return Ok(peer);
         }
         if let Ok(Some(status)) = peer.child.try_wait() {
