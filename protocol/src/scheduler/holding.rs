@@ -8,7 +8,9 @@ use rand::RngCore;
 
 use std::collections::BTreeMap;
 
-use super::{Action, Scheduler, Table};
+use super::peers::Peers;
+use super::stealing::Stealing;
+use super::{Action, Ctx, Scheduler, Table};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::lease::SignedGrant;
@@ -138,14 +140,16 @@ impl Holding {
     }
 }
 
-impl Scheduler {
+/// The holder's handlers: each borrows only the room, what it reads of the others, and the
+/// context ([`Ctx`]).
+impl Holding {
     /// Queues a task under the lease at `epoch` (or moves a queued one to a newer epoch).
     ///
     /// A task placed again by its primary (major epoch above 1: its holder was lost, or it is
     /// retried) goes to the front of the queue: it is older than anything queued behind it, and
     /// its recovery should not wait for the queue to drain.
-    pub(super) fn hold(&mut self, task: Task, epoch: u64) {
-        match self.holding.held.get_mut(&task.id) {
+    fn hold(&mut self, ctx: &mut Ctx<'_>, task: Task, epoch: u64, now: Millis) {
+        match self.held.get_mut(&task.id) {
             Some(held) if held.epoch >= epoch => {}
             Some(held) => {
                 held.epoch = epoch;
@@ -153,93 +157,275 @@ impl Scheduler {
                     envelope: held.task.envelope(),
                     epoch,
                 };
-                self.write(Table::Held, task.id, Some(&entry));
+                ctx.write(Table::Held, task.id, Some(&entry));
             }
             None => {
                 let priority = task.spec.priority;
                 if epoch >> 32 > 1 {
-                    self.holding
-                        .ready
-                        .push_front(task.id, priority, self.last_now);
+                    self.ready.push_front(task.id, priority, now);
                 } else {
-                    self.holding.ready.push(task.id, priority, self.last_now);
+                    self.ready.push(task.id, priority, now);
                 }
                 let entry = HeldEntry {
                     envelope: task.envelope(),
                     epoch,
                 };
-                self.write(Table::Held, task.id, Some(&entry));
-                self.holding.held.insert(
-                    task.id,
-                    Held {
-                        task,
-                        epoch,
-                        running: false,
-                    },
-                );
+                ctx.write(Table::Held, task.id, Some(&entry));
+                let held = Held {
+                    task,
+                    epoch,
+                    running: false,
+                };
+                self.held.insert(held.task.id, held);
             }
         }
     }
 
     /// Forgets a held task (it ended, moved on, or was abandoned).
-    pub(super) fn release(&mut self, id: TaskId) -> Option<Held> {
-        let held = self.holding.held.remove(&id)?;
+    fn release(&mut self, ctx: &mut Ctx<'_>, id: TaskId) -> Option<Held> {
+        let held = self.held.remove(&id)?;
         if held.running {
-            self.holding.running = self.holding.running.saturating_sub(1);
-            self.holding.in_use = self.holding.in_use.minus(&held.task.spec.needs.resources);
+            self.running = self.running.saturating_sub(1);
+            self.in_use = self.in_use.minus(&held.task.spec.needs.resources);
         } else {
-            self.holding.ready.remove(&id);
+            self.ready.remove(&id);
         }
-        self.write::<HeldEntry>(Table::Held, id, None);
+        ctx.write::<HeldEntry>(Table::Held, id, None);
         Some(held)
     }
 
     /// Starts ready tasks while slots are free, highest priority first, each only if what it
     /// needs fits in what the running tasks leave of this peer's capacity (a task that does not
-    /// fit yet lets one behind it start), and tells their primaries.
-    pub(super) fn dispatch(&mut self, now: Millis) {
-        let mut started: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
-            std::collections::BTreeMap::new();
-        while self.holding.running < self.config.slots {
-            let free = self
-                .config
-                .capabilities
-                .offer
-                .capacity
-                .minus(&self.holding.in_use);
-            let held = &self.holding.held;
+    /// fit yet lets one behind it start). Returns what started, with each task's home set.
+    fn dispatch(&mut self, ctx: &mut Ctx<'_>) -> Vec<(TaskId, u64, Vec<PeerKey>)> {
+        let mut started = Vec::new();
+        while self.running < ctx.config.slots {
+            let free = ctx.config.capabilities.offer.capacity.minus(&self.in_use);
+            let held = &self.held;
             let fits = |id: TaskId| {
                 held.get(&id)
                     .is_none_or(|h| h.task.spec.needs.resources.fits_in(&free))
             };
-            let Some(id) = self.holding.ready.pop_first_fitting(FIT_WINDOW, fits) else {
+            let Some(id) = self.ready.pop_first_fitting(FIT_WINDOW, fits) else {
                 break;
             };
-            let Some(held) = self.holding.held.get_mut(&id) else {
+            let Some(held) = self.held.get_mut(&id) else {
                 continue;
             };
             held.running = true;
-            self.holding.running += 1;
-            self.holding.in_use = self.holding.in_use.plus(&held.task.spec.needs.resources);
-            self.counters.tasks_executed += 1;
+            self.running += 1;
+            self.in_use = self.in_use.plus(&held.task.spec.needs.resources);
+            ctx.counters.tasks_executed += 1;
             let (epoch, spec) = (held.epoch, Box::new(held.task.spec.clone()));
-            let inputs = held.task.inputs.clone();
-            let home = held.task.home.clone();
-            self.actions.push_back(Action::Execute {
+            ctx.push(Action::Execute {
                 task: id,
                 epoch,
                 spec,
-                inputs,
+                inputs: held.task.inputs.clone(),
             });
-            match self.primary_of(&home) {
+            started.push((id, epoch, held.task.home.clone()));
+        }
+        started
+    }
+
+    /// An attempt ended: the held task it ran, if it is still this peer's to report (not aborted
+    /// or moved on meanwhile; an attempt under an older lease of this same peer reports under the
+    /// current one).
+    fn finished(&mut self, ctx: &mut Ctx<'_>, id: TaskId, epoch: u64) -> Option<Held> {
+        match self.held.get(&id) {
+            Some(held) if held.epoch >= epoch && held.running => self.release(ctx, id),
+            _ => None,
+        }
+    }
+
+    /// Keeps a result until its primary acknowledges it, and sends it to the live home members.
+    fn keep_result(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, entry: OutboxEntry, now: Millis) {
+        ctx.write(Table::Outbox, entry.task, Some(&entry));
+        send_completion(ctx, peers, &entry);
+        let pending = Pending {
+            entry,
+            last_sent: now,
+        };
+        self.outbox.insert(pending.entry.task, pending);
+    }
+
+    /// Forgets a kept result (settled, or recorded here).
+    fn drop_result(&mut self, ctx: &mut Ctx<'_>, id: &TaskId) -> Option<OutboxEntry> {
+        let pending = self.outbox.remove(id)?;
+        ctx.write::<OutboxEntry>(Table::Outbox, *id, None);
+        Some(pending.entry)
+    }
+
+    /// The primary settled these completions: stop sending them. Only a home member of the task
+    /// may say so (anyone else could make this peer drop a result nobody recorded).
+    fn on_recorded(&mut self, ctx: &mut Ctx<'_>, from: PeerKey, tasks: &[(TaskId, u64)]) {
+        for (id, epoch) in tasks {
+            if self.home_of(id).is_some_and(|home| !home.contains(&from)) {
+                let error = WireError::Unauthorized("a settlement from outside the home set");
+                ctx.reject("recorded", &error);
+                continue;
+            }
+            if self.outbox.get(id).is_some_and(|p| p.entry.epoch == *epoch) {
+                self.drop_result(ctx, id);
+            }
+        }
+    }
+
+    /// The primary asks whether this peer still holds tasks: answer with the ones it does not
+    /// (neither queued nor running under that epoch or a later one, nor handed on, nor finished
+    /// with a result waiting to be acknowledged). Only a home member of each task may ask.
+    fn on_confirm(
+        &self,
+        ctx: &mut Ctx<'_>,
+        stealing: &Stealing,
+        from: PeerKey,
+        tasks: &[(TaskId, u64)],
+    ) {
+        let foreign = tasks
+            .iter()
+            .filter(|(id, _)| {
+                self.home_of(id)
+                    .or_else(|| stealing.home_of(id))
+                    .is_some_and(|home| !home.contains(&from))
+            })
+            .count();
+        for _ in 0..foreign {
+            let error = WireError::Unauthorized("a lease check from outside the home set");
+            ctx.reject("confirm", &error);
+        }
+        if foreign > 0 {
+            return;
+        }
+        let missing: Vec<(TaskId, u64)> = tasks
+            .iter()
+            .filter(|(id, epoch)| {
+                let held = self.held.get(id).is_some_and(|h| h.epoch >= *epoch);
+                let done = self.outbox.get(id).is_some_and(|p| p.entry.epoch >= *epoch);
+                !held && !done && !stealing.has_given(id)
+            })
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            ctx.send(from, Message::Missing { tasks: missing });
+        }
+    }
+
+    /// The primary voided the lease (the task was cancelled): stop it. Only a home member of the
+    /// task may.
+    fn on_abort(&mut self, ctx: &mut Ctx<'_>, from: PeerKey, id: TaskId, epoch: u64) {
+        let Some(held) = self.held.get(&id) else {
+            return;
+        };
+        if !held.task.home.contains(&from) {
+            let error = WireError::Unauthorized("an abort from outside the home set");
+            return ctx.reject("abort", &error);
+        }
+        if held.epoch == epoch {
+            self.abort(ctx, id);
+        }
+    }
+
+    /// Stops a held task: forgets it, and kills its attempt if it runs.
+    fn abort(&mut self, ctx: &mut Ctx<'_>, id: TaskId) {
+        if let Some(held) = self.release(ctx, id)
+            && held.running
+        {
+            ctx.push(Action::Abort {
+                task: id,
+                epoch: held.epoch,
+            });
+        }
+    }
+
+    /// Stops held tasks none of whose home members was heard from within `window`: the home set
+    /// is about to re-claim them, and their results could not be reported.
+    fn cut_off(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis, window: Millis) {
+        let cut_off: Vec<TaskId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                !h.task
+                    .home
+                    .iter()
+                    .any(|m| peers.heard_within(m, now, window))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in cut_off {
+            ctx.counters.tasks_abandoned += 1;
+            self.abort(ctx, id);
+        }
+    }
+
+    /// Stops every held task (this peer was cut off from everyone for too long).
+    fn abandon_all(&mut self, ctx: &mut Ctx<'_>) {
+        let held: Vec<TaskId> = self.held.keys().copied().collect();
+        ctx.counters.tasks_abandoned += held.len() as u64;
+        for id in held {
+            self.abort(ctx, id);
+        }
+    }
+
+    /// The kept results due to be sent again, marked as sent now.
+    fn due_results(&mut self, now: Millis, after: Millis) -> Vec<OutboxEntry> {
+        self.outbox
+            .values_mut()
+            .filter(|p| now.saturating_sub(p.last_sent) >= after)
+            .map(|p| {
+                p.last_sent = now;
+                p.entry.clone()
+            })
+            .collect()
+    }
+}
+
+/// Sends a kept result to every live home member (the primary records it; the others will need
+/// it only if they become primary before it is settled).
+fn send_completion(ctx: &mut Ctx<'_>, peers: &Peers, entry: &OutboxEntry) {
+    let message = Message::Completed {
+        task: entry.task,
+        epoch: entry.epoch,
+        outcome: entry.outcome.clone(),
+    };
+    for member in &entry.home {
+        if *member != ctx.me && peers.alive(member) {
+            ctx.send(*member, message.clone());
+        }
+    }
+}
+
+/// The scheduler's side of the holder: routing between the holder and the other roles.
+impl Scheduler {
+    /// Queues a task this peer now holds a lease on.
+    pub(super) fn hold(&mut self, task: Task, epoch: u64) {
+        let now = self.last_now;
+        let (holding, _, _, mut ctx) = self.holder();
+        holding.hold(&mut ctx, task, epoch, now);
+    }
+
+    /// Stops a held task (cancelled, or cut off).
+    pub(super) fn abort_held(&mut self, id: TaskId) {
+        let (holding, _, _, mut ctx) = self.holder();
+        holding.abort(&mut ctx, id);
+    }
+
+    /// Starts what fits, and tells the tasks' primaries (this peer's own record, or a `Started`
+    /// to each other primary).
+    pub(super) fn dispatch(&mut self, now: Millis) {
+        let (holding, _, _, mut ctx) = self.holder();
+        let started = holding.dispatch(&mut ctx);
+        let mut to_others: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
+            std::collections::BTreeMap::new();
+        for (id, epoch, home) in started {
+            match self.peers.primary_of(&home) {
                 Some(primary) if primary == self.me => {
                     self.on_started(now, self.me, &[(id, epoch)])
                 }
-                Some(primary) => started.entry(primary).or_default().push((id, epoch)),
+                Some(primary) => to_others.entry(primary).or_default().push((id, epoch)),
                 None => {}
             }
         }
-        for (primary, tasks) in started {
+        for (primary, tasks) in to_others {
             self.send(primary, Message::Started { tasks });
         }
     }
@@ -306,8 +492,8 @@ impl Scheduler {
         homes
     }
 
-    /// An attempt ended here: record it if this peer is the primary, otherwise keep the result
-    /// and send it to the home set until the primary acknowledges it.
+    /// An attempt this peer ran ended: recorded here if this peer is the task's primary,
+    /// otherwise kept and sent to the home set until the primary acknowledges it.
     pub(super) fn on_finished(
         &mut self,
         now: Millis,
@@ -316,18 +502,11 @@ impl Scheduler {
         epoch: u64,
         outcome: Outcome,
     ) {
-        match self.holding.held.get(&id) {
-            // An attempt that started under an older lease of this same peer (the primary placed
-            // the task here again) reports under the current one.
-            Some(held) if held.epoch >= epoch && held.running => {}
-            // Aborted or moved on while it ran: its result is not ours to report.
-            _ => return,
-        }
-        let Some(held) = self.release(id) else {
+        let (holding, _, _, mut ctx) = self.holder();
+        let Some(held) = holding.finished(&mut ctx, id, epoch) else {
             return;
         };
-        let epoch = held.epoch;
-        let home = held.task.home;
+        let (epoch, home) = (held.epoch, held.task.home);
         if self.is_primary(&home, now) && self.home.keeps(&id) {
             self.on_completed(now, rng, self.me, id, epoch, outcome);
             return;
@@ -338,171 +517,55 @@ impl Scheduler {
             epoch,
             outcome,
         };
-        self.write(Table::Outbox, id, Some(&entry));
-        let pending = Pending {
-            entry,
-            last_sent: now,
-        };
-        self.send_completion(&pending.entry);
-        self.holding.outbox.insert(id, pending);
+        let (holding, peers, _, mut ctx) = self.holder();
+        holding.keep_result(&mut ctx, peers, entry, now);
     }
 
-    /// Sends a kept result to every live home member (the primary records it; the others will
-    /// need it only if they become primary before it is settled).
-    fn send_completion(&mut self, entry: &OutboxEntry) {
-        let message = Message::Completed {
-            task: entry.task,
-            epoch: entry.epoch,
-            outcome: entry.outcome.clone(),
-        };
-        let members: Vec<PeerKey> = entry
-            .home
-            .iter()
-            .filter(|m| **m != self.me && self.alive(m))
-            .copied()
-            .collect();
-        for member in members {
-            self.send(member, message.clone());
-        }
-    }
-
-    /// The primary settled these completions: stop sending them. Only a home member of the task
-    /// may say so (anyone else could make this peer drop a result nobody recorded).
     pub(super) fn on_recorded(&mut self, from: PeerKey, tasks: &[(TaskId, u64)]) {
-        for (id, epoch) in tasks {
-            if self.home_of(id).is_some_and(|home| !home.contains(&from)) {
-                let error = WireError::Unauthorized("a settlement from outside the home set");
-                self.reject("recorded", &error);
-                continue;
-            }
-            if self
-                .holding
-                .outbox
-                .get(id)
-                .is_some_and(|p| p.entry.epoch == *epoch)
-            {
-                self.holding.outbox.remove(id);
-                self.write::<OutboxEntry>(Table::Outbox, *id, None);
-            }
-        }
+        let (holding, _, _, mut ctx) = self.holder();
+        holding.on_recorded(&mut ctx, from, tasks);
     }
 
-    /// The primary asks whether this peer still holds tasks: answer with the ones it does not
-    /// (neither queued nor running under that epoch or a later one, nor handed on, nor finished
-    /// with a result waiting to be acknowledged).
     pub(super) fn on_confirm(&mut self, from: PeerKey, tasks: &[(TaskId, u64)]) {
-        let foreign = tasks
-            .iter()
-            .filter(|(id, _)| self.home_of(id).is_some_and(|home| !home.contains(&from)))
-            .count();
-        for _ in 0..foreign {
-            let error = WireError::Unauthorized("a lease check from outside the home set");
-            self.reject("confirm", &error);
-        }
-        if foreign > 0 {
-            return;
-        }
-        let missing: Vec<(TaskId, u64)> = tasks
-            .iter()
-            .filter(|(id, epoch)| {
-                let held = self.holding.held.get(id).is_some_and(|h| h.epoch >= *epoch);
-                let done = self
-                    .holding
-                    .outbox
-                    .get(id)
-                    .is_some_and(|p| p.entry.epoch >= *epoch);
-                !held && !done && !self.stealing.has_given(id)
-            })
-            .copied()
-            .collect();
-        if !missing.is_empty() {
-            self.send(from, Message::Missing { tasks: missing });
-        }
+        let (holding, _, stealing, mut ctx) = self.holder();
+        holding.on_confirm(&mut ctx, stealing, from, tasks);
     }
 
-    /// The primary voided the lease (the task was cancelled): stop it.
     pub(super) fn on_abort(&mut self, from: PeerKey, id: TaskId, epoch: u64) {
-        let Some(held) = self.holding.held.get(&id) else {
-            return;
-        };
-        if !held.task.home.contains(&from) {
-            let error = WireError::Unauthorized("an abort from outside the home set");
-            return self.reject("abort", &error);
-        }
-        if held.epoch != epoch {
-            return;
-        }
-        self.abort_held(id);
+        let (holding, _, _, mut ctx) = self.holder();
+        holding.on_abort(&mut ctx, from, id, epoch);
     }
 
-    pub(super) fn abort_held(&mut self, id: TaskId) {
-        if let Some(held) = self.release(id)
-            && held.running
-        {
-            self.actions.push_back(Action::Abort {
-                task: id,
-                epoch: held.epoch,
-            });
-        }
-    }
-
-    /// Stops held tasks none of whose home members was heard from for two thirds of the lease
-    /// TTL: the home set is about to re-claim them, and their results could not be reported.
+    /// Stops held tasks whose home set this peer has not heard for two thirds of the lease TTL
+    /// (once it has been up long enough to judge).
     pub(super) fn scan_held(&mut self, now: Millis) {
         if !self.settled(now) {
             return;
         }
         let window = Millis::from(self.config.lease_ttl_ms) * 2 / 3;
-        let cut_off: Vec<TaskId> = self
-            .holding
-            .held
-            .iter()
-            .filter(|(_, h)| {
-                !h.task
-                    .home
-                    .iter()
-                    .any(|m| self.heard_within(m, now, window))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in cut_off {
-            self.counters.tasks_abandoned += 1;
-            self.abort_held(id);
-        }
+        let (holding, peers, _, mut ctx) = self.holder();
+        holding.cut_off(&mut ctx, peers, now, window);
     }
 
-    /// Stops every held task (this peer was cut off from everyone for too long).
+    /// Stops everything held (this peer was frozen).
     pub(super) fn abandon_all(&mut self) {
-        let held: Vec<TaskId> = self.holding.held.keys().copied().collect();
-        self.counters.tasks_abandoned += held.len() as u64;
-        for id in held {
-            self.abort_held(id);
-        }
+        let (holding, _, _, mut ctx) = self.holder();
+        holding.abandon_all(&mut ctx);
     }
 
     /// Sends again the results and records that wait for an acknowledgement. A kept result of a
     /// task this peer has since become primary of is recorded here.
     pub(super) fn resend_due(&mut self, now: Millis, rng: &mut dyn RngCore) {
         let after = self.config.resend_after_ms;
-        let due: Vec<TaskId> = self
-            .holding
-            .outbox
-            .iter()
-            .filter(|(_, p)| now.saturating_sub(p.last_sent) >= after)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            let Some(pending) = self.holding.outbox.get_mut(&id) else {
-                continue;
-            };
-            pending.last_sent = now;
-            let entry = pending.entry.clone();
+        for entry in self.holding.due_results(now, after) {
+            let id = entry.task;
             if self.is_primary(&entry.home, now) && self.home.keeps(&id) {
-                self.holding.outbox.remove(&id);
-                self.write::<OutboxEntry>(Table::Outbox, id, None);
+                let (holding, _, _, mut ctx) = self.holder();
+                holding.drop_result(&mut ctx, &id);
                 self.on_completed(now, rng, self.me, id, entry.epoch, entry.outcome);
             } else {
-                self.send_completion(&entry);
+                let (_, peers, _, mut ctx) = self.holder();
+                send_completion(&mut ctx, peers, &entry);
             }
         }
         self.resend_replication(now);

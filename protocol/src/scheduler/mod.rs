@@ -272,6 +272,36 @@ impl Counters {
     }
 }
 
+/// What a role may use besides its own room: who this peer is, its settings, and where its
+/// outputs go (the actions for the driver, the counters).
+pub(super) struct Ctx<'a> {
+    me: PeerKey,
+    config: &'a Config,
+    counters: &'a mut Counters,
+    actions: &'a mut VecDeque<Action>,
+}
+
+impl Ctx<'_> {
+    fn send(&mut self, to: PeerKey, message: Message) {
+        self.actions.push_back(Action::Send { to, message });
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn write<T: bincode::Encode>(&mut self, table: Table, key: TaskId, value: Option<&T>) {
+        let value = value.map(wire::encode);
+        self.actions.push_back(Action::Write { table, key, value });
+    }
+
+    /// Counts a rejected message (or part of one) of `kind`, and why.
+    fn reject(&mut self, kind: &'static str, error: &WireError) {
+        self.counters.count(error);
+        *self.counters.rejected_by_kind.entry(kind).or_default() += 1;
+    }
+}
+
 /// One peer's scheduler.
 ///
 /// # How it is driven
@@ -843,17 +873,6 @@ impl Scheduler {
         home_member || self.peers.view(&from).is_some()
     }
 
-    /// The home set of a task this peer knows of: it keeps its record, holds or held it, or
-    /// keeps its result.
-    fn home_of(&self, id: &TaskId) -> Option<&[PeerKey]> {
-        if let Some(entry) = self.home.entry(id) {
-            return Some(entry.record.home());
-        }
-        self.holding
-            .home_of(id)
-            .or_else(|| self.stealing.home_of(id))
-    }
-
     /// Verifies a hand-over notice: it comes from the granter, or from the peer every lease in it
     /// names as the new holder (a thief relays the grant it was given).
     fn verify_transfer_from(
@@ -888,6 +907,35 @@ impl Scheduler {
     fn reject(&mut self, kind: &'static str, error: &WireError) {
         self.counters.count(error);
         *self.counters.rejected_by_kind.entry(kind).or_default() += 1;
+    }
+
+    /// The holder's handler: its room, what it reads of the peers' view and of the tasks given
+    /// away, and the context. It borrows nothing else.
+    fn holder(
+        &mut self,
+    ) -> (
+        &mut holding::Holding,
+        &peers::Peers,
+        &stealing::Stealing,
+        Ctx<'_>,
+    ) {
+        let Scheduler {
+            me,
+            config,
+            holding,
+            peers,
+            stealing,
+            counters,
+            actions,
+            ..
+        } = self;
+        let ctx = Ctx {
+            me: *me,
+            config,
+            counters,
+            actions,
+        };
+        (holding, peers, stealing, ctx)
     }
 
     fn send(&mut self, to: PeerKey, message: Message) {
