@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::RngCore;
 
-use super::{Action, Scheduler};
+use super::peers::Peers;
+use super::{Action, Ctx, Scheduler};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::message::Message;
@@ -181,9 +182,229 @@ impl Asking {
     pub(super) fn take_ended(&mut self) -> Vec<(u64, TaskId)> {
         std::mem::take(&mut self.watch_ends)
     }
+
+    /// A number no question uses, for a client to wait on.
+    pub(super) fn ticket(&mut self, rng: &mut dyn RngCore) -> u64 {
+        self.queries.ticket(rng)
+    }
+
+    /// Takes `from`'s answer to `query`: refused unless `from` was asked and has not answered.
+    pub(super) fn answered(&mut self, query: u64, from: PeerKey) -> Result<Answered, WireError> {
+        self.queries.answered(query, from)
+    }
+
+    /// Closes a question.
+    pub(super) fn forget(&mut self, query: u64) {
+        self.queries.forget(query);
+    }
+
+    /// Waits under `ticket` for the end of a task this peer keeps (answered when it ends here).
+    pub(super) fn watch_here(&mut self, task: TaskId, ticket: u64) {
+        self.local_watches.entry(task).or_default().push(ticket);
+    }
+
+    /// Waits under `ticket` for the end of a task this peer does not keep, asking at once.
+    pub(super) fn watch_elsewhere(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        task: TaskId,
+        ticket: u64,
+    ) {
+        let watch = Watch {
+            task,
+            home: None,
+            next_at: now,
+            question: None,
+        };
+        self.watches.insert(ticket, watch);
+        self.ask_watched(ctx, peers, now, rng);
+    }
+
+    /// Stops a wait the client gave up on.
+    pub(super) fn unwatch(&mut self, ticket: u64) {
+        if let Some(watch) = self.watches.remove(&ticket)
+            && let Some(query) = watch.question
+        {
+            self.queries.forget(query);
+        }
+        self.local_watches.retain(|_, tickets| {
+            tickets.retain(|t| *t != ticket);
+            !tickets.is_empty()
+        });
+    }
+
+    /// Asks again about the watched tasks that are due: their home sets once an answer named
+    /// them, every live peer before. A wait with nobody left to ask is answered "nobody knows".
+    pub(super) fn ask_watched(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        rng: &mut dyn RngCore,
+    ) {
+        let due: Vec<u64> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| w.question.is_none() && w.next_at <= now)
+            .map(|(ticket, _)| *ticket)
+            .collect();
+        for ticket in due {
+            let Some(watch) = self.watches.get(&ticket) else {
+                continue;
+            };
+            let task = watch.task;
+            let asked: Vec<PeerKey> = match &watch.home {
+                Some(home) => home.iter().copied().filter(|p| *p != ctx.me).collect(),
+                None => peers.keys(),
+            };
+            if asked.is_empty() {
+                self.watches.remove(&ticket);
+                answer(ctx, ticket, None);
+                continue;
+            }
+            let purpose = Purpose::Watch { ticket };
+            let query = self
+                .queries
+                .ask(rng, now, task, purpose, asked.iter().copied());
+            for peer in asked {
+                ctx.send(peer, Message::Query { query, task });
+            }
+            if let Some(watch) = self.watches.get_mut(&ticket) {
+                watch.question = Some(query);
+            }
+        }
+    }
+
+    /// The local watches of a task that just ended here are answered once its record is sealed
+    /// (at the flush).
+    pub(super) fn end_local_watches(&mut self, task: TaskId) {
+        if let Some(tickets) = self.local_watches.remove(&task) {
+            self.watch_ends
+                .extend(tickets.into_iter().map(|ticket| (ticket, task)));
+        }
+    }
+
+    /// Asks every live member about `task`, for `purpose`; returns the question's number. With no
+    /// member to ask, answers `None` at once.
+    pub(super) fn ask_members(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        task: TaskId,
+        purpose: Purpose,
+    ) -> u64 {
+        let asked: Vec<PeerKey> = peers.keys();
+        let query = self
+            .queries
+            .ask(rng, now, task, purpose, asked.iter().copied());
+        if asked.is_empty() {
+            self.queries.forget(query);
+            answer(ctx, query, None);
+            return query;
+        }
+        for peer in &asked {
+            ctx.send(*peer, Message::Query { query, task });
+        }
+        query
+    }
+
+    /// A client's view or cancel is answered by the first record that holds, or by the last
+    /// peer asked.
+    pub(super) fn on_client_answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        query: u64,
+        record: Option<Box<SealedRecord>>,
+        last: bool,
+    ) {
+        if record.is_some() || last {
+            self.queries.forget(query);
+            answer(ctx, query, record);
+        }
+    }
+
+    /// An answer about a watched task: the end, a sign of life, or (from everyone) nobody knows.
+    pub(super) fn on_watch_answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Millis,
+        ticket: u64,
+        query: u64,
+        record: Option<Box<SealedRecord>>,
+        last: bool,
+    ) {
+        let Some(watch) = self.watches.get_mut(&ticket) else {
+            return self.queries.forget(query);
+        };
+        match record {
+            Some(sealed) if sealed.record.state.is_final() => {
+                self.queries.forget(query);
+                self.watches.remove(&ticket);
+                answer(ctx, ticket, Some(sealed));
+            }
+            Some(sealed) => {
+                // Still going: ask its home set again later.
+                self.queries.forget(query);
+                watch.home = Some(sealed.record.home().to_vec());
+                watch.question = None;
+                watch.next_at = now + ctx.config.watch_every_ms;
+            }
+            None if last && watch.home.is_none() => {
+                self.queries.forget(query);
+                self.watches.remove(&ticket);
+                answer(ctx, ticket, None);
+            }
+            None if last => {
+                self.queries.forget(query);
+                watch.question = None;
+                watch.next_at = now + ctx.config.watch_every_ms;
+            }
+            None => {}
+        }
+    }
+
+    /// Closes the questions that have had their answers' time: a client's view or cancel gets
+    /// "nobody knows"; a watch asks again at its next turn.
+    pub(super) fn expire(&mut self, ctx: &mut Ctx<'_>, now: Millis) {
+        for (query, purpose) in self.queries.expire(now, ctx.config.query_timeout_ms) {
+            match purpose {
+                Purpose::Client | Purpose::Cancel { .. } => answer(ctx, query, None),
+                Purpose::Watch { ticket } => {
+                    if let Some(watch) = self.watches.get_mut(&ticket) {
+                        watch.question = None;
+                        watch.next_at = now;
+                    }
+                }
+                Purpose::Dependency => {}
+            }
+        }
+    }
+}
+
+/// Answers a client's question or wait `query` (the record, or `None`: nobody knows the task).
+fn answer(ctx: &mut Ctx<'_>, query: u64, record: Option<Box<SealedRecord>>) {
+    ctx.push(Action::Answer { query, record });
 }
 
 impl Scheduler {
+    /// The asker's handler: its room, the peers' view (whom to ask), and the context.
+    pub(super) fn asker(&mut self) -> (&mut Asking, &Peers, Ctx<'_>) {
+        let (ctx, rooms) = self.split();
+        (rooms.asking, rooms.peers, ctx)
+    }
+
+    /// Answers a client's question `query` at once from the record this peer keeps.
+    fn answer_here(&mut self, query: u64, task: &TaskId) {
+        self.seal_changed();
+        let record = self.home.entry(task).and_then(|e| e.sealed()).map(Box::new);
+        self.actions.push_back(Action::Answer { query, record });
+    }
+
     /// Cancels a task on behalf of client `by` (the name of its API token, if any; recorded in
     /// the history), wherever it is kept: a task this peer does not keep is looked up first, and
     /// the cancel sent to the home set the answer names. Returns a number that an
@@ -197,23 +418,15 @@ impl Scheduler {
         by: Option<String>,
     ) -> u64 {
         self.boot(now);
-        if self.home.keeps(&task) {
-            let ticket = self.asking.queries.ticket(rng);
+        let ticket = if self.home.keeps(&task) {
+            let ticket = self.asking.ticket(rng);
             self.cancel_at_home(now, task, by);
-            self.seal_changed();
-            let record = self
-                .home
-                .entry(&task)
-                .and_then(|e| e.sealed())
-                .map(Box::new);
-            self.actions.push_back(Action::Answer {
-                query: ticket,
-                record,
-            });
-            self.finish_input(now, rng);
-            return ticket;
-        }
-        let ticket = self.ask_members(now, rng, task, Purpose::Cancel { by });
+            self.answer_here(ticket, &task);
+            ticket
+        } else {
+            let (asking, peers, mut ctx) = self.asker();
+            asking.ask_members(&mut ctx, peers, now, rng, task, Purpose::Cancel { by })
+        };
         self.finish_input(now, rng);
         ticket
     }
@@ -244,31 +457,13 @@ impl Scheduler {
     /// [`super::Config::watch_every_ms`] (of its home set, once an answer named it) until it ends.
     pub fn watch(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
         self.boot(now);
-        let ticket = self.asking.queries.ticket(rng);
-        self.seal_changed();
-        match self.home.entry(&task) {
-            Some(entry) if entry.record.state.is_final() => {
-                let record = entry.sealed().map(Box::new);
-                self.actions.push_back(Action::Answer {
-                    query: ticket,
-                    record,
-                });
-            }
-            Some(_) => self
-                .asking
-                .local_watches
-                .entry(task)
-                .or_default()
-                .push(ticket),
+        let ticket = self.asking.ticket(rng);
+        match self.home.entry(&task).map(|e| e.record.state.is_final()) {
+            Some(true) => self.answer_here(ticket, &task),
+            Some(false) => self.asking.watch_here(task, ticket),
             None => {
-                let watch = Watch {
-                    task,
-                    home: None,
-                    next_at: now,
-                    question: None,
-                };
-                self.asking.watches.insert(ticket, watch);
-                self.ask_watched(now, rng);
+                let (asking, peers, mut ctx) = self.asker();
+                asking.watch_elsewhere(&mut ctx, peers, now, rng, task, ticket);
             }
         }
         self.finish_input(now, rng);
@@ -277,93 +472,7 @@ impl Scheduler {
 
     /// Stops a wait the client gave up on (its number from [`Scheduler::watch`]).
     pub fn unwatch(&mut self, ticket: u64) {
-        if let Some(watch) = self.asking.watches.remove(&ticket)
-            && let Some(query) = watch.question
-        {
-            self.asking.queries.forget(query);
-        }
-        self.asking.local_watches.retain(|_, tickets| {
-            tickets.retain(|t| *t != ticket);
-            !tickets.is_empty()
-        });
-    }
-
-    /// Asks again about the watched tasks that are due.
-    pub(super) fn ask_watched(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        let due: Vec<u64> = self
-            .asking
-            .watches
-            .iter()
-            .filter(|(_, w)| w.question.is_none() && w.next_at <= now)
-            .map(|(ticket, _)| *ticket)
-            .collect();
-        for ticket in due {
-            let Some(watch) = self.asking.watches.get(&ticket) else {
-                continue;
-            };
-            let (task, home) = (watch.task, watch.home.clone());
-            let peers: Vec<PeerKey> = match home {
-                Some(home) => home.into_iter().filter(|p| *p != self.me).collect(),
-                None => self.peers.keys(),
-            };
-            if peers.is_empty() {
-                self.asking.watches.remove(&ticket);
-                self.actions.push_back(Action::Answer {
-                    query: ticket,
-                    record: None,
-                });
-                continue;
-            }
-            let purpose = Purpose::Watch { ticket };
-            let query = self
-                .asking
-                .queries
-                .ask(rng, now, task, purpose, peers.iter().copied());
-            for peer in peers {
-                self.send(peer, Message::Query { query, task });
-            }
-            if let Some(watch) = self.asking.watches.get_mut(&ticket) {
-                watch.question = Some(query);
-            }
-        }
-    }
-
-    /// The local watches of a task that just ended here are answered once its record is sealed
-    /// (at the flush).
-    pub(super) fn end_local_watches(&mut self, task: TaskId) {
-        if let Some(tickets) = self.asking.local_watches.remove(&task) {
-            self.asking
-                .watch_ends
-                .extend(tickets.into_iter().map(|ticket| (ticket, task)));
-        }
-    }
-
-    /// Asks every live member about `task`, for `purpose`; returns the question's number. With no
-    /// member to ask, answers `None` at once.
-    fn ask_members(
-        &mut self,
-        now: Millis,
-        rng: &mut dyn RngCore,
-        task: TaskId,
-        purpose: Purpose,
-    ) -> u64 {
-        let peers: Vec<PeerKey> = self.peers.keys();
-        let query = self
-            .asking
-            .queries
-            .ask(rng, now, task, purpose, peers.iter().copied());
-        if peers.is_empty() {
-            self.asking.queries.forget(query);
-            self.actions.push_back(Action::Answer {
-                query,
-                record: None,
-            });
-            return query;
-        }
-        for peer in &peers {
-            self.send(*peer, Message::Query { query, task });
-        }
-        query
+        self.asking.unwatch(ticket);
     }
 
     /// Looks a task up: answered at once (with [`Action::Answer`]) if this peer keeps its record,
@@ -372,22 +481,19 @@ impl Scheduler {
     pub fn query(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
         self.boot(now);
         if self.home.keeps(&task) {
-            let query = self.asking.queries.ticket(rng);
-            self.seal_changed();
-            let record = self
-                .home
-                .entry(&task)
-                .and_then(|e| e.sealed())
-                .map(Box::new);
-            self.actions.push_back(Action::Answer { query, record });
+            let query = self.asking.ticket(rng);
+            self.answer_here(query, &task);
             return query;
         }
-        let query = self.ask_members(now, rng, task, Purpose::Client);
+        let (asking, peers, mut ctx) = self.asker();
+        let query = asking.ask_members(&mut ctx, peers, now, rng, task, Purpose::Client);
         self.finish_input(now, rng);
         query
     }
 
-    /// `from`'s answer to question `query` (`None` also when it could not be asked).
+    /// `from`'s answer to question `query` (`None` also when it could not be asked). The asker
+    /// takes it only from a peer it asked; the record in it must be about the task asked, and
+    /// hold (its spec and seal); then it goes to whoever asked.
     pub(super) fn on_answer(
         &mut self,
         now: Millis,
@@ -395,7 +501,7 @@ impl Scheduler {
         query: u64,
         record: Option<Box<SealedRecord>>,
     ) {
-        let answered = match self.asking.queries.answered(query, from) {
+        let answered = match self.asking.answered(query, from) {
             Ok(answered) => answered,
             Err(error) => return self.reject("answer", &error),
         };
@@ -414,106 +520,32 @@ impl Scheduler {
             },
             None => None,
         };
+        let last = answered.last;
         match answered.purpose {
             Purpose::Dependency => {
                 if let Some((sealed, spec)) = &record {
                     self.on_dependency_answer(&sealed.record, spec);
                 }
-                if record.is_some() || answered.last {
-                    self.asking.queries.forget(query);
+                if record.is_some() || last {
+                    self.asking.forget(query);
                 }
             }
             Purpose::Client => {
-                if record.is_some() || answered.last {
-                    self.asking.queries.forget(query);
-                    let record = record.map(|(sealed, _)| sealed);
-                    self.actions.push_back(Action::Answer { query, record });
-                }
+                let (asking, _, mut ctx) = self.asker();
+                asking.on_client_answer(&mut ctx, query, record.map(|(s, _)| s), last);
             }
             Purpose::Cancel { by } => {
                 if let Some((sealed, _)) = &record {
                     self.home.learn_home(answered.task, sealed.record.home());
                     self.cancel_at_home(now, answered.task, by);
                 }
-                if record.is_some() || answered.last {
-                    self.asking.queries.forget(query);
-                    let record = record.map(|(sealed, _)| sealed);
-                    self.actions.push_back(Action::Answer { query, record });
-                }
+                let (asking, _, mut ctx) = self.asker();
+                asking.on_client_answer(&mut ctx, query, record.map(|(s, _)| s), last);
             }
             Purpose::Watch { ticket } => {
-                self.on_watch_answer(now, ticket, query, record.map(|(s, _)| s), answered.last);
-            }
-        }
-    }
-
-    /// An answer about a watched task: the end, a sign of life, or (from everyone) nobody knows.
-    fn on_watch_answer(
-        &mut self,
-        now: Millis,
-        ticket: u64,
-        query: u64,
-        record: Option<Box<SealedRecord>>,
-        last: bool,
-    ) {
-        let Some(watch) = self.asking.watches.get_mut(&ticket) else {
-            return self.asking.queries.forget(query);
-        };
-        match record {
-            Some(sealed) if sealed.record.state.is_final() => {
-                self.asking.queries.forget(query);
-                self.asking.watches.remove(&ticket);
-                self.actions.push_back(Action::Answer {
-                    query: ticket,
-                    record: Some(sealed),
-                });
-            }
-            Some(sealed) => {
-                // Still going: ask its home set again later.
-                self.asking.queries.forget(query);
-                watch.home = Some(sealed.record.home().to_vec());
-                watch.question = None;
-                watch.next_at = now + self.config.watch_every_ms;
-            }
-            None if last && watch.home.is_none() => {
-                self.asking.queries.forget(query);
-                self.asking.watches.remove(&ticket);
-                self.actions.push_back(Action::Answer {
-                    query: ticket,
-                    record: None,
-                });
-            }
-            None if last => {
-                self.asking.queries.forget(query);
-                watch.question = None;
-                watch.next_at = now + self.config.watch_every_ms;
-            }
-            None => {}
-        }
-    }
-
-    /// Closes the questions that have had their answers' time: a client's view or cancel gets
-    /// "nobody knows"; a watch asks again at its next turn.
-    pub(super) fn expire_queries(&mut self, now: Millis) {
-        for (query, purpose) in self
-            .asking
-            .queries
-            .expire(now, self.config.query_timeout_ms)
-        {
-            match purpose {
-                Purpose::Client | Purpose::Cancel { .. } => {
-                    self.actions.push_back(Action::Answer {
-                        query,
-                        record: None,
-                    });
-                }
-                Purpose::Watch { ticket } => {
-                    if let Some(watch) = self.asking.watches.get_mut(&ticket) {
-                        watch.question = None;
-                        watch.next_at = now;
-                    }
-                }
-                Purpose::Dependency => {}
+                let (asking, _, mut ctx) = self.asker();
+                let record = record.map(|(s, _)| s);
+                asking.on_watch_answer(&mut ctx, now, ticket, query, record, last);
             }
         }
     }

@@ -568,7 +568,9 @@ impl Scheduler {
                 send_completion(&mut ctx, peers, &entry);
             }
         }
-        self.resend_replication(now);
-        self.resend_transfers(now);
+        let (home, peers, ctx) = self.member();
+        home.resend(&ctx, peers, now);
+        let (stealing, _, peers, mut ctx) = self.thief();
+        stealing.resend_notices(&mut ctx, peers, now);
     }
 }

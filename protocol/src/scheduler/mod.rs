@@ -275,6 +275,7 @@ impl Counters {
 /// What a role may use besides its own room: who this peer is, its settings, and where its
 /// outputs go (the actions for the driver, the counters).
 pub(super) struct Ctx<'a> {
+    key: &'a Keypair,
     me: PeerKey,
     config: &'a Config,
     counters: &'a mut Counters,
@@ -300,6 +301,24 @@ impl Ctx<'_> {
         self.counters.count(error);
         *self.counters.rejected_by_kind.entry(kind).or_default() += 1;
     }
+
+    /// Signs leases granted by this peer.
+    fn sign_grant(&self, leases: Vec<Lease>) -> SignedGrant {
+        let grant = Grant {
+            granted_by: self.me,
+            leases,
+        };
+        Signed::sign(&grant, self.key)
+    }
+}
+
+/// Every role's room, borrowed apart, for a handler to take the ones it needs.
+pub(super) struct Rooms<'a> {
+    peers: &'a mut peers::Peers,
+    home: &'a mut records::Home,
+    holding: &'a mut holding::Holding,
+    stealing: &'a mut stealing::Stealing,
+    asking: &'a mut asking::Asking,
 }
 
 /// One peer's scheduler.
@@ -528,7 +547,10 @@ impl Scheduler {
             // home member, with the home set its spec signs.
             Message::Store { records } => self.on_store(now, from, records),
             // From a home member of the task.
-            Message::Stored { acks } => self.on_stored(from, &acks),
+            Message::Stored { acks } => {
+                let (home, peers, mut ctx) = self.member();
+                home.on_stored(&mut ctx, peers, from, &acks);
+            }
             // From the task's primary as this peer sees it (a home member, and no member ranked
             // before it heard from lately), with a grant it signed naming this peer.
             Message::Place { tasks, grant } => {
@@ -540,11 +562,14 @@ impl Scheduler {
             Message::StealRequest {
                 free_slots,
                 capabilities,
-            } => self.on_steal_request(from, free_slots, &capabilities),
+            } => {
+                let (stealing, holding, _, mut ctx) = self.thief();
+                stealing.give(&mut ctx, holding, from, free_slots, &capabilities);
+            }
             // From a peer this one asked for work and has not heard back from, with a grant it
             // signed naming this peer.
             Message::StealGrant { tasks, grant } => {
-                if self.steal_answered(from) {
+                if self.stealing.answered(from) {
                     let homes = self.on_tasks_granted(now, from, tasks, &grant, true);
                     self.relay_transfer(now, rng, homes, &grant);
                 } else {
@@ -553,8 +578,8 @@ impl Scheduler {
                 }
             }
             Message::NothingToSteal => {
-                if self.steal_answered(from) {
-                    self.on_nothing_to_steal(from);
+                if self.stealing.answered(from) {
+                    self.peers.note_nothing_queued(&from);
                 } else {
                     let error = WireError::Unauthorized("an answer to a steal nobody asked for");
                     self.reject("nothing-to-steal", &error);
@@ -673,7 +698,7 @@ impl Scheduler {
         if self.peers.observe(report, now) == Observed::New {
             self.actions
                 .push_back(Action::PeerDiscovered { peer, addrs });
-            self.catch_up(peer);
+            self.home.catch_up(peer);
         }
     }
 
@@ -716,7 +741,6 @@ impl Scheduler {
         self.boot(now);
         match message {
             Message::StealRequest { .. } => {
-                self.clear_steal(to);
                 self.stealing.undelivered(&to);
                 self.peers.remove(&to);
             }
@@ -724,7 +748,10 @@ impl Scheduler {
                 self.peers.remove(&to);
                 self.on_placement_failed(now, rng, to, &tasks);
             }
-            Message::StealGrant { tasks, .. } => self.on_grant_undelivered(&tasks),
+            Message::StealGrant { tasks, .. } => {
+                let (stealing, holding, _, _) = self.thief();
+                stealing.grant_undelivered(holding, &tasks, now);
+            }
             // A hand-over notice must arrive, or the home set would wait for it forever (it
             // holds later transfers and the completion back until it has every link): send it
             // again while the member lives, on the resend timer (a dead peer's dial fails at
@@ -743,7 +770,9 @@ impl Scheduler {
     pub fn handle_delivered(&mut self, now: Millis, rng: &mut dyn RngCore, message: &Message) {
         self.boot(now);
         if let Message::StealGrant { tasks, grant } = message {
-            self.on_grant_delivered(now, rng, tasks, grant);
+            let (stealing, _, _, mut ctx) = self.thief();
+            let members = stealing.grant_delivered(&mut ctx, tasks);
+            self.relay_transfer(now, rng, members, grant);
             self.finish_input(now, rng);
         }
     }
@@ -764,8 +793,9 @@ impl Scheduler {
             self.scan_held(now);
         }
         self.resend_due(now, rng);
-        self.expire_queries(now);
-        self.ask_watched(now, rng);
+        let (asking, peers, mut ctx) = self.asker();
+        asking.expire(&mut ctx, now);
+        asking.ask_watched(&mut ctx, peers, now, rng);
         self.finish_input(now, rng);
     }
 
@@ -834,13 +864,11 @@ impl Scheduler {
     }
 
     fn sign_grant(&self, leases: Vec<Lease>) -> SignedGrant {
-        Signed::sign(
-            &Grant {
-                granted_by: self.me,
-                leases,
-            },
-            &self.key,
-        )
+        let grant = Grant {
+            granted_by: self.me,
+            leases,
+        };
+        Signed::sign(&grant, &self.key)
     }
 
     /// Whether `peer` may act as the primary of a task with this home set, as this peer sees it:
@@ -909,6 +937,44 @@ impl Scheduler {
         *self.counters.rejected_by_kind.entry(kind).or_default() += 1;
     }
 
+    /// The context and the rooms, borrowed apart: what a role's handler is given a part of.
+    fn split(&mut self) -> (Ctx<'_>, Rooms<'_>) {
+        let Scheduler {
+            key,
+            me,
+            config,
+            peers,
+            home,
+            holding,
+            stealing,
+            asking,
+            counters,
+            actions,
+            ..
+        } = self;
+        let ctx = Ctx {
+            key,
+            me: *me,
+            config,
+            counters,
+            actions,
+        };
+        let rooms = Rooms {
+            peers,
+            home,
+            holding,
+            stealing,
+            asking,
+        };
+        (ctx, rooms)
+    }
+
+    /// The home member's handler: its room, the peers' view (who is alive), and the context.
+    fn member(&mut self) -> (&mut records::Home, &peers::Peers, Ctx<'_>) {
+        let (ctx, rooms) = self.split();
+        (rooms.home, rooms.peers, ctx)
+    }
+
     /// The holder's handler: its room, what it reads of the peers' view and of the tasks given
     /// away, and the context. It borrows nothing else.
     fn holder(
@@ -919,32 +985,12 @@ impl Scheduler {
         &stealing::Stealing,
         Ctx<'_>,
     ) {
-        let Scheduler {
-            me,
-            config,
-            holding,
-            peers,
-            stealing,
-            counters,
-            actions,
-            ..
-        } = self;
-        let ctx = Ctx {
-            me: *me,
-            config,
-            counters,
-            actions,
-        };
-        (holding, peers, stealing, ctx)
+        let (ctx, rooms) = self.split();
+        (rooms.holding, rooms.peers, rooms.stealing, ctx)
     }
 
     fn send(&mut self, to: PeerKey, message: Message) {
         self.actions.push_back(Action::Send { to, message });
-    }
-
-    fn write<T: bincode::Encode>(&mut self, table: Table, key: TaskId, value: Option<&T>) {
-        let value = value.map(wire::encode);
-        self.actions.push_back(Action::Write { table, key, value });
     }
 
     /// Ends every input: gate dependents, steal if idle, start what fits. (What changed is sealed
@@ -972,7 +1018,8 @@ impl Scheduler {
                 record,
             });
         }
-        self.flush_home();
+        let (home, _, mut ctx) = self.member();
+        home.flush(&mut ctx);
     }
 
     fn report(&mut self, now: Millis, rng: &mut dyn RngCore) {

@@ -30,6 +30,7 @@ use crate::wire::{self, WireError};
 
 mod depending;
 mod placing;
+mod replicating;
 
 /// The home member's own state: the records of the tasks whose home set this peer is in, which
 /// are unfinished and how much each other origin's take, the replication of each change, retries
@@ -45,7 +46,7 @@ pub(super) struct Home {
     active: BTreeSet<TaskId>,
     /// How many of those, and how many spec bytes, each other origin's tasks take here.
     kept_by_origin: BTreeMap<PeerKey, Kept>,
-    replication: BTreeMap<TaskId, Replication>,
+    replication: BTreeMap<TaskId, replicating::Replication>,
     retry_at: BTreeMap<TaskId, Millis>,
     confirmed_at: BTreeMap<TaskId, Millis>,
     /// Completions naming an epoch not heard of yet, by task and sender.
@@ -141,21 +142,6 @@ impl Entry {
     }
 }
 
-/// Replication in progress of one record, as its primary tracks it.
-#[derive(Clone, Debug, Default)]
-struct Replication {
-    /// The highest version each other home member has acknowledged.
-    acked: BTreeMap<PeerKey, u64>,
-    /// When the record was last sent to the members that lag.
-    last_sent: Millis,
-    /// The version every live member must have before the submitting client is told the task
-    /// is accepted, if the client waits.
-    client_waits: Option<u64>,
-    /// Holders waiting to hear that their completion is settled: `(holder, epoch, version)`,
-    /// told once every live member has `version`.
-    holders: Vec<(PeerKey, u64, u64)>,
-}
-
 /// A completion that names an epoch this peer has not yet heard of.
 #[derive(Clone, Debug)]
 struct EarlyCompletion {
@@ -220,10 +206,7 @@ impl Scheduler {
             let id = task.id;
             results.push(Ok(id));
             if self.home.records.contains_key(&id) {
-                match self.home.replication.get_mut(&id) {
-                    Some(rep) => rep.client_waits = Some(rep.client_waits.unwrap_or(1)),
-                    None => self.home.out_accepted.push(id),
-                }
+                self.home.await_client_again(id);
                 continue;
             }
             let home = task.home.clone();
@@ -261,7 +244,7 @@ impl Scheduler {
                 },
             );
             self.set_active(id, true);
-            self.home.replication.entry(id).or_default().client_waits = Some(1);
+            self.home.await_client(id);
             fresh.push(id);
         }
         self.place(now, rng, fresh.clone());
@@ -288,12 +271,11 @@ impl Scheduler {
         entry.record.version += 1;
         entry.seal = None;
         let is_final = entry.record.state.is_final();
-        let home = entry.record.home().to_vec();
         if is_final {
             if self.home.waiting_on.contains_key(&id) {
                 self.home.ended_now.push(id);
             }
-            self.end_local_watches(id);
+            self.asking.end_local_watches(id);
             self.set_active(id, false);
             self.home.retry_at.remove(&id);
             self.home.confirmed_at.remove(&id);
@@ -308,97 +290,8 @@ impl Scheduler {
             value: Some(Vec::new()),
         });
         self.actions.push_back(Action::Changed { task: id });
-        let backups: Vec<PeerKey> = home
-            .iter()
-            .filter(|m| **m != self.me && self.alive(m))
-            .copied()
-            .collect();
-        self.home.replication.entry(id).or_default().last_sent = now;
-        for member in backups {
-            self.home.out_store.entry(member).or_default().insert(id);
-        }
-        self.settle(id);
-    }
-
-    /// Tells the client and holders what they wait for once every live member has the version
-    /// they need; forgets the replication once every live member has the current version.
-    fn settle(&mut self, id: TaskId) {
-        let (Some(entry), Some(rep)) = (self.home.records.get(&id), self.home.replication.get(&id))
-        else {
-            return;
-        };
-        let version = entry.record.version;
-        let stored_everywhere = entry
-            .record
-            .home()
-            .iter()
-            .filter(|m| **m != self.me && self.alive(m))
-            .map(|m| rep.acked.get(m).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(u64::MAX);
-        let Some(rep) = self.home.replication.get_mut(&id) else {
-            return;
-        };
-        if rep.client_waits.is_some_and(|v| stored_everywhere >= v) {
-            rep.client_waits = None;
-            self.home.out_accepted.push(id);
-        }
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut rep.holders)
-            .into_iter()
-            .partition(|(_, _, v)| stored_everywhere >= *v);
-        rep.holders = waiting;
-        let done =
-            rep.holders.is_empty() && rep.client_waits.is_none() && stored_everywhere >= version;
-        for (holder, epoch, _) in ready {
-            self.home
-                .out_recorded
-                .entry(holder)
-                .or_default()
-                .push((id, epoch));
-        }
-        if done {
-            self.home.replication.remove(&id);
-        }
-    }
-
-    /// Sends records again to live members that have not acknowledged them, and settles the ones
-    /// whose lagging members have died.
-    pub(super) fn resend_replication(&mut self, now: Millis) {
-        let after = self.config.resend_after_ms;
-        let due: Vec<TaskId> = self
-            .home
-            .replication
-            .iter()
-            .filter(|(_, rep)| now.saturating_sub(rep.last_sent) >= after)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            let (Some(entry), Some(rep)) =
-                (self.home.records.get(&id), self.home.replication.get(&id))
-            else {
-                self.home.replication.remove(&id);
-                continue;
-            };
-            let version = entry.record.version;
-            let lagging: Vec<PeerKey> = entry
-                .record
-                .home()
-                .iter()
-                .filter(|m| {
-                    **m != self.me
-                        && self.alive(m)
-                        && rep.acked.get(*m).copied().unwrap_or(0) < version
-                })
-                .copied()
-                .collect();
-            for member in lagging {
-                self.home.out_store.entry(member).or_default().insert(id);
-            }
-            if let Some(rep) = self.home.replication.get_mut(&id) {
-                rep.last_sent = now;
-            }
-            self.settle(id);
-        }
+        let (home, peers, ctx) = self.member();
+        home.replicate(ctx.me, peers, id, now);
     }
 
     /// A home member (or the origin) sends records to keep: take each that is newer than ours.
@@ -438,9 +331,8 @@ impl Scheduler {
             let theirs = rank(&record);
             match ours {
                 Some((mine, _)) if mine >= theirs => {
-                    if mine > theirs {
-                        self.home.out_store.entry(from).or_default().insert(id);
-                    }
+                    self.home.acknowledge(from, id, mine > theirs);
+                    continue;
                 }
                 _ => {
                     // A result adopted over a re-claim this peer made: keep the epoch it granted
@@ -458,12 +350,7 @@ impl Scheduler {
                     }
                 }
             }
-            let version = self.home.records.get(&id).map_or(0, |e| e.record.version);
-            self.home
-                .out_stored
-                .entry(from)
-                .or_default()
-                .push((id, version));
+            self.home.acknowledge(from, id, false);
         }
     }
 
@@ -497,7 +384,7 @@ impl Scheduler {
         self.home.records.insert(id, Entry { record, spec, seal });
         self.set_active(id, active);
         if is_final {
-            self.end_local_watches(id);
+            self.asking.end_local_watches(id);
         }
         // What waited for this record to catch up may now be moot.
         if let Some(waiting) = self.home.early_transfers.get_mut(&id) {
@@ -506,27 +393,6 @@ impl Scheduler {
         self.home
             .early_completions
             .retain(|(task, _), c| *task != id || (!is_final && c.epoch >= epoch));
-    }
-
-    /// A home member stored records at these versions.
-    pub(super) fn on_stored(&mut self, from: PeerKey, acks: &[(TaskId, u64)]) {
-        for (id, version) in acks {
-            if self
-                .home
-                .records
-                .get(id)
-                .is_some_and(|e| !e.record.home().contains(&from))
-            {
-                let error = WireError::Unauthorized("an acknowledgement from outside the home set");
-                self.reject("stored", &error);
-                continue;
-            }
-            if let Some(rep) = self.home.replication.get_mut(id) {
-                let acked = rep.acked.entry(from).or_insert(0);
-                *acked = (*acked).max(*version);
-                self.settle(*id);
-            }
-        }
     }
 
     /// A holder started these tasks.
@@ -657,12 +523,7 @@ impl Scheduler {
         }
         if from != self.me {
             let version = entry.record.version + 1; // what `changed` is about to make it
-            self.home
-                .replication
-                .entry(id)
-                .or_default()
-                .holders
-                .push((from, epoch, version));
+            self.home.await_holder(id, from, epoch, version);
         }
         self.changed(now, id);
     }
@@ -672,17 +533,8 @@ impl Scheduler {
         if holder == self.me {
             return;
         }
-        let version = self.home.records.get(&id).map_or(0, |e| e.record.version);
-        match self.home.replication.get_mut(&id) {
-            Some(rep) => rep.holders.push((holder, epoch, version)),
-            None => self
-                .home
-                .out_recorded
-                .entry(holder)
-                .or_default()
-                .push((id, epoch)),
-        }
-        self.settle(id);
+        let (home, peers, ctx) = self.member();
+        home.settle_holder(ctx.me, peers, id, holder, epoch);
     }
 
     /// A victim tells the home set who holds its tasks now (`from` is the victim; this peer
@@ -1110,80 +962,7 @@ impl Scheduler {
 
     /// Seals the records changed during this input, in one batch, and fills in their writes.
     pub(super) fn seal_changed(&mut self) {
-        if self.home.unsealed.is_empty() {
-            return;
-        }
-        let changed = std::mem::take(&mut self.home.unsealed);
-        let mut ids: Vec<TaskId> = changed.iter().map(|(_, id)| *id).collect();
-        ids.sort();
-        ids.dedup();
-        ids.retain(|id| self.home.records.contains_key(id));
-        let encoded: Vec<Vec<u8>> = ids
-            .iter()
-            .filter_map(|id| self.home.records.get(id).map(|e| wire::encode(&e.record)))
-            .collect();
-        let digests: Vec<_> = encoded
-            .iter()
-            .map(|b| crate::seal::digest_of_bytes(b))
-            .collect();
-        let seals = crate::seal::seal(&self.key, &digests);
-        let mut rows: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
-        for ((id, mut bytes), seal) in ids.into_iter().zip(encoded).zip(seals) {
-            // A sealed record encodes as its record followed by its seal.
-            bytes.extend_from_slice(&wire::encode(&seal));
-            if let Some(entry) = self.home.records.get_mut(&id) {
-                entry.seal = Some(seal);
-            }
-            rows.insert(id, bytes);
-        }
-        for (at, id) in changed {
-            if let (Some(Action::Write { value, .. }), Some(row)) =
-                (self.actions.get_mut(at), rows.get(&id))
-            {
-                *value = Some(row.clone());
-            }
-        }
-    }
-    /// A peer (re)appeared: send it the records of the home sets it shares with this peer, so a
-    /// member that was away catches up before it acts as anyone's primary.
-    pub(super) fn catch_up(&mut self, peer: PeerKey) {
-        let shared: Vec<TaskId> = self
-            .home
-            .records
-            .iter()
-            .filter(|(_, e)| e.record.home().contains(&peer))
-            .map(|(id, _)| *id)
-            .collect();
-        if !shared.is_empty() {
-            self.home.out_store.entry(peer).or_default().extend(shared);
-        }
-    }
-    /// Sends the record-keeping messages batched since the last flush: the records each member
-    /// must store (sealed), the acknowledgements, the settlements, and the accepted submissions.
-    pub(super) fn flush_home(&mut self) {
-        for (to, ids) in std::mem::take(&mut self.home.out_store) {
-            let records: Vec<SealedRecord> = ids
-                .iter()
-                .filter_map(|id| self.home.records.get(id).and_then(Entry::sealed))
-                .collect();
-            for chunk in records.chunks(self.config.place_batch_max.max(1)) {
-                self.send(
-                    to,
-                    Message::Store {
-                        records: chunk.to_vec(),
-                    },
-                );
-            }
-        }
-        for (to, acks) in std::mem::take(&mut self.home.out_stored) {
-            self.send(to, Message::Stored { acks });
-        }
-        for (to, tasks) in std::mem::take(&mut self.home.out_recorded) {
-            self.send(to, Message::Recorded { tasks });
-        }
-        let accepted = std::mem::take(&mut self.home.out_accepted);
-        if !accepted.is_empty() {
-            self.actions.push_back(Action::Accepted { tasks: accepted });
-        }
+        let (home, _, mut ctx) = self.member();
+        home.seal_changed(&mut ctx);
     }
 }

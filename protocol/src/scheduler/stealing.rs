@@ -3,14 +3,13 @@
 //! home sets once the thief has the grant (if the grant cannot be delivered, it keeps the tasks
 //! under their old leases, which their home sets never saw change).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::RngCore;
 
-use std::collections::BTreeMap;
-
-use super::holding::Held;
-use super::{Scheduler, Table};
+use super::holding::{Held, Holding};
+use super::peers::Peers;
+use super::{Ctx, Scheduler, Table};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::lease::{Lease, SignedGrant};
@@ -71,80 +70,80 @@ impl Stealing {
     }
 }
 
-impl Scheduler {
-    pub(super) fn maybe_steal(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        let free = self.config.slots.saturating_sub(self.holding.running());
-        if free == 0 || self.holding.queued() > 0 || self.stealing.pending.is_some() {
+impl Stealing {
+    /// The thief: with a free slot, nothing queued and no request out, asks a peer with work
+    /// queued (in its view) for some.
+    pub(super) fn maybe_steal(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        holding: &Holding,
+        peers: &Peers,
+        now: Millis,
+        rng: &mut dyn RngCore,
+    ) {
+        let free = ctx.config.slots.saturating_sub(holding.running());
+        if free == 0 || holding.queued() > 0 || self.pending.is_some() {
             return;
         }
-        let queues: Vec<(PeerKey, u32)> = self
-            .peers
+        let queues: Vec<(PeerKey, u32)> = peers
             .iter()
             .map(|(peer, view)| (*peer, view.estimated_queued))
             .collect();
         let Some(victim) = steal::choose_victim(rng, &queues) else {
             return;
         };
-        self.stealing.pending = Some((victim, now));
-        self.stealing.asked.insert(victim, now);
-        self.counters.steal_requests += 1;
+        self.pending = Some((victim, now));
+        self.asked.insert(victim, now);
+        ctx.counters.steal_requests += 1;
         let request = Message::StealRequest {
             free_slots: free,
-            capabilities: self.config.capabilities.clone(),
+            capabilities: ctx.config.capabilities.clone(),
         };
-        self.send(victim, request);
+        ctx.send(victim, request);
     }
 
     /// Whether `from` is a victim this peer asked for work and has not heard back from (only such
     /// a peer may hand it tasks, or say it has none); takes the answer.
-    pub(super) fn steal_answered(&mut self, from: PeerKey) -> bool {
-        self.clear_steal(from);
-        self.stealing.asked.remove(&from).is_some()
-    }
-
-    pub(super) fn clear_steal(&mut self, from: PeerKey) {
-        if self
-            .stealing
-            .pending
-            .is_some_and(|(victim, _)| victim == from)
-        {
-            self.stealing.pending = None;
+    pub(super) fn answered(&mut self, from: PeerKey) -> bool {
+        if self.pending.is_some_and(|(victim, _)| victim == from) {
+            self.pending = None;
         }
+        self.asked.remove(&from).is_some()
     }
 
-    pub(super) fn on_nothing_to_steal(&mut self, from: PeerKey) {
-        self.clear_steal(from);
-        self.peers.note_nothing_queued(&from);
-    }
-
-    pub(super) fn on_steal_request(
+    /// The victim: gives `thief` up to half of its queue that `capabilities` can run, under
+    /// leases at the next minor epoch that this peer signs, or says it has nothing. The tasks
+    /// are kept aside until the grant is known to have arrived.
+    pub(super) fn give(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        holding: &mut Holding,
         thief: PeerKey,
         free_slots: u32,
         capabilities: &Capabilities,
     ) {
-        let (queue, len) = self.holding.queue();
+        let (queue, len) = holding.queue();
         let chosen = steal::choose_tasks(queue, len, free_slots, capabilities);
         if chosen.is_empty() {
-            return self.send(thief, Message::NothingToSteal);
+            return ctx.send(thief, Message::NothingToSteal);
         }
         let mut envelopes: Vec<Envelope> = Vec::with_capacity(chosen.len());
         let mut leases = Vec::with_capacity(chosen.len());
-        for held in self.holding.give_up(&chosen) {
+        for held in holding.give_up(&chosen) {
             let id = held.task.id;
             leases.push(Lease {
                 task: id,
                 epoch: crate::lease::next_minor(held.epoch),
                 holder: thief,
-                granted_by: self.me,
-                ttl_ms: self.config.lease_ttl_ms,
+                granted_by: ctx.me,
+                ttl_ms: ctx.config.lease_ttl_ms,
             });
             envelopes.push(held.task.envelope());
-            self.stealing.given.insert(id, held);
+            self.given.insert(id, held);
         }
-        self.counters.tasks_given += envelopes.len() as u64;
-        let grant = self.sign_grant(leases);
-        self.send(
+        ctx.counters.tasks_given += envelopes.len() as u64;
+        let grant = ctx.sign_grant(leases);
+        ctx.send(
             thief,
             Message::StealGrant {
                 tasks: envelopes,
@@ -153,22 +152,63 @@ impl Scheduler {
         );
     }
 
-    /// The thief has the grant: the tasks are its now; tell their home sets.
-    pub(super) fn on_grant_delivered(
+    /// The thief has the grant: the tasks are its now. Returns the home members to tell.
+    pub(super) fn grant_delivered(
         &mut self,
-        now: Millis,
-        rng: &mut dyn RngCore,
+        ctx: &mut Ctx<'_>,
         tasks: &[Envelope],
-        grant: &SignedGrant,
-    ) {
+    ) -> BTreeSet<PeerKey> {
         let mut members: BTreeSet<PeerKey> = BTreeSet::new();
         for envelope in tasks {
-            if self.stealing.given.remove(&envelope.id).is_some() {
-                self.write::<HeldEntry>(Table::Held, envelope.id, None);
+            if self.given.remove(&envelope.id).is_some() {
+                ctx.write::<HeldEntry>(Table::Held, envelope.id, None);
                 members.extend(envelope.home.iter().copied());
             }
         }
-        self.relay_transfer(now, rng, members, grant);
+        members
+    }
+
+    /// The grant never reached the thief: keep the tasks under their old leases.
+    pub(super) fn grant_undelivered(
+        &mut self,
+        holding: &mut Holding,
+        tasks: &[Envelope],
+        now: Millis,
+    ) {
+        for envelope in tasks {
+            if let Some(held) = self.given.remove(&envelope.id) {
+                holding.take_back(held, now);
+            }
+        }
+    }
+
+    /// Sends again the hand-over notices that failed `resend_after_ms` ago, to members still
+    /// alive; a member taken for dead no longer needs its notice.
+    pub(super) fn resend_notices(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis) {
+        let after = ctx.config.resend_after_ms;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsent_transfers)
+            .into_iter()
+            .partition(|(_, _, failed_at)| now.saturating_sub(*failed_at) >= after);
+        self.unsent_transfers = waiting;
+        for (to, grant, _) in due {
+            if peers.alive(&to) {
+                ctx.send(to, Message::Transferred { grant });
+            }
+        }
+    }
+}
+
+impl Scheduler {
+    /// The thief's and victim's handler: its room, the holder's (whose queue it gives from and
+    /// takes back into), the peers' view, and the context. It borrows nothing else.
+    pub(super) fn thief(&mut self) -> (&mut Stealing, &mut Holding, &Peers, Ctx<'_>) {
+        let (ctx, rooms) = self.split();
+        (rooms.stealing, rooms.holding, rooms.peers, ctx)
+    }
+
+    pub(super) fn maybe_steal(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        let (stealing, holding, peers, mut ctx) = self.thief();
+        stealing.maybe_steal(&mut ctx, holding, peers, now, rng);
     }
 
     /// Tells the home members `homes` that the tasks of `grant` moved (this peer applies it at
@@ -192,30 +232,6 @@ impl Scheduler {
                         grant: grant.clone(),
                     },
                 );
-            }
-        }
-    }
-
-    /// The grant never reached the thief: keep the tasks under their old leases.
-    pub(super) fn on_grant_undelivered(&mut self, tasks: &[Envelope]) {
-        for envelope in tasks {
-            if let Some(held) = self.stealing.given.remove(&envelope.id) {
-                self.holding.take_back(held, self.last_now);
-            }
-        }
-    }
-
-    /// Sends again the hand-over notices that failed `resend_after_ms` ago, to members still
-    /// alive; a member taken for dead no longer needs its notice.
-    pub(super) fn resend_transfers(&mut self, now: Millis) {
-        let after = self.config.resend_after_ms;
-        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stealing.unsent_transfers)
-            .into_iter()
-            .partition(|(_, _, failed_at)| now.saturating_sub(*failed_at) >= after);
-        self.stealing.unsent_transfers = waiting;
-        for (to, grant, _) in due {
-            if self.alive(&to) {
-                self.send(to, Message::Transferred { grant });
             }
         }
     }

@@ -1,0 +1,299 @@
+//! Replication, as the primary runs it: every change it makes to a record goes to the other live
+//! members of the task's home set, in one `Store` per member per flush, and is sent again until
+//! each acknowledges the version; the submitting client is told its tasks are accepted, and a
+//! holder that its result is recorded, only once every live member stored the version they need.
+//! Also the members' side of it: acknowledging what was stored, sending a member that was away
+//! the records it shares, and sealing the changes of one input in one batch.
+//!
+//! Owns the replication state of the room ([`Replication`], and the messages waiting for the
+//! flush); it changes no record, and reads the peers' view only to know who is alive.
+
+use std::collections::BTreeMap;
+
+use super::super::peers::Peers;
+use super::super::{Action, Ctx};
+use super::{Entry, Home};
+use crate::Millis;
+use crate::identity::PeerKey;
+use crate::message::Message;
+use crate::seal::SealedRecord;
+use crate::task::TaskId;
+use crate::wire::{self, WireError};
+
+/// Replication in progress of one record, as its primary tracks it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Replication {
+    /// The highest version each other home member has acknowledged.
+    acked: BTreeMap<PeerKey, u64>,
+    /// When the record was last sent to the members that lag.
+    last_sent: Millis,
+    /// The version every live member must have before the submitting client is told the task
+    /// is accepted, if the client waits.
+    client_waits: Option<u64>,
+    /// Holders waiting to hear that their completion is settled: `(holder, epoch, version)`,
+    /// told once every live member has `version`.
+    holders: Vec<(PeerKey, u64, u64)>,
+}
+
+impl Home {
+    /// The client that submitted a new task waits until every live member has its first
+    /// version.
+    pub(in crate::scheduler) fn await_client(&mut self, id: TaskId) {
+        self.replication.entry(id).or_default().client_waits = Some(1);
+    }
+
+    /// The client submitted a task this peer already keeps again: it waits as the first client
+    /// does, or is told at once if every live member has it.
+    pub(in crate::scheduler) fn await_client_again(&mut self, id: TaskId) {
+        match self.replication.get_mut(&id) {
+            Some(rep) => rep.client_waits = Some(rep.client_waits.unwrap_or(1)),
+            None => self.out_accepted.push(id),
+        }
+    }
+
+    /// A holder waits to hear its result for `epoch` is recorded until every live member has
+    /// `version` of the record.
+    pub(in crate::scheduler) fn await_holder(
+        &mut self,
+        id: TaskId,
+        holder: PeerKey,
+        epoch: u64,
+        version: u64,
+    ) {
+        let rep = self.replication.entry(id).or_default();
+        rep.holders.push((holder, epoch, version));
+    }
+
+    /// Tells a holder its result for `epoch` is recorded once the record as it stands is
+    /// replicated (at once if it is).
+    pub(in crate::scheduler) fn settle_holder(
+        &mut self,
+        me: PeerKey,
+        peers: &Peers,
+        id: TaskId,
+        holder: PeerKey,
+        epoch: u64,
+    ) {
+        let version = self.records.get(&id).map_or(0, |e| e.record.version);
+        match self.replication.get_mut(&id) {
+            Some(rep) => rep.holders.push((holder, epoch, version)),
+            None => self
+                .out_recorded
+                .entry(holder)
+                .or_default()
+                .push((id, epoch)),
+        }
+        self.settle(me, peers, id);
+    }
+
+    /// Sends the new version of a record this peer changed to the other live members.
+    pub(in crate::scheduler) fn replicate(
+        &mut self,
+        me: PeerKey,
+        peers: &Peers,
+        id: TaskId,
+        now: Millis,
+    ) {
+        let Some(entry) = self.records.get(&id) else {
+            return;
+        };
+        let backups: Vec<PeerKey> = entry
+            .record
+            .home()
+            .iter()
+            .filter(|m| **m != me && peers.alive(m))
+            .copied()
+            .collect();
+        self.replication.entry(id).or_default().last_sent = now;
+        for member in backups {
+            self.out_store.entry(member).or_default().insert(id);
+        }
+        self.settle(me, peers, id);
+    }
+
+    /// Tells the client and holders what they wait for once every live member has the version
+    /// they need; forgets the replication once every live member has the current version.
+    fn settle(&mut self, me: PeerKey, peers: &Peers, id: TaskId) {
+        let (Some(entry), Some(rep)) = (self.records.get(&id), self.replication.get_mut(&id))
+        else {
+            return;
+        };
+        let version = entry.record.version;
+        let stored_everywhere = entry
+            .record
+            .home()
+            .iter()
+            .filter(|m| **m != me && peers.alive(m))
+            .map(|m| rep.acked.get(m).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX);
+        if rep.client_waits.is_some_and(|v| stored_everywhere >= v) {
+            rep.client_waits = None;
+            self.out_accepted.push(id);
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut rep.holders)
+            .into_iter()
+            .partition(|(_, _, v)| stored_everywhere >= *v);
+        rep.holders = waiting;
+        let done =
+            rep.holders.is_empty() && rep.client_waits.is_none() && stored_everywhere >= version;
+        for (holder, epoch, _) in ready {
+            self.out_recorded
+                .entry(holder)
+                .or_default()
+                .push((id, epoch));
+        }
+        if done {
+            self.replication.remove(&id);
+        }
+    }
+
+    /// Sends records again to live members that have not acknowledged them, and settles the ones
+    /// whose lagging members have died.
+    pub(in crate::scheduler) fn resend(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis) {
+        let after = ctx.config.resend_after_ms;
+        let due: Vec<TaskId> = self
+            .replication
+            .iter()
+            .filter(|(_, rep)| now.saturating_sub(rep.last_sent) >= after)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let (Some(entry), Some(rep)) = (self.records.get(&id), self.replication.get_mut(&id))
+            else {
+                self.replication.remove(&id);
+                continue;
+            };
+            let version = entry.record.version;
+            let lagging = entry.record.home().iter().filter(|m| {
+                **m != ctx.me && peers.alive(m) && rep.acked.get(*m).copied().unwrap_or(0) < version
+            });
+            for member in lagging {
+                self.out_store.entry(*member).or_default().insert(id);
+            }
+            rep.last_sent = now;
+            self.settle(ctx.me, peers, id);
+        }
+    }
+
+    /// A home member stored records at these versions.
+    ///
+    /// Who may send it: a member of each task's home set (a record this peer does not keep is
+    /// ignored). Anything else is counted and dropped.
+    pub(in crate::scheduler) fn on_stored(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        from: PeerKey,
+        acks: &[(TaskId, u64)],
+    ) {
+        for (id, version) in acks {
+            if self
+                .records
+                .get(id)
+                .is_some_and(|e| !e.record.home().contains(&from))
+            {
+                let error = WireError::Unauthorized("an acknowledgement from outside the home set");
+                ctx.reject("stored", &error);
+                continue;
+            }
+            if let Some(rep) = self.replication.get_mut(id) {
+                let acked = rep.acked.entry(from).or_insert(0);
+                *acked = (*acked).max(*version);
+                self.settle(ctx.me, peers, *id);
+            }
+        }
+    }
+
+    /// Acknowledges a record stored (at the version this peer now keeps) to the member that
+    /// sent it, or, with ours newer, sends ours back.
+    pub(in crate::scheduler) fn acknowledge(
+        &mut self,
+        from: PeerKey,
+        id: TaskId,
+        ours_newer: bool,
+    ) {
+        if ours_newer {
+            self.out_store.entry(from).or_default().insert(id);
+        }
+        let version = self.records.get(&id).map_or(0, |e| e.record.version);
+        self.out_stored.entry(from).or_default().push((id, version));
+    }
+
+    /// A peer (re)appeared: send it the records of the home sets it shares with this peer, so a
+    /// member that was away catches up before it acts as anyone's primary.
+    pub(in crate::scheduler) fn catch_up(&mut self, peer: PeerKey) {
+        let shared: Vec<TaskId> = self
+            .records
+            .iter()
+            .filter(|(_, e)| e.record.home().contains(&peer))
+            .map(|(id, _)| *id)
+            .collect();
+        if !shared.is_empty() {
+            self.out_store.entry(peer).or_default().extend(shared);
+        }
+    }
+
+    /// Seals the records changed since the last seal, in one batch, and fills in their writes
+    /// among the actions.
+    pub(in crate::scheduler) fn seal_changed(&mut self, ctx: &mut Ctx<'_>) {
+        if self.unsealed.is_empty() {
+            return;
+        }
+        let changed = std::mem::take(&mut self.unsealed);
+        let mut ids: Vec<TaskId> = changed.iter().map(|(_, id)| *id).collect();
+        ids.sort();
+        ids.dedup();
+        ids.retain(|id| self.records.contains_key(id));
+        let encoded: Vec<Vec<u8>> = ids
+            .iter()
+            .filter_map(|id| self.records.get(id).map(|e| wire::encode(&e.record)))
+            .collect();
+        let digests: Vec<_> = encoded
+            .iter()
+            .map(|b| crate::seal::digest_of_bytes(b))
+            .collect();
+        let seals = crate::seal::seal(ctx.key, &digests);
+        let mut rows: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
+        for ((id, mut bytes), seal) in ids.into_iter().zip(encoded).zip(seals) {
+            // A sealed record encodes as its record followed by its seal.
+            bytes.extend_from_slice(&wire::encode(&seal));
+            if let Some(entry) = self.records.get_mut(&id) {
+                entry.seal = Some(seal);
+            }
+            rows.insert(id, bytes);
+        }
+        for (at, id) in changed {
+            if let (Some(Action::Write { value, .. }), Some(row)) =
+                (ctx.actions.get_mut(at), rows.get(&id))
+            {
+                *value = Some(row.clone());
+            }
+        }
+    }
+
+    /// Sends the record-keeping messages batched since the last flush: the records each member
+    /// must store (sealed), the acknowledgements, the settlements, and the accepted submissions.
+    pub(in crate::scheduler) fn flush(&mut self, ctx: &mut Ctx<'_>) {
+        for (to, ids) in std::mem::take(&mut self.out_store) {
+            let records: Vec<SealedRecord> = ids
+                .iter()
+                .filter_map(|id| self.records.get(id).and_then(Entry::sealed))
+                .collect();
+            for chunk in records.chunks(ctx.config.place_batch_max.max(1)) {
+                let records = chunk.to_vec();
+                ctx.send(to, Message::Store { records });
+            }
+        }
+        for (to, acks) in std::mem::take(&mut self.out_stored) {
+            ctx.send(to, Message::Stored { acks });
+        }
+        for (to, tasks) in std::mem::take(&mut self.out_recorded) {
+            ctx.send(to, Message::Recorded { tasks });
+        }
+        let accepted = std::mem::take(&mut self.out_accepted);
+        if !accepted.is_empty() {
+            ctx.push(Action::Accepted { tasks: accepted });
+        }
+    }
+}
