@@ -524,7 +524,7 @@ impl Scheduler {
         match answered.purpose {
             Purpose::Dependency => {
                 if let Some((sealed, spec)) = &record {
-                    self.on_dependency_answer(&sealed.record, spec);
+                    self.home.on_dependency_answer(&sealed.record, spec);
                 }
                 if record.is_some() || last {
                     self.asking.forget(query);

@@ -5,17 +5,22 @@
 //! module (the compiler keeps the walls); the other roles read it, or hand work in and out,
 //! through its methods:
 //! - **peers** (`peers::Peers`): who is alive and how loaded, this peer's boot and freezes;
-//! - **home member and primary** (`records::Home`, with its placing and dependency gating):
-//!   keeps the records of the tasks whose home set it is in; as a task's *primary* (first live
-//!   member) it places it, records its results, re-claims it when its holder dies, retries and
-//!   cancels it, and replicates each sealed change to the other members before it acknowledges
-//!   anything;
+//! - **home member and primary** (`records::Home`, with its children placing, dependency gating
+//!   and replicating): keeps the records of the tasks whose home set it is in; as a task's
+//!   *primary* (first live member) it places it, records its results, re-claims it when its
+//!   holder dies, retries and cancels it, and replicates each sealed change to the other members
+//!   before it acknowledges anything;
 //! - **holder** (`holding::Holding`): queues the tasks it holds leases on, runs them in its
 //!   slots, keeps each result until the primary acknowledges it, and stops work it can no longer
 //!   report (cut off from every home member);
 //! - **thief and victim** (`stealing::Stealing`): steals work when idle, gives work when asked;
 //! - **asker** (`asking::Asking`): asks the others about tasks it does not keep, for clients'
 //!   views, waits and cancels and for dependencies, and takes answers only from the peers asked.
+//!
+//! A role's handlers are methods on its room; each borrows the room, what it reads of the others
+//! (see the accessors `member`, `primary`, `holder`, `thief` and `asker`) and a small `Ctx`, and
+//! nothing else. Work one role gives another (the primary placing a task on its own peer, say) is
+//! handed over (`records::Handoff`) and routed by the scheduler at the end of the input.
 //!
 //! The scheduler itself routes each input to the roles, and holds what every role shares: the
 //! key, the settings, the placement policy, the signature checker, the counters and the actions.
@@ -278,6 +283,9 @@ pub(super) struct Ctx<'a> {
     key: &'a Keypair,
     me: PeerKey,
     config: &'a Config,
+    wall_offset_ms: i64,
+    placer: &'a mut crate::placement::Placer,
+    verifier: &'a mut Verifier,
     counters: &'a mut Counters,
     actions: &'a mut VecDeque<Action>,
 }
@@ -309,6 +317,44 @@ impl Ctx<'_> {
             leases,
         };
         Signed::sign(&grant, self.key)
+    }
+
+    /// The wall-clock time at monotonic `now`, for histories shown to people.
+    fn wall(&self, now: Millis) -> u64 {
+        (now as i64).saturating_add(self.wall_offset_ms).max(0) as u64
+    }
+
+    /// Whether this peer acts as the primary of a task with this home set, in the view `peers`.
+    fn is_primary(&self, peers: &peers::Peers, home: &[PeerKey], now: Millis) -> bool {
+        peers.is_primary(home, now, Millis::from(self.config.lease_ttl_ms))
+    }
+
+    /// What `peer` runs, as this peer knows it (its own configuration, or the peer's last report).
+    fn capabilities_of<'p>(
+        &'p self,
+        peers: &'p peers::Peers,
+        peer: &PeerKey,
+    ) -> Option<&'p Capabilities> {
+        if *peer == self.me {
+            return Some(&self.config.capabilities);
+        }
+        peers.view(peer).map(|v| &v.report.capabilities)
+    }
+
+    /// Verifies a hand-over notice: it comes from the granter, or from the peer every lease in it
+    /// names as the new holder (a thief relays the grant it was given).
+    fn verify_transfer_from(
+        &mut self,
+        from: PeerKey,
+        grant: &SignedGrant,
+    ) -> Result<Grant, WireError> {
+        let grant = grant.verify_cached(self.verifier.keys())?;
+        if grant.granted_by != from && grant.leases.iter().any(|l| l.holder != from) {
+            return Err(WireError::Unauthorized(
+                "hand-over notice from neither the granter nor the new holder",
+            ));
+        }
+        Ok(grant)
     }
 }
 
@@ -545,7 +591,10 @@ impl Scheduler {
         match message {
             // From a home member of each record's task, to a member; each record sealed by a
             // home member, with the home set its spec signs.
-            Message::Store { records } => self.on_store(now, from, records),
+            Message::Store { records } => {
+                let (home, peers, mut ctx) = self.member();
+                home.on_store(&mut ctx, peers, now, from, records);
+            }
             // From a home member of the task.
             Message::Stored { acks } => {
                 let (home, peers, mut ctx) = self.member();
@@ -600,11 +649,17 @@ impl Scheduler {
             // From a home member of the task whose result this peer keeps.
             Message::Recorded { tasks } => self.on_recorded(from, &tasks),
             // From the holder of the task at that epoch.
-            Message::Refused { task, epoch } => self.on_refused(now, rng, from, task, epoch),
+            Message::Refused { task, epoch } => {
+                let (home, mut others, mut ctx) = self.primary();
+                home.on_refused(&mut ctx, &mut others, now, rng, from, task, epoch);
+            }
             // From a home member of each task asked about.
             Message::Confirm { tasks } => self.on_confirm(from, &tasks),
             // From the holder of each task at that epoch.
-            Message::Missing { tasks } => self.on_missing(now, rng, from, &tasks),
+            Message::Missing { tasks } => {
+                let (home, mut others, mut ctx) = self.primary();
+                home.on_missing(&mut ctx, &mut others, now, rng, from, &tasks);
+            }
             // From a home member, or a live member carrying an authorized client's decision.
             Message::Cancel { task, by } => {
                 if self.may_cancel(from, &task) {
@@ -746,7 +801,8 @@ impl Scheduler {
             }
             Message::Place { tasks, .. } => {
                 self.peers.remove(&to);
-                self.on_placement_failed(now, rng, to, &tasks);
+                let (home, mut others, mut ctx) = self.primary();
+                home.on_placement_failed(&mut ctx, &mut others, now, rng, to, &tasks);
             }
             Message::StealGrant { tasks, .. } => {
                 let (stealing, holding, _, _) = self.thief();
@@ -789,7 +845,8 @@ impl Scheduler {
         self.stealing.expire(now, self.config.steal_timeout_ms);
         if now.saturating_sub(self.last_scan_at) >= self.config.report_interval_ms {
             self.last_scan_at = now;
-            self.scan_records(now, rng);
+            let (home, mut others, mut ctx) = self.primary();
+            home.scan_records(&mut ctx, &mut others, now, rng);
             self.scan_held(now);
         }
         self.resend_due(now, rng);
@@ -823,10 +880,6 @@ impl Scheduler {
             .settled(now, Millis::from(self.config.lease_ttl_ms))
     }
 
-    fn wall(&self, now: Millis) -> u64 {
-        (now as i64).saturating_add(self.wall_offset_ms).max(0) as u64
-    }
-
     /// Whether `peer` is alive in this peer's view (this peer always is).
     fn alive(&self, peer: &PeerKey) -> bool {
         self.peers.alive(peer)
@@ -837,38 +890,11 @@ impl Scheduler {
         self.peers.heard_within(peer, now, window)
     }
 
-    /// The first live member of a home set, in this peer's view.
-    fn primary_of(&self, home: &[PeerKey]) -> Option<PeerKey> {
-        self.peers.primary_of(home)
-    }
-
-    /// Whether this peer acts as the primary of a task with this home set: it is the first live
-    /// member in its view, and either leads the set (rank 0, so nobody else can be primary while
-    /// it lives) or has been up long enough for that view to be trusted. A peer that has just
-    /// restarted has heard nobody yet and must not take every task it keeps for its own.
+    /// Whether this peer acts as the primary of a task with this home set (see
+    /// [`peers::Peers::is_primary`]).
     fn is_primary(&self, home: &[PeerKey], now: Millis) -> bool {
-        let leads = home.first() == Some(&self.me) && !self.peers.rejoined();
-        self.primary_of(home) == Some(self.me) && (leads || self.settled(now))
-    }
-
-    fn can_run(&self, peer: &PeerKey, spec: &TaskSpec) -> bool {
-        self.capabilities_of(peer).is_some_and(|c| c.can_run(spec))
-    }
-
-    /// What `peer` runs, as this peer knows it (its own configuration, or the peer's last report).
-    fn capabilities_of(&self, peer: &PeerKey) -> Option<&crate::load::Capabilities> {
-        if *peer == self.me {
-            return Some(&self.config.capabilities);
-        }
-        self.peers.view(peer).map(|v| &v.report.capabilities)
-    }
-
-    fn sign_grant(&self, leases: Vec<Lease>) -> SignedGrant {
-        let grant = Grant {
-            granted_by: self.me,
-            leases,
-        };
-        Signed::sign(&grant, &self.key)
+        let ttl = Millis::from(self.config.lease_ttl_ms);
+        self.peers.is_primary(home, now, ttl)
     }
 
     /// Whether `peer` may act as the primary of a task with this home set, as this peer sees it:
@@ -901,22 +927,6 @@ impl Scheduler {
         home_member || self.peers.view(&from).is_some()
     }
 
-    /// Verifies a hand-over notice: it comes from the granter, or from the peer every lease in it
-    /// names as the new holder (a thief relays the grant it was given).
-    fn verify_transfer_from(
-        &mut self,
-        from: PeerKey,
-        grant: &SignedGrant,
-    ) -> Result<Grant, WireError> {
-        let grant = grant.verify_cached(self.verifier.keys())?;
-        if grant.granted_by != from && grant.leases.iter().any(|l| l.holder != from) {
-            return Err(WireError::Unauthorized(
-                "hand-over notice from neither the granter nor the new holder",
-            ));
-        }
-        Ok(grant)
-    }
-
     fn verify_grant_from(
         &mut self,
         from: PeerKey,
@@ -943,11 +953,14 @@ impl Scheduler {
             key,
             me,
             config,
+            wall_offset_ms,
             peers,
             home,
             holding,
             stealing,
             asking,
+            placer,
+            verifier,
             counters,
             actions,
             ..
@@ -956,6 +969,9 @@ impl Scheduler {
             key,
             me: *me,
             config,
+            wall_offset_ms: *wall_offset_ms,
+            placer,
+            verifier,
             counters,
             actions,
         };
@@ -973,6 +989,39 @@ impl Scheduler {
     fn member(&mut self) -> (&mut records::Home, &peers::Peers, Ctx<'_>) {
         let (ctx, rooms) = self.split();
         (rooms.home, rooms.peers, ctx)
+    }
+
+    /// The primary's handler: its room (the home member's), the other rooms it reads (see
+    /// [`records::Others`]), and the context.
+    fn primary(&mut self) -> (&mut records::Home, records::Others<'_>, Ctx<'_>) {
+        let (ctx, rooms) = self.split();
+        let others = records::Others {
+            peers: rooms.peers,
+            holding: rooms.holding,
+            stealing: rooms.stealing,
+        };
+        (rooms.home, others, ctx)
+    }
+
+    /// Carries out what the home role handed to the other roles during this input: tasks it
+    /// placed on this peer go to the holder, cancelled ones it holds are stopped, watches of
+    /// tasks that ended are answered, and dependencies it does not keep are asked for.
+    fn route_handoffs(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        for handoff in self.home.take_handoffs() {
+            match handoff {
+                records::Handoff::Hold { task, epoch } => self.hold(*task, epoch),
+                records::Handoff::Abort(id) => self.abort_held(id),
+                records::Handoff::Ended(id) => self.asking.end_local_watches(id),
+                records::Handoff::Ask { task, targets } => {
+                    let query =
+                        self.asking
+                            .ask_for_dependency(rng, now, task, targets.iter().copied());
+                    for peer in targets {
+                        self.send(peer, Message::Query { query, task });
+                    }
+                }
+            }
+        }
     }
 
     /// The holder's handler: its room, what it reads of the peers' view and of the tasks given
@@ -996,7 +1045,10 @@ impl Scheduler {
     /// Ends every input: gate dependents, steal if idle, start what fits. (What changed is sealed
     /// and sent when the driver takes the actions: see [`Scheduler::flush`].)
     fn finish_input(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        self.release_dependents(now, rng);
+        self.route_handoffs(now, rng);
+        let (home, mut others, mut ctx) = self.primary();
+        home.release_dependents(&mut ctx, &mut others, now, rng);
+        self.route_handoffs(now, rng);
         self.maybe_steal(now, rng);
         self.dispatch(now);
     }
@@ -1006,6 +1058,10 @@ impl Scheduler {
     /// action: a driver that handles several inputs before it carries out their actions (the
     /// node's group commit) gets one seal, and one `Store` per member, for all of them.
     fn flush(&mut self) {
+        debug_assert!(
+            !self.home.has_handoffs(),
+            "every input routes the home role's handoffs before its end"
+        );
         self.seal_changed();
         for (ticket, task) in self.asking.take_ended() {
             let record = self

@@ -85,11 +85,6 @@ impl Peers {
         self.rejoined = true;
     }
 
-    /// Whether this peer was away lately (restarted or frozen).
-    pub(super) fn rejoined(&self) -> bool {
-        self.rejoined
-    }
-
     /// Whether this peer has been up for `ttl`, long enough to have heard every live peer, so
     /// that its view of who is dead can be acted on.
     pub(super) fn settled(&self, now: Millis, ttl: Millis) -> bool {
@@ -127,6 +122,15 @@ impl Peers {
                 .members
                 .get(peer)
                 .is_some_and(|v| now.saturating_sub(v.heard_at) <= window)
+    }
+
+    /// Whether this peer acts as the primary of a task with this home set: it is the first live
+    /// member in its view, and either leads the set (rank 0, so nobody else can be primary while
+    /// it lives) or has been up for `ttl`, long enough for that view to be trusted. A peer that
+    /// has just restarted has heard nobody yet and must not take every task it keeps for its own.
+    pub(super) fn is_primary(&self, home: &[PeerKey], now: Millis, ttl: Millis) -> bool {
+        let leads = home.first() == Some(&self.me) && !self.rejoined;
+        self.primary_of(home) == Some(self.me) && (leads || self.settled(now, ttl))
     }
 
     /// The first live member of a home set.

@@ -9,14 +9,21 @@
 //! is sealed (at the flush, one signature for all of them); every record it takes must carry a
 //! home member's seal.
 //!
-//! Owns the room [`Home`]; its children place tasks ([`placing`]) and gate them on their
-//! dependencies ([`depending`]), and share the room.
+//! Owns the room [`Home`]; its children place tasks ([`placing`]), gate them on their
+//! dependencies ([`depending`]) and replicate each change ([`replicating`]), and share the room.
+//! Its handlers borrow the room, the peers' view (and, as primary, what this peer holds or gave
+//! away: [`Others`]) and the context; never another role's room. What it decides for another role
+//! (hold a task placed here, stop one cancelled, answer the watches of one that ended, ask for a
+//! dependency) it hands over ([`Handoff`]) for the scheduler to route.
 
 use rand::RngCore;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Action, Scheduler, Table, TaskState};
+use super::holding::Holding;
+use super::peers::Peers;
+use super::stealing::Stealing;
+use super::{Action, Ctx, Table, TaskState};
 use crate::Millis;
 use crate::home;
 use crate::identity::PeerKey;
@@ -42,7 +49,7 @@ mod replicating;
 #[derive(Clone, Debug)]
 pub(super) struct Home {
     records: BTreeMap<TaskId, Entry>,
-    /// The records of unfinished tasks (change them with [`Scheduler::set_active`]).
+    /// The records of unfinished tasks (change them with [`Home::set_active`]).
     active: BTreeSet<TaskId>,
     /// How many of those, and how many spec bytes, each other origin's tasks take here.
     kept_by_origin: BTreeMap<PeerKey, Kept>,
@@ -67,6 +74,30 @@ pub(super) struct Home {
     /// end rather than at the next scan.
     waiting_on: BTreeMap<TaskId, BTreeSet<TaskId>>,
     ended_now: Vec<TaskId>,
+    /// What this input handed to the other roles, for the scheduler to route at its end.
+    handoffs: Vec<Handoff>,
+}
+
+/// Work the home role hands to another role: it never changes their rooms itself.
+#[derive(Clone, Debug)]
+pub(super) enum Handoff {
+    /// A task this peer placed on itself: the holder takes it under the lease at `epoch`.
+    Hold { task: Box<Task>, epoch: u64 },
+    /// A task this peer holds was cancelled: the holder stops it.
+    Abort(TaskId),
+    /// A task ended: the clients watching it here are answered.
+    Ended(TaskId),
+    /// A dependency this peer does not keep: the asker asks `targets` how it ended.
+    Ask { task: TaskId, targets: Vec<PeerKey> },
+}
+
+/// What the primary reads of the other roles' rooms: the peers' view (and, when it places
+/// tasks, their estimated loads), and what this peer holds or gave away, to tell whether a
+/// lease it granted itself is lost.
+pub(super) struct Others<'a> {
+    pub(super) peers: &'a mut Peers,
+    pub(super) holding: &'a Holding,
+    pub(super) stealing: &'a Stealing,
 }
 
 impl Home {
@@ -88,7 +119,18 @@ impl Home {
             lookups: BTreeMap::new(),
             waiting_on: BTreeMap::new(),
             ended_now: Vec::new(),
+            handoffs: Vec::new(),
         }
+    }
+
+    /// What this input handed to the other roles, in order.
+    pub(super) fn take_handoffs(&mut self) -> Vec<Handoff> {
+        std::mem::take(&mut self.handoffs)
+    }
+
+    /// Whether work handed to the other roles waits to be routed (never, between inputs).
+    pub(super) fn has_handoffs(&self) -> bool {
+        !self.handoffs.is_empty()
     }
 
     /// The record of a task this peer keeps.
@@ -152,17 +194,19 @@ struct EarlyCompletion {
 /// How much of a failed attempt's standard error its history keeps.
 const STDERR_TAIL: usize = 400;
 
-impl Scheduler {
+impl Home {
     /// Records new tasks with this peer as origin and primary, stores them on their home sets and
     /// places them. Each spec is completed here (this peer as submitter, its home set, its
     /// dependencies' ids) and signed with this peer's key.
-    pub(super) fn accept(
+    pub(in crate::scheduler) fn accept(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        others: &mut Others<'_>,
         now: Millis,
         rng: &mut dyn RngCore,
         submissions: Vec<Submission>,
     ) -> Vec<Result<TaskId, WireError>> {
-        let live: Vec<PeerKey> = self.peers.keys();
+        let live: Vec<PeerKey> = others.peers.keys();
         let mut fresh = Vec::new();
         let mut results: Vec<Result<TaskId, WireError>> = Vec::with_capacity(submissions.len());
         for Submission { mut spec, after } in submissions {
@@ -181,21 +225,21 @@ impl Scheduler {
                 )));
                 continue;
             };
-            spec.submitter = self.me;
+            spec.submitter = ctx.me;
             spec.after = ids;
             // A task that depends on one this peer leads shares its home set, so that their
             // primary keeps both records and sees the dependency end without asking.
             spec.home = spec
                 .after
                 .first()
-                .and_then(|dep| self.home.records.get(dep))
+                .and_then(|dep| self.records.get(dep))
                 .map(|e| e.record.home().to_vec())
-                .filter(|home| home.first() == Some(&self.me))
+                .filter(|home| home.first() == Some(&ctx.me))
                 .unwrap_or_else(|| {
-                    let key = home::key(&self.me, spec.nonce);
-                    home::home_set(&key, self.me, live.iter().copied(), self.config.replicas)
+                    let key = home::key(&ctx.me, spec.nonce);
+                    home::home_set(&key, ctx.me, live.iter().copied(), ctx.config.replicas)
                 });
-            let signed = Signed::sign(&spec, &self.key);
+            let signed = Signed::sign(&spec, ctx.key);
             let task = match Task::from_signed(signed) {
                 Ok(task) => task,
                 Err(error) => {
@@ -205,12 +249,12 @@ impl Scheduler {
             };
             let id = task.id;
             results.push(Ok(id));
-            if self.home.records.contains_key(&id) {
-                self.home.await_client_again(id);
+            if self.records.contains_key(&id) {
+                self.await_client_again(id);
                 continue;
             }
             let home = task.home.clone();
-            let wall = self.wall(now);
+            let wall = ctx.wall(now);
             let record = TaskRecord {
                 envelope: Envelope {
                     id,
@@ -225,7 +269,7 @@ impl Scheduler {
                 attempts: Vec::new(),
                 history: vec![Transition {
                     state: TaskState::Waiting,
-                    peer: Some(self.me),
+                    peer: Some(ctx.me),
                     epoch: 0,
                     at_wall_ms: wall,
                     note: "accepted".into(),
@@ -235,7 +279,7 @@ impl Scheduler {
                 submitted_wall_ms: wall,
                 finished_wall_ms: None,
             };
-            self.home.records.insert(
+            self.records.insert(
                 id,
                 Entry {
                     record,
@@ -243,19 +287,14 @@ impl Scheduler {
                     seal: None,
                 },
             );
-            self.set_active(id, true);
-            self.home.await_client(id);
+            self.set_active(ctx.me, id, true);
+            self.await_client(id);
             fresh.push(id);
         }
-        self.place(now, rng, fresh.clone());
+        self.place(ctx, others, now, rng, fresh.clone());
         for id in fresh {
-            if self
-                .home
-                .records
-                .get(&id)
-                .is_some_and(|e| e.record.version == 0)
-            {
-                self.changed(now, id);
+            if self.records.get(&id).is_some_and(|e| e.record.version == 0) {
+                self.changed(ctx, others.peers, now, id);
             }
         }
         results
@@ -264,34 +303,33 @@ impl Scheduler {
     /// A record changed here (as origin or primary): raise its version, store it (sealed with the
     /// other changes of this input at its end), and send it to the other live members of its home
     /// set.
-    pub(super) fn changed(&mut self, now: Millis, id: TaskId) {
-        let Some(entry) = self.home.records.get_mut(&id) else {
+    fn changed(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis, id: TaskId) {
+        let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
         entry.record.version += 1;
         entry.seal = None;
         let is_final = entry.record.state.is_final();
         if is_final {
-            if self.home.waiting_on.contains_key(&id) {
-                self.home.ended_now.push(id);
+            if self.waiting_on.contains_key(&id) {
+                self.ended_now.push(id);
             }
-            self.asking.end_local_watches(id);
-            self.set_active(id, false);
-            self.home.retry_at.remove(&id);
-            self.home.confirmed_at.remove(&id);
+            self.handoffs.push(Handoff::Ended(id));
+            self.set_active(ctx.me, id, false);
+            self.retry_at.remove(&id);
+            self.confirmed_at.remove(&id);
         } else {
-            self.set_active(id, true);
-            self.home.confirmed_at.insert(id, now);
+            self.set_active(ctx.me, id, true);
+            self.confirmed_at.insert(id, now);
         }
-        self.home.unsealed.push((self.actions.len(), id));
-        self.actions.push_back(Action::Write {
+        self.unsealed.push((ctx.actions.len(), id));
+        ctx.push(Action::Write {
             table: Table::Records,
             key: id,
             value: Some(Vec::new()),
         });
-        self.actions.push_back(Action::Changed { task: id });
-        let (home, peers, ctx) = self.member();
-        home.replicate(ctx.me, peers, id, now);
+        ctx.push(Action::Changed { task: id });
+        self.replicate(ctx.me, peers, id, now);
     }
 
     /// A home member (or the origin) sends records to keep: take each that is newer than ours.
@@ -305,33 +343,39 @@ impl Scheduler {
     /// Who may send it (checked before anything else, for every record): a member of the task's
     /// home set, to a member; the record must carry the home set its spec signs, and a seal that
     /// verifies, by a member of that home set. Anything else is counted and dropped.
-    pub(super) fn on_store(&mut self, now: Millis, from: PeerKey, records: Vec<SealedRecord>) {
+    pub(in crate::scheduler) fn on_store(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        from: PeerKey,
+        records: Vec<SealedRecord>,
+    ) {
         for sealed in records {
-            let spec = match self.check_store(from, &sealed) {
+            let spec = match self.check_store(ctx, from, &sealed) {
                 Ok(spec) => spec,
                 Err(error) => {
-                    self.reject("store", &error);
+                    ctx.reject("store", &error);
                     continue;
                 }
             };
             let SealedRecord { mut record, seal } = sealed;
             let id = record.id();
-            let new = !self.home.records.contains_key(&id) && !record.state.is_final();
-            if new && !self.within_quota(&spec.submitter, record.envelope.spec.bytes().len()) {
+            let new = !self.records.contains_key(&id) && !record.state.is_final();
+            if new && !self.within_quota(ctx, &spec.submitter, record.envelope.spec.bytes().len()) {
                 let error = WireError::Unauthorized("over what this peer keeps for one origin");
-                self.reject("store", &error);
+                ctx.reject("store", &error);
                 continue;
             }
             let rank = |r: &TaskRecord| (r.state.is_final(), r.version);
             let ours = self
-                .home
                 .records
                 .get(&id)
                 .map(|e| (rank(&e.record), e.record.epoch));
             let theirs = rank(&record);
             match ours {
                 Some((mine, _)) if mine >= theirs => {
-                    self.home.acknowledge(from, id, mine > theirs);
+                    self.acknowledge(from, id, mine > theirs);
                     continue;
                 }
                 _ => {
@@ -343,73 +387,89 @@ impl Scheduler {
                     if overtaken && let Some((_, epoch)) = ours {
                         record.epoch = epoch;
                         record.holder = None;
-                        self.take_record(record, spec, None);
-                        self.changed(now, id);
+                        self.take_record(ctx, record, spec, None);
+                        self.changed(ctx, peers, now, id);
                     } else {
-                        self.take_record(record, spec, Some(seal));
+                        self.take_record(ctx, record, spec, Some(seal));
                     }
                 }
             }
-            self.home.acknowledge(from, id, false);
+            self.acknowledge(from, id, false);
         }
     }
 
     /// The sender rule of `Store` (see [`Self::on_store`]); returns the record's spec.
-    fn check_store(&mut self, from: PeerKey, sealed: &SealedRecord) -> Result<TaskSpec, WireError> {
+    fn check_store(
+        &self,
+        ctx: &mut Ctx<'_>,
+        from: PeerKey,
+        sealed: &SealedRecord,
+    ) -> Result<TaskSpec, WireError> {
         let home = sealed.record.home();
-        if !home.contains(&self.me) || !home.contains(&from) {
+        if !home.contains(&ctx.me) || !home.contains(&from) {
             return Err(WireError::Unauthorized(
                 "a record for a home set without us or the sender",
             ));
         }
-        self.check_sealed(sealed)
+        self.check_sealed(ctx, sealed)
     }
 
     /// Keeps a record received from another member, with its seal (or, with `None`, unsealed until
     /// this peer changes and seals it in the same input).
-    fn take_record(&mut self, record: TaskRecord, spec: TaskSpec, seal: Option<Seal>) {
+    fn take_record(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        record: TaskRecord,
+        spec: TaskSpec,
+        seal: Option<Seal>,
+    ) {
         let id = record.id();
         let active = !record.state.is_final();
         if let Some(seal) = &seal {
             let mut row = wire::encode(&record);
             row.extend_from_slice(&wire::encode(seal));
-            self.actions.push_back(Action::Write {
+            ctx.push(Action::Write {
                 table: Table::Records,
                 key: id,
                 value: Some(row),
             });
         }
-        self.actions.push_back(Action::Changed { task: id });
+        ctx.push(Action::Changed { task: id });
         let (epoch, is_final) = (record.epoch, record.state.is_final());
-        self.home.records.insert(id, Entry { record, spec, seal });
-        self.set_active(id, active);
+        self.records.insert(id, Entry { record, spec, seal });
+        self.set_active(ctx.me, id, active);
         if is_final {
-            self.asking.end_local_watches(id);
+            self.handoffs.push(Handoff::Ended(id));
         }
         // What waited for this record to catch up may now be moot.
-        if let Some(waiting) = self.home.early_transfers.get_mut(&id) {
+        if let Some(waiting) = self.early_transfers.get_mut(&id) {
             waiting.retain(|l| !is_final && l.epoch > epoch);
         }
-        self.home
-            .early_completions
+        self.early_completions
             .retain(|(task, _), c| *task != id || (!is_final && c.epoch >= epoch));
     }
 
     /// A holder started these tasks.
-    pub(super) fn on_started(&mut self, now: Millis, from: PeerKey, tasks: &[(TaskId, u64)]) {
-        let wall = self.wall(now);
+    pub(in crate::scheduler) fn on_started(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        from: PeerKey,
+        tasks: &[(TaskId, u64)],
+    ) {
+        let wall = ctx.wall(now);
         for (id, epoch) in tasks {
             let primary = self
-                .home
                 .records
                 .get(id)
-                .is_some_and(|e| self.is_primary(e.record.home(), now));
-            let Some(entry) = self.home.records.get_mut(id) else {
+                .is_some_and(|e| ctx.is_primary(peers, e.record.home(), now));
+            let Some(entry) = self.records.get_mut(id) else {
                 continue;
             };
             let record = &mut entry.record;
             if claims_another_holders_lease(record, from, *epoch) {
-                self.reject("started", &NOT_THE_HOLDER);
+                ctx.reject("started", &NOT_THE_HOLDER);
                 continue;
             }
             if !primary
@@ -420,14 +480,17 @@ impl Scheduler {
                 continue;
             }
             record.transition(TaskState::Running, Some(from), wall, "started");
-            self.changed(now, *id);
+            self.changed(ctx, peers, now, *id);
         }
     }
 
     /// A holder reports an attempt's end. The primary records it if it names the current epoch
     /// and comes from the current holder, then retries or ends the task.
-    pub(super) fn on_completed(
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::scheduler) fn on_completed(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
         now: Millis,
         rng: &mut dyn RngCore,
         from: PeerKey,
@@ -435,41 +498,44 @@ impl Scheduler {
         epoch: u64,
         outcome: Outcome,
     ) {
-        let Some(entry) = self.home.records.get(&id) else {
+        let Some(entry) = self.records.get(&id) else {
             return;
         };
-        if !self.is_primary(entry.record.home(), now) {
+        if !ctx.is_primary(peers, entry.record.home(), now) {
             return;
         }
         let record = &entry.record;
         if record.state.is_final() {
-            self.counters.completions_duplicate += 1;
-            return self.settled_for(from, id, epoch);
+            ctx.counters.completions_duplicate += 1;
+            return self.settled_for(ctx, peers, from, id, epoch);
         }
         if epoch < record.epoch {
-            self.counters.completions_stale += 1;
-            return self.settled_for(from, id, epoch);
+            ctx.counters.completions_stale += 1;
+            return self.settled_for(ctx, peers, from, id, epoch);
         }
         if epoch > record.epoch {
             // The hand-over to this epoch has not reached us yet.
-            if self.home.early_completions.len() >= self.config.early_max {
-                self.counters.early_dropped += 1;
+            if self.early_completions.len() >= ctx.config.early_max {
+                ctx.counters.early_dropped += 1;
             } else {
                 let early = EarlyCompletion { epoch, outcome };
-                self.home.early_completions.insert((id, from), early);
+                self.early_completions.insert((id, from), early);
             }
             return;
         }
         if record.holder != Some(from) {
             let error = WireError::Unauthorized("a completion from a peer that does not hold it");
-            self.reject("completed", &error);
-            return self.settled_for(from, id, epoch);
+            ctx.reject("completed", &error);
+            return self.settled_for(ctx, peers, from, id, epoch);
         }
-        self.record_attempt(now, rng, from, id, epoch, outcome);
+        self.record_attempt(ctx, peers, now, rng, from, id, epoch, outcome);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record_attempt(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
         now: Millis,
         rng: &mut dyn RngCore,
         from: PeerKey,
@@ -477,8 +543,8 @@ impl Scheduler {
         epoch: u64,
         outcome: Outcome,
     ) {
-        let wall = self.wall(now);
-        let Some(entry) = self.home.records.get_mut(&id) else {
+        let wall = ctx.wall(now);
+        let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
         let ending = Ending::of(&outcome);
@@ -510,7 +576,7 @@ impl Scheduler {
             entry
                 .record
                 .transition(TaskState::Waiting, Some(from), wall, &note);
-            self.home.retry_at.insert(id, now + wait);
+            self.retry_at.insert(id, now + wait);
         } else {
             entry.record.finished_wall_ms = Some(wall);
             let note = format!(
@@ -521,46 +587,61 @@ impl Scheduler {
                 .record
                 .transition(TaskState::Failed, Some(from), wall, &note);
         }
-        if from != self.me {
+        if from != ctx.me {
             let version = entry.record.version + 1; // what `changed` is about to make it
-            self.home.await_holder(id, from, epoch, version);
+            self.await_holder(id, from, epoch, version);
         }
-        self.changed(now, id);
+        self.changed(ctx, peers, now, id);
     }
 
     /// Tells a holder its completion is settled (once the record as it stands is replicated).
-    fn settled_for(&mut self, holder: PeerKey, id: TaskId, epoch: u64) {
-        if holder == self.me {
+    fn settled_for(
+        &mut self,
+        ctx: &Ctx<'_>,
+        peers: &Peers,
+        holder: PeerKey,
+        id: TaskId,
+        epoch: u64,
+    ) {
+        if holder == ctx.me {
             return;
         }
-        let (home, peers, ctx) = self.member();
-        home.settle_holder(ctx.me, peers, id, holder, epoch);
+        self.settle_holder(ctx.me, peers, id, holder, epoch);
     }
 
     /// A victim tells the home set who holds its tasks now (`from` is the victim; this peer
     /// itself when it gave the tasks away).
-    pub(super) fn on_transferred(
+    pub(in crate::scheduler) fn on_transferred(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
         now: Millis,
         rng: &mut dyn RngCore,
         from: PeerKey,
         grant: &SignedGrant,
     ) {
-        let grant = match self.verify_transfer_from(from, grant) {
+        let grant = match ctx.verify_transfer_from(from, grant) {
             Ok(grant) => grant,
-            Err(error) => return self.reject("transferred", &error),
+            Err(error) => return ctx.reject("transferred", &error),
         };
         for lease in grant.leases {
-            if self.home.records.contains_key(&lease.task) {
-                self.apply_transfer(now, rng, lease);
+            if self.records.contains_key(&lease.task) {
+                self.apply_transfer(ctx, peers, now, rng, lease);
             }
         }
     }
 
     /// Moves a record to a new holder if the lease is the next link of its chain; otherwise keeps
     /// the lease until the links before it arrive (or this peer becomes primary).
-    fn apply_transfer(&mut self, now: Millis, rng: &mut dyn RngCore, lease: Lease) {
-        let Some(entry) = self.home.records.get(&lease.task) else {
+    fn apply_transfer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        lease: Lease,
+    ) {
+        let Some(entry) = self.records.get(&lease.task) else {
             return;
         };
         let record = &entry.record;
@@ -569,20 +650,19 @@ impl Scheduler {
         }
         let next_link = lease.epoch == crate::lease::next_minor(record.epoch)
             && record.holder == Some(lease.granted_by);
-        if !next_link || !self.is_primary(record.home(), now) {
-            if self.home.early_transfers.len() >= self.config.early_max {
-                self.counters.early_dropped += 1;
+        if !next_link || !ctx.is_primary(peers, record.home(), now) {
+            if self.early_transfers.len() >= ctx.config.early_max {
+                ctx.counters.early_dropped += 1;
             } else {
-                self.home
-                    .early_transfers
+                self.early_transfers
                     .entry(lease.task)
                     .or_default()
                     .push(lease);
             }
             return;
         }
-        let wall = self.wall(now);
-        if let Some(entry) = self.home.records.get_mut(&lease.task) {
+        let wall = ctx.wall(now);
+        if let Some(entry) = self.records.get_mut(&lease.task) {
             entry.record.epoch = lease.epoch;
             entry.record.holder = Some(lease.holder);
             let note = "handed over by its holder";
@@ -590,76 +670,92 @@ impl Scheduler {
                 .record
                 .transition(TaskState::Waiting, Some(lease.holder), wall, note);
         }
-        self.changed(now, lease.task);
-        self.apply_early(now, rng, lease.task);
+        self.changed(ctx, peers, now, lease.task);
+        self.apply_early(ctx, peers, now, rng, lease.task);
     }
 
     /// Applies transfers and a completion that were waiting for the record to catch up.
-    fn apply_early(&mut self, now: Millis, rng: &mut dyn RngCore, id: TaskId) {
-        if let Some(mut waiting) = self.home.early_transfers.remove(&id) {
+    fn apply_early(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        id: TaskId,
+    ) {
+        if let Some(mut waiting) = self.early_transfers.remove(&id) {
             waiting.sort_by_key(|l| l.epoch);
             for lease in waiting {
-                self.apply_transfer(now, rng, lease);
+                self.apply_transfer(ctx, peers, now, rng, lease);
             }
         }
         // Completions wait by sender, so a peer without the lease cannot crowd out the holder's:
         // the one from the holder at the current epoch is taken, the ones it overtook dropped.
         let Some((epoch, Some(holder))) = self
-            .home
             .records
             .get(&id)
             .map(|e| (e.record.epoch, e.record.holder))
         else {
             return;
         };
-        self.home
-            .early_completions
+        self.early_completions
             .retain(|(task, _), c| *task != id || c.epoch >= epoch);
-        if let Some(early) = self.home.early_completions.remove(&(id, holder))
+        if let Some(early) = self.early_completions.remove(&(id, holder))
             && early.epoch == epoch
         {
-            self.on_completed(now, rng, holder, id, early.epoch, early.outcome);
+            self.on_completed(ctx, peers, now, rng, holder, id, early.epoch, early.outcome);
         }
     }
 
     /// A holder cannot run a task: place it elsewhere.
-    pub(super) fn on_refused(
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::scheduler) fn on_refused(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        others: &mut Others<'_>,
         now: Millis,
         rng: &mut dyn RngCore,
         from: PeerKey,
         id: TaskId,
         epoch: u64,
     ) {
-        let Some(entry) = self.home.records.get_mut(&id) else {
+        let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
         if claims_another_holders_lease(&entry.record, from, epoch) {
-            return self.reject("refused", &NOT_THE_HOLDER);
+            return ctx.reject("refused", &NOT_THE_HOLDER);
         }
         if entry.record.epoch != epoch || entry.record.holder != Some(from) {
             return;
         }
         entry.record.holder = None;
         let home = entry.record.envelope.home.clone();
-        if self.is_primary(&home, now) {
-            self.place(now, rng, vec![id]);
+        if ctx.is_primary(others.peers, &home, now) {
+            self.place(ctx, others, now, rng, vec![id]);
         }
     }
 
     /// Cancels a task, if this peer is its primary: record it (who asked, through which peer),
     /// and void the holder's lease.
-    pub(super) fn on_cancel(&mut self, now: Millis, id: TaskId, via: PeerKey, by: Option<&str>) {
-        let wall = self.wall(now);
-        let Some(entry) = self.home.records.get(&id) else {
+    pub(in crate::scheduler) fn on_cancel(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        id: TaskId,
+        via: PeerKey,
+        by: Option<&str>,
+    ) {
+        let wall = ctx.wall(now);
+        let Some(entry) = self.records.get(&id) else {
             return;
         };
-        if !self.is_primary(entry.record.home(), now) || entry.record.state.is_final() {
+        if !ctx.is_primary(peers, entry.record.home(), now) || entry.record.state.is_final() {
             return;
         }
         let holder = entry.record.holder;
         let epoch = entry.record.epoch;
-        if let Some(entry) = self.home.records.get_mut(&id) {
+        if let Some(entry) = self.records.get_mut(&id) {
             entry.record.finished_wall_ms = Some(wall);
             let note = match by {
                 Some(client) => format!("cancelled by client {client}"),
@@ -670,79 +766,87 @@ impl Scheduler {
                 .transition(TaskState::Cancelled, Some(via), wall, &note);
         }
         match holder {
-            Some(holder) if holder == self.me => self.abort_held(id),
-            Some(holder) => self.send(holder, Message::Abort { task: id, epoch }),
+            Some(holder) if holder == ctx.me => self.handoffs.push(Handoff::Abort(id)),
+            Some(holder) => ctx.send(holder, Message::Abort { task: id, epoch }),
             None => {}
         }
-        self.changed(now, id);
+        self.changed(ctx, peers, now, id);
     }
 
     /// As primary: re-claim tasks whose holders are gone, and place tasks that wait (unplaced, or
     /// due for a retry). Only once this peer has been up for a lease TTL, so that its view of
     /// who is alive is worth acting on.
-    pub(super) fn scan_records(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        if !self.settled(now) {
+    pub(in crate::scheduler) fn scan_records(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        others: &mut Others<'_>,
+        now: Millis,
+        rng: &mut dyn RngCore,
+    ) {
+        if !others
+            .peers
+            .settled(now, Millis::from(ctx.config.lease_ttl_ms))
+        {
             return;
         }
         let mut to_place = Vec::new();
-        let active: Vec<TaskId> = self.home.active.iter().copied().collect();
+        let active: Vec<TaskId> = self.active.iter().copied().collect();
         for id in active {
-            let Some(entry) = self.home.records.get(&id) else {
+            let Some(entry) = self.records.get(&id) else {
                 continue;
             };
-            if !self.is_primary(entry.record.home(), now) {
+            if !ctx.is_primary(others.peers, entry.record.home(), now) {
                 continue;
             }
             let early_completion = self
-                .home
                 .early_completions
                 .range((id, PeerKey::from_bytes([0; 32]))..)
                 .next()
                 .is_some_and(|((task, _), _)| *task == id);
-            if self.home.early_transfers.contains_key(&id) || early_completion {
-                self.apply_early(now, rng, id);
+            if self.early_transfers.contains_key(&id) || early_completion {
+                self.apply_early(ctx, others.peers, now, rng, id);
             }
-            let Some(entry) = self.home.records.get(&id) else {
+            let Some(entry) = self.records.get(&id) else {
                 continue;
             };
             if entry.record.state.is_final() {
                 continue;
             }
             match entry.record.holder {
-                Some(holder) if self.lost(&holder, &id) => {
-                    if self.reclaim(now, holder, id) {
+                Some(holder) if self.lost(ctx.me, others, &holder, &id) => {
+                    if self.reclaim(ctx, others.peers, now, holder, id) {
                         to_place.push(id);
                     }
                 }
                 Some(_) => {}
                 None => {
-                    if self.home.retry_at.get(&id).is_none_or(|at| *at <= now) {
-                        self.home.retry_at.remove(&id);
+                    if self.retry_at.get(&id).is_none_or(|at| *at <= now) {
+                        self.retry_at.remove(&id);
                         to_place.push(id);
                     }
                 }
             }
         }
-        self.place(now, rng, to_place);
-        self.confirm_leases(now);
+        self.place(ctx, others, now, rng, to_place);
+        self.confirm_leases(ctx, others.peers, now);
     }
 
     /// Asks holders to confirm leases that have not changed for two lease TTLs.
-    fn confirm_leases(&mut self, now: Millis) {
-        let every = 2 * Millis::from(self.config.lease_ttl_ms);
+    fn confirm_leases(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis) {
+        let every = 2 * Millis::from(ctx.config.lease_ttl_ms);
         let mut asks: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
             std::collections::BTreeMap::new();
-        for id in &self.home.active {
-            let Some(entry) = self.home.records.get(id) else {
+        for id in &self.active {
+            let Some(entry) = self.records.get(id) else {
                 continue;
             };
             let Some(holder) = entry.record.holder else {
                 continue;
             };
-            if holder == self.me || !self.is_primary(entry.record.home(), now) {
+            if holder == ctx.me || !ctx.is_primary(peers, entry.record.home(), now) {
                 continue;
             }
-            let since = self.home.confirmed_at.entry(*id).or_insert(now);
+            let since = self.confirmed_at.entry(*id).or_insert(now);
             if now.saturating_sub(*since) >= every {
                 *since = now;
                 asks.entry(holder)
@@ -751,13 +855,15 @@ impl Scheduler {
             }
         }
         for (holder, tasks) in asks {
-            self.send(holder, Message::Confirm { tasks });
+            ctx.send(holder, Message::Confirm { tasks });
         }
     }
 
     /// A holder does not hold tasks this peer thinks it does: re-claim them.
-    pub(super) fn on_missing(
+    pub(in crate::scheduler) fn on_missing(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        others: &mut Others<'_>,
         now: Millis,
         rng: &mut dyn RngCore,
         from: PeerKey,
@@ -765,35 +871,35 @@ impl Scheduler {
     ) {
         let mut to_place = Vec::new();
         for (id, epoch) in tasks {
-            let Some(entry) = self.home.records.get(id) else {
+            let Some(entry) = self.records.get(id) else {
                 continue;
             };
             let record = &entry.record;
             if claims_another_holders_lease(record, from, *epoch) {
-                self.reject("missing", &NOT_THE_HOLDER);
+                ctx.reject("missing", &NOT_THE_HOLDER);
                 continue;
             }
             if record.state.is_final()
                 || record.holder != Some(from)
                 || record.epoch != *epoch
-                || !self.is_primary(record.home(), now)
+                || !ctx.is_primary(others.peers, record.home(), now)
             {
                 continue;
             }
-            if self.reclaim(now, from, *id) {
+            if self.reclaim(ctx, others.peers, now, from, *id) {
                 to_place.push(*id);
             }
         }
-        self.place(now, rng, to_place);
+        self.place(ctx, others, now, rng, to_place);
     }
 
     /// Whether the lease `holder` has on a task is lost: the holder is silent past the TTL, or it
     /// is this peer and it no longer has the task.
-    fn lost(&self, holder: &PeerKey, id: &TaskId) -> bool {
-        if *holder == self.me {
-            return !self.holding.has(id) && !self.stealing.has_given(id);
+    fn lost(&self, me: PeerKey, others: &Others<'_>, holder: &PeerKey, id: &TaskId) -> bool {
+        if *holder == me {
+            return !others.holding.has(id) && !others.stealing.has_given(id);
         }
-        !self.alive(holder)
+        !others.peers.alive(holder)
     }
 
     /// Records the loss of a lease; returns whether the task is to be placed again.
@@ -801,10 +907,17 @@ impl Scheduler {
     /// A task its holder never reported starting did not run (as far as anyone knows): losing it
     /// is not an attempt, and it is placed again whatever its retry policy. Only a lease lost
     /// while the task was running counts against its attempts.
-    fn reclaim(&mut self, now: Millis, holder: PeerKey, id: TaskId) -> bool {
-        let wall = self.wall(now);
-        self.counters.leases_reclaimed += 1;
-        let Some(entry) = self.home.records.get_mut(&id) else {
+    fn reclaim(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        holder: PeerKey,
+        id: TaskId,
+    ) -> bool {
+        let wall = ctx.wall(now);
+        ctx.counters.leases_reclaimed += 1;
+        let Some(entry) = self.records.get_mut(&id) else {
             return false;
         };
         let record = &mut entry.record;
@@ -812,11 +925,11 @@ impl Scheduler {
         if record.state != TaskState::Running {
             record.transition(
                 TaskState::Waiting,
-                Some(self.me),
+                Some(ctx.me),
                 wall,
                 "re-claimed from a silent holder before it started",
             );
-            self.changed(now, id);
+            self.changed(ctx, peers, now, id);
             return true;
         }
         record.attempts.push(Attempt {
@@ -832,7 +945,7 @@ impl Scheduler {
         if again {
             record.transition(
                 TaskState::Waiting,
-                Some(self.me),
+                Some(ctx.me),
                 wall,
                 "re-claimed from a silent holder",
             );
@@ -840,12 +953,12 @@ impl Scheduler {
             record.finished_wall_ms = Some(wall);
             record.transition(
                 TaskState::Failed,
-                Some(self.me),
+                Some(ctx.me),
                 wall,
                 "lease lost; no attempt left",
             );
         }
-        self.changed(now, id);
+        self.changed(ctx, peers, now, id);
         again
     }
 }
@@ -877,38 +990,42 @@ fn describe(outcome: &Outcome) -> (Option<i32>, String) {
     }
 }
 
-impl Scheduler {
-    pub(super) fn restore_record(&mut self, sealed: SealedRecord) -> Result<(), WireError> {
-        let spec = self.check_sealed(&sealed)?;
+impl Home {
+    pub(in crate::scheduler) fn restore_record(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sealed: SealedRecord,
+    ) -> Result<(), WireError> {
+        let spec = self.check_sealed(ctx, &sealed)?;
         let SealedRecord { record, seal } = sealed;
         let id = record.id();
         let active = !record.state.is_final();
         let seal = Some(seal);
-        self.home.records.insert(id, Entry { record, spec, seal });
-        self.set_active(id, active);
+        self.records.insert(id, Entry { record, spec, seal });
+        self.set_active(ctx.me, id, active);
         Ok(())
     }
 
     /// Marks a record (which must be in `records`) unfinished or not, keeping count of what each
     /// other origin's unfinished tasks take here.
-    pub(super) fn set_active(&mut self, id: TaskId, active: bool) {
-        if self.home.active.contains(&id) == active {
+    fn set_active(&mut self, me: PeerKey, id: TaskId, active: bool) {
+        if self.active.contains(&id) == active {
             return;
         }
         if active {
-            self.home.active.insert(id);
+            self.active.insert(id);
         } else {
-            self.home.active.remove(&id);
+            self.active.remove(&id);
         }
-        let Some(entry) = self.home.records.get(&id) else {
+        let Some(entry) = self.records.get(&id) else {
             return;
         };
         let origin = entry.spec.submitter;
-        if origin == self.me {
+        if origin == me {
             return;
         }
         let bytes = entry.record.envelope.spec.bytes().len() as u64;
-        let kept = self.home.kept_by_origin.entry(origin).or_default();
+        let kept = self.kept_by_origin.entry(origin).or_default();
         if active {
             kept.count += 1;
             kept.bytes += bytes;
@@ -916,32 +1033,30 @@ impl Scheduler {
             kept.count = kept.count.saturating_sub(1);
             kept.bytes = kept.bytes.saturating_sub(bytes);
             if kept.count == 0 {
-                self.home.kept_by_origin.remove(&origin);
+                self.kept_by_origin.remove(&origin);
             }
         }
     }
 
     /// Whether taking one more unfinished task of `origin` (with a spec of `bytes`) stays within
     /// what this peer keeps for one origin.
-    pub(super) fn within_quota(&self, origin: &PeerKey, bytes: usize) -> bool {
-        if *origin == self.me {
+    fn within_quota(&self, ctx: &Ctx<'_>, origin: &PeerKey, bytes: usize) -> bool {
+        if *origin == ctx.me {
             return true;
         }
-        let kept = self
-            .home
-            .kept_by_origin
-            .get(origin)
-            .copied()
-            .unwrap_or_default();
-        kept.count < self.config.records_per_origin
-            && kept.bytes + bytes as u64 <= self.config.record_bytes_per_origin
+        let kept = self.kept_by_origin.get(origin).copied().unwrap_or_default();
+        kept.count < ctx.config.records_per_origin
+            && kept.bytes + bytes as u64 <= ctx.config.record_bytes_per_origin
     }
 
     /// Checks a sealed record: its spec (signature, id, signed home set) and its seal, which must
     /// verify and be signed by a member of the task's home set. Returns the decoded spec.
-    pub(super) fn check_sealed(&mut self, sealed: &SealedRecord) -> Result<TaskSpec, WireError> {
+    pub(in crate::scheduler) fn check_sealed(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sealed: &SealedRecord,
+    ) -> Result<TaskSpec, WireError> {
         let known = self
-            .home
             .records
             .get(&sealed.record.id())
             .filter(|e| e.record.envelope.spec == sealed.record.envelope.spec)
@@ -950,14 +1065,72 @@ impl Scheduler {
             Some(spec) if sealed.record.envelope.home == spec.home => spec,
             _ => {
                 let envelope = sealed.record.envelope.clone();
-                Task::from_envelope_cached(envelope, self.verifier.keys())?.spec
+                Task::from_envelope_cached(envelope, ctx.verifier.keys())?.spec
             }
         };
         if !spec.home.contains(&sealed.seal.signer) {
             return Err(WireError::BadSeal("sealed by a peer outside the home set"));
         }
-        self.verifier.verify(sealed)?;
+        ctx.verifier.verify(sealed)?;
         Ok(spec)
+    }
+}
+
+/// The scheduler hands inputs to the home role through these, for the other roles and the
+/// public API: each borrows the rooms apart and calls the role's handler.
+impl super::Scheduler {
+    pub(super) fn accept(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        submissions: Vec<Submission>,
+    ) -> Vec<Result<TaskId, WireError>> {
+        let (home, mut others, mut ctx) = self.primary();
+        home.accept(&mut ctx, &mut others, now, rng, submissions)
+    }
+
+    pub(super) fn restore_record(&mut self, sealed: SealedRecord) -> Result<(), WireError> {
+        let (home, _, mut ctx) = self.member();
+        home.restore_record(&mut ctx, sealed)
+    }
+
+    pub(super) fn check_sealed(&mut self, sealed: &SealedRecord) -> Result<TaskSpec, WireError> {
+        let (home, _, mut ctx) = self.member();
+        home.check_sealed(&mut ctx, sealed)
+    }
+
+    pub(super) fn on_started(&mut self, now: Millis, from: PeerKey, tasks: &[(TaskId, u64)]) {
+        let (home, peers, mut ctx) = self.member();
+        home.on_started(&mut ctx, peers, now, from, tasks);
+    }
+
+    pub(super) fn on_completed(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        id: TaskId,
+        epoch: u64,
+        outcome: Outcome,
+    ) {
+        let (home, peers, mut ctx) = self.member();
+        home.on_completed(&mut ctx, peers, now, rng, from, id, epoch, outcome);
+    }
+
+    pub(super) fn on_transferred(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        from: PeerKey,
+        grant: &SignedGrant,
+    ) {
+        let (home, peers, mut ctx) = self.member();
+        home.on_transferred(&mut ctx, peers, now, rng, from, grant);
+    }
+
+    pub(super) fn on_cancel(&mut self, now: Millis, id: TaskId, via: PeerKey, by: Option<&str>) {
+        let (home, peers, mut ctx) = self.member();
+        home.on_cancel(&mut ctx, peers, now, id, via, by);
     }
 
     /// Seals the records changed during this input, in one batch, and fills in their writes.

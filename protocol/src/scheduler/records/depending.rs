@@ -10,10 +10,11 @@
 
 use rand::RngCore;
 
-use super::super::{Scheduler, TaskState};
+use super::super::peers::Peers;
+use super::super::{Ctx, TaskState};
+use super::{Handoff, Home, Others};
 use crate::Millis;
 use crate::identity::PeerKey;
-use crate::message::Message;
 use crate::record::TaskRecord;
 use crate::task::{Input, Outcome, TaskId, TaskSpec};
 
@@ -100,19 +101,20 @@ impl Ended {
     }
 }
 
-impl Scheduler {
+impl Home {
     /// Of `ids`, the tasks that may be placed now: those without dependencies, and those whose
     /// dependencies have all ended (their inputs are set in the record). Tasks whose dependency
     /// failed are failed here; the others wait for a later scan.
     pub(in crate::scheduler) fn gate_dependencies(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
         now: Millis,
-        rng: &mut dyn RngCore,
         ids: Vec<TaskId>,
     ) -> Vec<TaskId> {
         let mut open = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(entry) = self.home.records.get(&id) else {
+            let Some(entry) = self.records.get(&id) else {
                 continue;
             };
             let spec = &entry.spec;
@@ -121,9 +123,9 @@ impl Scheduler {
                 continue;
             }
             let spec = spec.clone();
-            match self.gate(now, rng, &spec) {
+            match self.gate(ctx, peers, now, &spec) {
                 Gate::Open(inputs) => {
-                    if let Some(entry) = self.home.records.get_mut(&id) {
+                    if let Some(entry) = self.records.get_mut(&id) {
                         entry.record.envelope.inputs = inputs;
                     }
                     open.push(id);
@@ -131,26 +133,25 @@ impl Scheduler {
                 Gate::Shut => {
                     for dep in &spec.after {
                         if self
-                            .home
                             .records
                             .get(dep)
                             .is_some_and(|e| !e.record.state.is_final())
                         {
-                            self.home.waiting_on.entry(*dep).or_default().insert(id);
+                            self.waiting_on.entry(*dep).or_default().insert(id);
                         }
                     }
                 }
-                Gate::Failed(reason) => self.fail_for_dependency(now, id, &reason),
+                Gate::Failed(reason) => self.fail_for_dependency(ctx, peers, now, id, &reason),
             }
         }
         open
     }
 
-    fn gate(&mut self, now: Millis, rng: &mut dyn RngCore, spec: &TaskSpec) -> Gate {
+    fn gate(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis, spec: &TaskSpec) -> Gate {
         let mut inputs = Vec::with_capacity(spec.after.len());
         let mut waiting = false;
         for dep in &spec.after {
-            match self.ended(now, rng, dep) {
+            match self.ended(ctx, peers, now, dep) {
                 None => waiting = true,
                 Some(ended) if !ended.input.completed && !spec.run_anyway => {
                     return Gate::Failed(format!("dependency {} {}", ended.input.name, ended.how));
@@ -168,12 +169,12 @@ impl Scheduler {
     /// How `dep` ended, if this peer knows it did; asks for it otherwise. A dependency no live
     /// peer has answered for within [`super::Config::dependency_timeout_ms`] of the first
     /// question is taken as lost: the dependent fails, saying so, instead of waiting forever.
-    fn ended(&mut self, now: Millis, rng: &mut dyn RngCore, dep: &TaskId) -> Option<Ended> {
-        if let Some(entry) = self.home.records.get(dep) {
+    fn ended(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis, dep: &TaskId) -> Option<Ended> {
+        if let Some(entry) = self.records.get(dep) {
             return Ended::of(&entry.record, &entry.spec);
         }
-        let timeout = self.config.dependency_timeout_ms;
-        let lookup = self.home.lookups.entry(*dep).or_default();
+        let timeout = ctx.config.dependency_timeout_ms;
+        let lookup = self.lookups.entry(*dep).or_default();
         if let Some(ended) = &lookup.ended {
             return Some(ended.clone());
         }
@@ -191,38 +192,40 @@ impl Scheduler {
         }
         lookup.asked_at = Some(now);
         let targets: Vec<PeerKey> = match &lookup.home {
-            Some(home) => home.iter().filter(|p| **p != self.me).copied().collect(),
-            None => self.peers.keys(),
+            Some(home) => home.iter().filter(|p| **p != ctx.me).copied().collect(),
+            None => peers.keys(),
         };
-        let query = self
-            .asking
-            .ask_for_dependency(rng, now, *dep, targets.iter().copied());
-        for peer in targets {
-            self.send(peer, Message::Query { query, task: *dep });
-        }
+        let task = *dep;
+        self.handoffs.push(Handoff::Ask { task, targets });
         None
     }
 
     /// Gates again, at once, the tasks that waited for a dependency that ended during this input
     /// (instead of at the next scan, a heartbeat later).
-    pub(in crate::scheduler) fn release_dependents(&mut self, now: Millis, rng: &mut dyn RngCore) {
-        if self.home.ended_now.is_empty() {
+    pub(in crate::scheduler) fn release_dependents(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        others: &mut Others<'_>,
+        now: Millis,
+        rng: &mut dyn RngCore,
+    ) {
+        if self.ended_now.is_empty() {
             return;
         }
         let mut waiting: Vec<TaskId> = Vec::new();
-        for dep in std::mem::take(&mut self.home.ended_now) {
-            waiting.extend(self.home.waiting_on.remove(&dep).unwrap_or_default());
+        for dep in std::mem::take(&mut self.ended_now) {
+            waiting.extend(self.waiting_on.remove(&dep).unwrap_or_default());
         }
         waiting.sort();
         waiting.dedup();
         waiting.retain(|id| {
-            self.home.records.get(id).is_some_and(|e| {
+            self.records.get(id).is_some_and(|e| {
                 e.record.holder.is_none()
                     && !e.record.state.is_final()
-                    && self.is_primary(e.record.home(), now)
+                    && ctx.is_primary(others.peers, e.record.home(), now)
             })
         });
-        self.place(now, rng, waiting);
+        self.place(ctx, others, now, rng, waiting);
     }
 
     /// An answer to a dependency lookup (its record checked by the caller): remember where the
@@ -232,7 +235,7 @@ impl Scheduler {
         record: &TaskRecord,
         spec: &TaskSpec,
     ) {
-        let lookup = self.home.lookups.entry(record.id()).or_default();
+        let lookup = self.lookups.entry(record.id()).or_default();
         lookup.home = Some(record.home().to_vec());
         if lookup.ended.is_none() {
             lookup.ended = Ended::of(record, spec);
@@ -240,9 +243,16 @@ impl Scheduler {
     }
 
     /// Ends a task whose dependency failed or was cancelled: failed, with the reason as its error.
-    fn fail_for_dependency(&mut self, now: Millis, id: TaskId, reason: &str) {
-        let wall = self.wall(now);
-        let Some(entry) = self.home.records.get_mut(&id) else {
+    fn fail_for_dependency(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        id: TaskId,
+        reason: &str,
+    ) {
+        let wall = ctx.wall(now);
+        let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
         if entry.record.state.is_final() {
@@ -255,6 +265,6 @@ impl Scheduler {
         entry
             .record
             .transition(TaskState::Failed, None, wall, reason);
-        self.changed(now, id);
+        self.changed(ctx, peers, now, id);
     }
 }

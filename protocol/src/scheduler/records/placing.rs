@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use rand::RngCore;
 
-use super::super::{Scheduler, TaskState};
+use super::super::peers::Peers;
+use super::super::{Ctx, TaskState};
+use super::{Handoff, Home, Others};
 use crate::Millis;
 use crate::identity::PeerKey;
 use crate::lease::Lease;
@@ -17,36 +19,44 @@ use crate::message::Message;
 use crate::placement::Candidate;
 use crate::task::{Envelope, Task, TaskId, TaskKind, TaskSpec};
 
-impl Scheduler {
+impl Home {
     /// Places tasks whose records this peer keeps as primary. A task no live peer can run stays
     /// unplaced (holder `None`) and is tried again on later ticks.
     pub(in crate::scheduler) fn place(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        others: &mut Others<'_>,
         now: Millis,
         rng: &mut dyn RngCore,
         ids: Vec<TaskId>,
     ) {
-        let ids = self.gate_dependencies(now, rng, ids);
+        let ids = self.gate_dependencies(ctx, others.peers, now, ids);
         if ids.is_empty() {
             return;
         }
-        let mut candidates = self.candidates();
+        let mut candidates = candidates(ctx, others);
         let mut batches: BTreeMap<PeerKey, Vec<TaskId>> = BTreeMap::new();
         let mut unfit: Vec<(TaskId, String)> = Vec::new();
         for id in ids {
-            let Some(entry) = self.home.records.get(&id) else {
+            let Some(entry) = self.records.get(&id) else {
                 continue;
             };
             let fitting: Vec<usize> = (0..candidates.len())
-                .filter(|&i| self.can_run(&candidates[i].peer, &entry.spec))
+                .filter(|&i| {
+                    ctx.capabilities_of(others.peers, &candidates[i].peer)
+                        .is_some_and(|c| c.can_run(&entry.spec))
+                })
                 .collect();
             if fitting.is_empty() {
-                unfit.push((id, self.why_unschedulable(&candidates, &entry.spec)));
+                unfit.push((
+                    id,
+                    why_unschedulable(ctx, others.peers, &candidates, &entry.spec),
+                ));
                 continue;
             }
             let subset: Vec<Candidate> = fitting.iter().map(|&i| candidates[i]).collect();
-            let policy = entry.spec.placement.unwrap_or(self.placer.policy());
-            let Some(choice) = self.placer.choose_by(policy, rng, &subset) else {
+            let policy = entry.spec.placement.unwrap_or(ctx.placer.policy());
+            let Some(choice) = ctx.placer.choose_by(policy, rng, &subset) else {
                 continue;
             };
             let chosen = &mut candidates[fitting[choice]];
@@ -54,40 +64,26 @@ impl Scheduler {
             batches.entry(chosen.peer).or_default().push(id);
         }
         for (peer, ids) in batches {
-            self.peers.note_placed(&peer, ids.len() as u32);
-            self.place_on(now, peer, ids);
+            others.peers.note_placed(&peer, ids.len() as u32);
+            self.place_on(ctx, others.peers, now, peer, ids);
         }
         for (id, reason) in unfit {
-            self.mark_unschedulable(now, id, &reason);
+            self.mark_unschedulable(ctx, others.peers, now, id, &reason);
         }
-    }
-
-    /// Why no live peer (of `candidates`) can run `spec`: its kind, then its labels and amounts.
-    fn why_unschedulable(&self, candidates: &[Candidate], spec: &TaskSpec) -> String {
-        let of_kind: Vec<&Capabilities> = candidates
-            .iter()
-            .filter_map(|c| self.capabilities_of(&c.peer))
-            .filter(|caps| caps.can_run_kind(&spec.kind))
-            .collect();
-        if of_kind.is_empty() {
-            return match &spec.kind {
-                TaskKind::Process(_) => {
-                    "needs a peer that runs processes (--allow-exec); no live peer does".into()
-                }
-                TaskKind::Handler { name, .. } => {
-                    format!("needs handler {name}; no live peer has it")
-                }
-            };
-        }
-        crate::resources::why_unfit(&spec.needs, of_kind.iter().map(|c| &c.offer))
-            .unwrap_or_else(|| "no live peer can run it".into())
     }
 
     /// Records that no live peer can run the task, and why, once per reason: it stays unplaced and
     /// is placed at a later scan when a peer that can run it is known.
-    fn mark_unschedulable(&mut self, now: Millis, id: TaskId, reason: &str) {
-        let wall = self.wall(now);
-        let Some(entry) = self.home.records.get_mut(&id) else {
+    fn mark_unschedulable(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        id: TaskId,
+        reason: &str,
+    ) {
+        let wall = ctx.wall(now);
+        let Some(entry) = self.records.get_mut(&id) else {
             return;
         };
         let record = &mut entry.record;
@@ -97,31 +93,22 @@ impl Scheduler {
             return;
         }
         record.transition(TaskState::Unschedulable, None, wall, reason);
-        self.changed(now, id);
-    }
-
-    /// Everyone who could take work, with this peer first.
-    fn candidates(&self) -> Vec<Candidate> {
-        let mine = Candidate {
-            peer: self.me,
-            load: self.holding.queued() as u32 + self.holding.running(),
-            slots: self.config.slots,
-        };
-        std::iter::once(mine)
-            .chain(self.peers.iter().map(|(peer, view)| Candidate {
-                peer: *peer,
-                load: view.estimated_load,
-                slots: view.report.slots,
-            }))
-            .collect()
+        self.changed(ctx, peers, now, id);
     }
 
     /// Gives the tasks to `peer` under new leases at the next epoch, and replicates the change.
-    fn place_on(&mut self, now: Millis, peer: PeerKey, ids: Vec<TaskId>) {
-        let wall = self.wall(now);
+    fn place_on(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        peer: PeerKey,
+        ids: Vec<TaskId>,
+    ) {
+        let wall = ctx.wall(now);
         let mut leases = Vec::with_capacity(ids.len());
         for id in &ids {
-            let Some(entry) = self.home.records.get_mut(id) else {
+            let Some(entry) = self.records.get_mut(id) else {
                 continue;
             };
             let record = &mut entry.record;
@@ -137,37 +124,36 @@ impl Scheduler {
                 task: *id,
                 epoch: record.epoch,
                 holder: peer,
-                granted_by: self.me,
-                ttl_ms: self.config.lease_ttl_ms,
+                granted_by: ctx.me,
+                ttl_ms: ctx.config.lease_ttl_ms,
             });
-            self.changed(now, *id);
+            self.changed(ctx, peers, now, *id);
         }
-        if peer == self.me {
+        if peer == ctx.me {
             for lease in leases {
                 if let Some(task) = self.task_of(&lease.task) {
-                    self.hold(task, lease.epoch);
+                    let epoch = lease.epoch;
+                    self.handoffs.push(Handoff::Hold {
+                        task: Box::new(task),
+                        epoch,
+                    });
                 }
             }
             return;
         }
-        for chunk in leases.chunks(self.config.place_batch_max.max(1)) {
+        for chunk in leases.chunks(ctx.config.place_batch_max.max(1)) {
             let tasks: Vec<Envelope> = chunk
                 .iter()
-                .filter_map(|l| {
-                    self.home
-                        .records
-                        .get(&l.task)
-                        .map(|e| e.record.envelope.clone())
-                })
+                .filter_map(|l| self.records.get(&l.task).map(|e| e.record.envelope.clone()))
                 .collect();
-            let grant = self.sign_grant(chunk.to_vec());
-            self.send(peer, Message::Place { tasks, grant });
+            let grant = ctx.sign_grant(chunk.to_vec());
+            ctx.send(peer, Message::Place { tasks, grant });
         }
     }
 
     /// The verified task of a record this peer keeps.
     pub(in crate::scheduler) fn task_of(&self, id: &TaskId) -> Option<Task> {
-        self.home.records.get(id).map(|e| Task {
+        self.records.get(id).map(|e| Task {
             id: *id,
             spec: e.spec.clone(),
             signed: e.record.envelope.spec.clone(),
@@ -180,6 +166,8 @@ impl Scheduler {
     /// and place them again.
     pub(in crate::scheduler) fn on_placement_failed(
         &mut self,
+        ctx: &mut Ctx<'_>,
+        others: &mut Others<'_>,
         now: Millis,
         rng: &mut dyn RngCore,
         to: PeerKey,
@@ -189,17 +177,56 @@ impl Scheduler {
             .iter()
             .map(|t| t.id)
             .filter(|id| {
-                self.home
-                    .records
+                self.records
                     .get(id)
                     .is_some_and(|e| e.record.holder == Some(to) && !e.record.state.is_final())
             })
             .collect();
         for id in &ids {
-            if let Some(entry) = self.home.records.get_mut(id) {
+            if let Some(entry) = self.records.get_mut(id) {
                 entry.record.holder = None;
             }
         }
-        self.place(now, rng, ids);
+        self.place(ctx, others, now, rng, ids);
     }
+}
+
+/// Everyone who could take work, with this peer first.
+fn candidates(ctx: &Ctx<'_>, others: &Others<'_>) -> Vec<Candidate> {
+    let mine = Candidate {
+        peer: ctx.me,
+        load: others.holding.queued() as u32 + others.holding.running(),
+        slots: ctx.config.slots,
+    };
+    std::iter::once(mine)
+        .chain(others.peers.iter().map(|(peer, view)| Candidate {
+            peer: *peer,
+            load: view.estimated_load,
+            slots: view.report.slots,
+        }))
+        .collect()
+}
+
+/// Why no live peer (of `candidates`) can run `spec`: its kind, then its labels and amounts.
+fn why_unschedulable(
+    ctx: &Ctx<'_>,
+    peers: &Peers,
+    candidates: &[Candidate],
+    spec: &TaskSpec,
+) -> String {
+    let of_kind: Vec<&Capabilities> = candidates
+        .iter()
+        .filter_map(|c| ctx.capabilities_of(peers, &c.peer))
+        .filter(|caps| caps.can_run_kind(&spec.kind))
+        .collect();
+    if of_kind.is_empty() {
+        return match &spec.kind {
+            TaskKind::Process(_) => {
+                "needs a peer that runs processes (--allow-exec); no live peer does".into()
+            }
+            TaskKind::Handler { name, .. } => format!("needs handler {name}; no live peer has it"),
+        };
+    }
+    crate::resources::why_unfit(&spec.needs, of_kind.iter().map(|c| &c.offer))
+        .unwrap_or_else(|| "no live peer can run it".into())
 }
