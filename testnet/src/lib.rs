@@ -206,11 +206,6 @@ impl Cluster {
         self.token.as_deref()
     }
 
-    /// An HTTP client that presents the testnet's token (for requests of one's own).
-    pub fn http(&self) -> reqwest::Client {
-        self.http.clone()
-    }
-
     /// The file holding the admin token (`TASKSWARM_TOKEN_FILE` for the command line).
     pub fn token_file(&self) -> Option<PathBuf> {
         self.token.as_ref().map(|_| self.dir.join("token"))
@@ -245,7 +240,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// GETs a path of peer `i`'s API.
+    /// GETs a path of peer `i`'s API as raw JSON: for tests that probe the API itself (unknown
+    /// paths, bad ids, health); everything else goes through [`Cluster::api`].
     pub async fn get<T: DeserializeOwned>(&self, i: usize, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.peers[i].api);
         let response = self
@@ -262,7 +258,8 @@ impl Cluster {
         serde_json::from_str(&body).with_context(|| format!("GET {url}: unexpected answer {body}"))
     }
 
-    /// POSTs JSON to a path of peer `i`'s API; returns the status and the JSON answer.
+    /// POSTs JSON to a path of peer `i`'s API; returns the status and the JSON answer: for tests
+    /// that send what the typed client would not (misspelt fields, cycles, dangling names).
     pub async fn post(
         &self,
         i: usize,

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use taskswarm::job::JobInput;
+use taskswarm::spec::SpecInput;
 use taskswarm_testnet::{Cluster, Options, taskswarm_binary};
 
 mod bench;
@@ -120,15 +122,38 @@ fn stop(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 const DEMO_LABEL: &str = "gpu=1";
 
 /// The demo's dependency job: `text` feeds `words` and `lines`, whose counts `report` reads.
-fn demo_job() -> serde_json::Value {
-    let sh = |name: &str, after: &[&str], script: &str| json!({ "name": name, "after": after, "program": "sh", "args": ["-c", script] });
-    json!({ "tasks": [
-        sh("text", &[], "printf 'no broker\\nno head node\\nnothing lost\\n'"),
-        sh("words", &["text"], "wc -w < \"$TASKSWARM_INPUT_TEXT\" | tr -d ' '"),
-        sh("lines", &["text"], "wc -l < \"$TASKSWARM_INPUT_TEXT\" | tr -d ' '"),
-        sh("report", &["words", "lines"],
-            "echo \"$(cat \"$TASKSWARM_INPUT_WORDS\") words on $(cat \"$TASKSWARM_INPUT_LINES\") lines\""),
-    ]})
+fn demo_job() -> JobInput {
+    let sh = |name: &str, after: &[&str], script: &str| SpecInput {
+        name: Some(name.into()),
+        after: after.iter().map(|a| a.to_string()).collect(),
+        program: Some("sh".into()),
+        args: vec!["-c".into(), script.into()],
+        ..SpecInput::default()
+    };
+    JobInput {
+        tasks: vec![
+            sh(
+                "text",
+                &[],
+                "printf 'no broker\\nno head node\\nnothing lost\\n'",
+            ),
+            sh(
+                "words",
+                &["text"],
+                "wc -w < \"$TASKSWARM_INPUT_TEXT\" | tr -d ' '",
+            ),
+            sh(
+                "lines",
+                &["text"],
+                "wc -l < \"$TASKSWARM_INPUT_TEXT\" | tr -d ' '",
+            ),
+            sh(
+                "report",
+                &["words", "lines"],
+                "echo \"$(cat \"$TASKSWARM_INPUT_WORDS\") words on $(cat \"$TASKSWARM_INPUT_LINES\") lines\"",
+            ),
+        ],
+    }
 }
 
 /// How many demo tasks need [`DEMO_LABEL`].
@@ -156,24 +181,12 @@ fn demo_specs() -> Vec<serde_json::Value> {
 /// Runs the demo's dependency job through peer 1 and prints where each task ran and what the
 /// last one said; whether it all completed.
 async fn run_demo_job(cluster: &Cluster) -> anyhow::Result<bool> {
-    let (status, answer) = cluster.post(0, "/v1/jobs", &demo_job()).await?;
-    if !status.is_success() {
-        anyhow::bail!("the demo job was refused: {status}: {answer}");
-    }
-    let named: Vec<(String, String)> = answer["tasks"]
-        .as_array()
-        .map(|tasks| {
-            tasks
-                .iter()
-                .filter_map(|t| {
-                    Some((
-                        t["name"].as_str()?.to_string(),
-                        t["id"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let tasks = cluster
+        .api(0)?
+        .submit_job(&demo_job())
+        .await
+        .context("the demo job was refused")?;
+    let named: Vec<(String, String)> = tasks.into_iter().map(|t| (t.name, t.id)).collect();
     let ids: Vec<String> = named.iter().map(|(_, id)| id.clone()).collect();
     let tasks = cluster
         .wait_all(0, &ids, Instant::now() + Duration::from_secs(60))

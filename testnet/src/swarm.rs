@@ -9,10 +9,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use nix::sys::signal::Signal;
-use serde_json::json;
 use taskswarm::TaskView;
+use taskswarm::api_client::{ApiClient, ApiClientError};
+use taskswarm::job::JobInput;
 use tokio::sync::Mutex as AsyncMutex;
 
 use taskswarm_testnet::Cluster;
@@ -38,58 +39,44 @@ pub(crate) struct Mark {
 /// A handle to the peers' APIs that workloads share.
 #[derive(Clone, Debug)]
 pub(crate) struct Swarm {
-    http: reqwest::Client,
-    apis: Arc<Mutex<Vec<Option<String>>>>,
+    /// Each peer's API client, `None` while it is down or paused.
+    apis: Arc<Mutex<Vec<Option<ApiClient>>>>,
     /// How many peers the testnet has.
     pub(crate) size: usize,
 }
 
+/// Runs an API call with a timeout: a stopped or partitioned peer slows a workload down, it never
+/// hangs it.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, ApiClientError>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => bail!("no answer within {timeout:?}"),
+    }
+}
+
 impl Swarm {
-    fn new(apis: Vec<Option<String>>, http: reqwest::Client) -> Self {
+    fn new(apis: Vec<Option<ApiClient>>) -> Self {
         Self {
-            http,
             size: apis.len(),
             apis: Arc::new(Mutex::new(apis)),
         }
     }
 
-    fn set_api(&self, i: usize, api: Option<String>) {
+    fn set_api(&self, i: usize, api: Option<ApiClient>) {
         if let Ok(mut apis) = self.apis.lock() {
             apis[i] = api;
         }
     }
 
     /// The API of peer `i` if it is up, otherwise of the next live peer after it.
-    fn api_near(&self, i: usize) -> Option<(usize, String)> {
+    fn api_near(&self, i: usize) -> Option<(usize, ApiClient)> {
         let apis = self.apis.lock().ok()?;
         (0..apis.len())
             .map(|k| (i + k) % apis.len())
             .find_map(|j| apis[j].clone().map(|api| (j, api)))
-    }
-
-    async fn post_json(
-        &self,
-        url: &str,
-        body: &serde_json::Value,
-        timeout: Duration,
-    ) -> anyhow::Result<serde_json::Value> {
-        let response = self
-            .http
-            .post(url)
-            .json(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = response.status();
-        let answer: serde_json::Value = response
-            .json()
-            .await
-            .with_context(|| format!("POST {url}: not JSON"))?;
-        if !status.is_success() {
-            bail!("POST {url}: {status}: {answer}");
-        }
-        Ok(answer)
     }
 
     /// Submits specs through peer `prefer` (or the next live peer, if a request fails); returns
@@ -101,21 +88,13 @@ impl Swarm {
         specs: &[serde_json::Value],
         deadline: Instant,
     ) -> anyhow::Result<(usize, Vec<String>)> {
-        let body = serde_json::Value::from(specs.to_vec());
         let mut at = prefer;
         loop {
             let Some((i, api)) = self.api_near(at) else {
                 bail!("no peer is up to submit to");
             };
-            match self
-                .post_json(&format!("{api}/v1/tasks"), &body, Duration::from_secs(30))
-                .await
-            {
-                Ok(answer) => {
-                    let ids = serde_json::from_value(answer["ids"].clone())
-                        .context("a submit answer without ids")?;
-                    return Ok((i, ids));
-                }
+            match within(Duration::from_secs(30), api.submit_json(specs)).await {
+                Ok(ids) => return Ok((i, ids)),
                 Err(e) if Instant::now() > deadline => return Err(e),
                 Err(e) => {
                     tracing::debug!("submit through peer {} failed: {e:#}", i + 1);
@@ -126,12 +105,12 @@ impl Swarm {
         }
     }
 
-    /// Submits a job (`{"tasks": [...]}`) through peer `prefer` (or the next live peer); returns
-    /// the peer that took it and the ids of its tasks, in dependency order.
+    /// Submits a job through peer `prefer` (or the next live peer); returns the peer that took
+    /// it and the ids of its tasks, in dependency order.
     pub(crate) async fn submit_job(
         &self,
         prefer: usize,
-        job: &serde_json::Value,
+        job: &JobInput,
         deadline: Instant,
     ) -> anyhow::Result<(usize, Vec<String>)> {
         let mut at = prefer;
@@ -139,19 +118,8 @@ impl Swarm {
             let Some((i, api)) = self.api_near(at) else {
                 bail!("no peer is up to submit to");
             };
-            match self
-                .post_json(&format!("{api}/v1/jobs"), job, Duration::from_secs(30))
-                .await
-            {
-                Ok(answer) => {
-                    let ids = answer["tasks"]
-                        .as_array()
-                        .context("a job answer without tasks")?
-                        .iter()
-                        .filter_map(|t| t["id"].as_str().map(str::to_string))
-                        .collect();
-                    return Ok((i, ids));
-                }
+            match within(Duration::from_secs(30), api.submit_job(job)).await {
+                Ok(tasks) => return Ok((i, tasks.into_iter().map(|t| t.id).collect())),
                 Err(e) if Instant::now() > deadline => return Err(e),
                 Err(e) => {
                     tracing::debug!("job through peer {} failed: {e:#}", i + 1);
@@ -184,19 +152,8 @@ impl Swarm {
                 continue;
             };
             let wait = left.min(Duration::from_secs(5));
-            let asked: Vec<&String> = pending.iter().map(|&k| &ids[k]).collect();
-            let body = json!({ "ids": asked, "wait_ms": wait.as_millis() as u64 });
-            let answer = self
-                .post_json(
-                    &format!("{api}/v1/tasks/wait"),
-                    &body,
-                    wait + Duration::from_secs(5),
-                )
-                .await
-                .and_then(|a| {
-                    serde_json::from_value::<Vec<Option<TaskView>>>(a["tasks"].clone())
-                        .context("a wait answer without tasks")
-                });
+            let asked: Vec<String> = pending.iter().map(|&k| ids[k].clone()).collect();
+            let answer = within(wait + Duration::from_secs(5), api.wait_all(&asked, wait)).await;
             match answer {
                 Ok(answer) if answer.len() == pending.len() => {
                     let mut still = Vec::new();
@@ -233,21 +190,16 @@ impl Swarm {
         let Some((_, api)) = self.api_near(i) else {
             bail!("no peer is up");
         };
-        let answer = self
-            .post_json(&format!("{api}/v1/tasks"), spec, Duration::from_secs(10))
-            .await?;
-        let id = answer["id"]
-            .as_str()
-            .context("a submit answer without id")?;
-        let url = format!("{api}/v1/tasks/{id}?wait_ms=10000");
-        let response = self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let view: TaskView = response.json().await.context("a task view")?;
+        let ids = within(
+            Duration::from_secs(10),
+            api.submit_json(std::slice::from_ref(spec)),
+        )
+        .await?;
+        let [id] = ids.as_slice() else {
+            bail!("one spec submitted, {} ids answered", ids.len());
+        };
+        let wait = Duration::from_secs(10);
+        let view = within(wait + Duration::from_secs(5), api.wait_for(id, wait)).await?;
         anyhow::ensure!(view.is_final(), "task {id} had not ended after 10 s");
         Ok(view)
     }
@@ -266,9 +218,9 @@ pub(crate) struct Control {
 impl Control {
     /// Takes over a started cluster; returns the control and the workloads' handle.
     pub(crate) fn new(cluster: Cluster) -> (Self, Swarm) {
-        let apis = cluster.peers.iter().map(|p| Some(p.api.clone())).collect();
+        let apis = cluster.peers.iter().map(|p| p.client.clone()).collect();
         let peer_ids = cluster.peers.iter().map(|p| p.peer_id.clone()).collect();
-        let swarm = Swarm::new(apis, cluster.http());
+        let swarm = Swarm::new(apis);
         let control = Self {
             cluster: Arc::new(AsyncMutex::new(cluster)),
             swarm: swarm.clone(),
@@ -320,7 +272,7 @@ impl Control {
         cluster
             .restart(i, Instant::now() + Duration::from_secs(20))
             .await?;
-        self.swarm.set_api(i, Some(cluster.peers[i].api.clone()));
+        self.swarm.set_api(i, cluster.peers[i].client.clone());
         self.mark("restart", vec![i]);
         Ok(())
     }
@@ -338,7 +290,7 @@ impl Control {
     pub(crate) async fn resume(&self, i: usize) -> anyhow::Result<()> {
         let cluster = self.cluster.lock().await;
         cluster.signal(i, Signal::SIGCONT)?;
-        self.swarm.set_api(i, Some(cluster.peers[i].api.clone()));
+        self.swarm.set_api(i, cluster.peers[i].client.clone());
         self.mark("cont", vec![i]);
         Ok(())
     }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use taskswarm::TaskView;
+use taskswarm::job::JobInput;
+use taskswarm::spec::SpecInput;
 
 use crate::swarm::{Control, Swarm, wall_ms};
 
@@ -330,24 +332,28 @@ async fn skew(swarm: &Swarm, n: usize, slots: u32) -> RunResult {
 async fn dag(swarm: &Swarm, n: usize, slots: u32) -> RunResult {
     const MS: u64 = 20;
     let width = n.saturating_sub(2).max(1);
-    let task = |name: String, after: Vec<String>| json!({ "name": name, "after": after, "handler": "sleep", "input": MS.to_string() });
+    let task = |name: String, after: Vec<String>| SpecInput {
+        name: Some(name),
+        after,
+        handler: Some("sleep".into()),
+        input: Some(MS.to_string()),
+        ..SpecInput::default()
+    };
     let mids: Vec<String> = (0..width).map(|i| format!("m{i}")).collect();
     let mut tasks = vec![task("root".into(), Vec::new())];
     tasks.extend(mids.iter().map(|m| task(m.clone(), vec!["root".into()])));
     tasks.push(task("sink".into(), mids.clone()));
+    let job = JobInput { tasks };
     let total_slots = (swarm.size as u64 * u64::from(slots)).max(1);
     let ideal = (2 * MS + (width as u64).div_ceil(total_slots) * MS) as f64 / 1000.0;
     let deadline = Instant::now() + Duration::from_secs(60);
     let begun = Instant::now();
     let mut result = RunResult::default();
-    let (at, ids) = match swarm
-        .submit_job(0, &json!({ "tasks": tasks }), deadline)
-        .await
-    {
+    let (at, ids) = match swarm.submit_job(0, &job, deadline).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::warn!("the dag job was not acknowledged: {e:#}");
-            result.unacknowledged = tasks.len();
+            result.unacknowledged = job.tasks.len();
             return result;
         }
     };

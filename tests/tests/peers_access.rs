@@ -78,7 +78,7 @@ async fn machines_without_the_swarm_key_cannot_join_or_run_anything() {
         for id in &ids {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let task: TaskView = stranger.get(0, &format!("/v1/tasks/{id}")).await.unwrap();
+                let task: TaskView = stranger.api(0).unwrap().task(id).await.unwrap();
                 if task.state == "unschedulable" {
                     break;
                 }

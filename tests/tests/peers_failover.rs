@@ -194,7 +194,7 @@ async fn a_restarted_peer_serves_what_it_kept_and_takes_work_again() {
     cluster.restart(1, deadline(30)).await.unwrap();
     cluster.await_membership(deadline(30)).await.unwrap();
     for (task, old) in ids.iter().zip(&before) {
-        let again: TaskView = cluster.get(1, &format!("/v1/tasks/{task}")).await.unwrap();
+        let again: TaskView = cluster.api(1).unwrap().task(task).await.unwrap();
         assert_eq!(again.state, "completed");
         assert_eq!(again.stdout, old.stdout);
         assert_eq!(again.lease_epoch, old.lease_epoch);
@@ -408,10 +408,7 @@ async fn a_cancelled_task_is_stopped_wherever_it_runs() {
         .unwrap();
     let until = deadline(20);
     loop {
-        let task: TaskView = cluster
-            .get(1, &format!("/v1/tasks/{}", ids[0]))
-            .await
-            .unwrap();
+        let task: TaskView = cluster.api(1).unwrap().task(&ids[0]).await.unwrap();
         if task.state == "running" {
             break;
         }

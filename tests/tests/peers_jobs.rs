@@ -205,7 +205,7 @@ async fn the_job_completes_when_the_peer_running_b_is_killed() {
     // Wait for b to run, then kill the peer running it.
     let until = deadline(30);
     let holder = loop {
-        let view: TaskView = cluster.get(0, &format!("/v1/tasks/{b}")).await.unwrap();
+        let view: TaskView = cluster.api(0).unwrap().task(&b).await.unwrap();
         if view.state == "running" {
             break view.holder.unwrap();
         }

@@ -38,7 +38,7 @@ async fn await_task(
     done: impl Fn(&TaskView) -> bool,
 ) -> TaskView {
     loop {
-        let task: TaskView = cluster.get(i, &format!("/v1/tasks/{id}")).await.unwrap();
+        let task: TaskView = cluster.api(i).unwrap().task(id).await.unwrap();
         if done(&task) {
             return task;
         }

@@ -53,10 +53,7 @@ async fn a_completed_task_proves_its_chain_and_a_flipped_copy_is_refused() {
 
     // One flipped bit of the proof, and it does not hold: in the command (the spec's signature
     // breaks) or in the output (the record's seal breaks).
-    let proof: taskswarm::proof::ProofView = cluster
-        .get(1, &format!("/v1/tasks/{id}/proof"))
-        .await
-        .unwrap();
+    let proof: taskswarm::proof::ProofView = cluster.api(1).unwrap().proof(&id).await.unwrap();
     let bytes = hex::decode(&proof.sealed).unwrap();
     let places: Vec<usize> = (0..bytes.len() - MARKER.len())
         .filter(|&i| &bytes[i..i + MARKER.len()] == MARKER.as_bytes())
