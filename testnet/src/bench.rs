@@ -1,13 +1,16 @@
 //! `taskswarm-testnet bench`: runs the standard workloads (see [`crate::workload`]) against fresh
-//! local testnets, each `--repeat` times, with any `--chaos` running alongside, and reports
-//! medians with min and max: a markdown table on standard output, a JSON file of one stable shape
-//! for scripts, and an SVG of running tasks per peer over time.
+//! local testnets, each `--repeat` times and the throughput workloads once per client shape
+//! (`--client`, `--in-flight`), with any `--chaos` running alongside, and reports medians with
+//! min and max: a markdown table on standard output, a JSON file of one stable shape for
+//! scripts, and an SVG of running tasks per peer over time.
 //!
 //! The JSON (`--out`):
 //! ```text
 //! {"peers": N, "slots": S, "placement": P, "repeat": R, "chaos": [...], "netns": bool,
-//!  "workloads": {"noop-handler": {"tasks_per_s": {"median","min","max"}, ...counts},
-//!                "noop-exec": {...}, "latency": {"p50_ms": {...}, "p99_ms": {...}, ...},
+//!  "workloads": {"noop-handler": {"tasks_per_s": {"median","min","max"},
+//!                                 "cpu_us_per_task": {...}, "cpu_s": {...}, ...counts},
+//!                "noop-handler one-by-one/64": {...}, "noop-exec": {...},
+//!                "latency": {"p50_ms": {...}, "p99_ms": {...}, ...},
 //!                "skew": {"makespan_over_ideal": {...}, ...},
 //!                "crash": {"reexec_after_kill_s": {...}, "completed", "lost", "ran_twice",
 //!                          "recorded_twice", ...}},
@@ -31,7 +34,7 @@ use tokio::sync::watch;
 use crate::chaos::{self, Chaos};
 use crate::picture::{self, Panel};
 use crate::swarm::{Control, Mark};
-use crate::workload::{self, RunResult, Workload};
+use crate::workload::{self, Case, Client, ClientKind, RunResult, Workload};
 
 /// Options of `bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,6 +51,15 @@ pub(crate) struct BenchArgs {
     /// Which workloads to run, comma separated (default: all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<Workload>,
+    /// How the client submits the throughput workloads (noop-handler, noop-exec), comma
+    /// separated: `bulk` (batches of 500 through every peer) and `one-by-one` (one task per
+    /// request through peer 1, `--in-flight` requests outstanding). Default: both.
+    #[arg(long, value_delimiter = ',')]
+    client: Vec<ClientKind>,
+    /// Requests outstanding at once for `--client one-by-one`, comma separated: one run shape
+    /// per number (default: 1,64).
+    #[arg(long, value_delimiter = ',')]
+    in_flight: Vec<usize>,
     /// Tasks per run, instead of each workload's own number.
     #[arg(long)]
     tasks: Option<usize>,
@@ -92,14 +104,50 @@ fn stat(values: &[f64]) -> Value {
     json!({ "median": round(median), "min": round(v[0]), "max": round(v[v.len() - 1]) })
 }
 
-/// The target of a figure on 4 local peers, for the table.
-fn target(workload: Workload, figure: &str) -> &'static str {
-    match (workload, figure) {
-        (Workload::NoopHandler, "tasks_per_s") => ">= 20000",
-        (Workload::Latency, "p50_ms") => "<= 0.5",
-        (Workload::Latency, "p99_ms") => "<= 2",
-        (Workload::Skew, "makespan_over_ideal") => "<= 1.05",
-        (Workload::Crash, "reexec_after_kill_s") => "<= TTL + 1 s = 2.5",
+/// The client shapes of the throughput workloads that `--client` and `--in-flight` ask for.
+fn clients(args: &BenchArgs) -> anyhow::Result<Vec<Client>> {
+    let kinds = if args.client.is_empty() {
+        vec![ClientKind::Bulk, ClientKind::OneByOne]
+    } else {
+        args.client.clone()
+    };
+    let in_flight = if args.in_flight.is_empty() {
+        vec![1, 64]
+    } else {
+        args.in_flight.clone()
+    };
+    if let Some(bad) = in_flight.iter().find(|&&n| n == 0 || n > 1024) {
+        bail!("--in-flight {bad}: give a number of requests from 1 to 1024");
+    }
+    let mut clients = Vec::new();
+    for kind in kinds {
+        match kind {
+            ClientKind::Bulk => clients.push(Client::Bulk),
+            ClientKind::OneByOne => clients.extend(
+                in_flight
+                    .iter()
+                    .map(|&in_flight| Client::OneByOne { in_flight }),
+            ),
+        }
+    }
+    clients.sort();
+    clients.dedup();
+    Ok(clients)
+}
+
+/// The target of a figure, for the table: 4 peers x 2 slots in bulk, 2 peers x 1 slot one task
+/// per request with 64 in flight (issue 10's targets).
+fn target(case: Case, figure: &str) -> &'static str {
+    match (case.workload, case.client, figure) {
+        (Workload::NoopHandler, Client::Bulk, "tasks_per_s") => ">= 20000 (4 x 2)",
+        (Workload::NoopHandler, Client::OneByOne { in_flight: 64 }, "tasks_per_s") => {
+            ">= 3000 (2 x 1)"
+        }
+        (Workload::NoopHandler, _, "cpu_us_per_task") => "<= 100",
+        (Workload::Latency, _, "p50_ms") => "<= 1.0",
+        (Workload::Latency, _, "p99_ms") => "<= 3",
+        (Workload::Skew, _, "makespan_over_ideal") => "<= 1.05",
+        (Workload::Crash, _, "reexec_after_kill_s") => "<= TTL + 1 s = 2.5",
         _ => "",
     }
 }
@@ -132,6 +180,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.workloads.clone()
     };
+    let cases = Case::all(&workloads, &clients(&args)?);
     let binary = match &args.bin {
         Some(bin) => bin.clone(),
         None => taskswarm_binary("release")?,
@@ -139,12 +188,14 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("taskswarm-bench-{}", std::process::id()))
     });
+    let shapes: Vec<String> = clients(&args)?.iter().map(|c| c.name()).collect();
     println!(
-        "benchmark: {} peers x {} slots, placement {}, {} run(s) of each workload{}{}",
+        "benchmark: {} peers x {} slots, placement {}, {} run(s) of each workload, clients {}{}{}",
         args.peers,
         args.slots,
         args.placement,
         args.repeat,
+        shapes.join(", "),
         if netns { ", network namespaces" } else { "" },
         if args.chaos.is_empty() {
             String::new()
@@ -153,12 +204,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     );
 
-    let mut results: BTreeMap<Workload, Vec<RunResult>> = BTreeMap::new();
-    let mut marks: BTreeMap<Workload, Vec<Mark>> = BTreeMap::new();
-    // The first run of each workload is drawn, with the peer ids of its own testnet.
-    let mut drawn_ids: BTreeMap<Workload, Vec<String>> = BTreeMap::new();
+    let mut results: BTreeMap<Case, Vec<RunResult>> = BTreeMap::new();
+    let mut marks: BTreeMap<Case, Vec<Mark>> = BTreeMap::new();
+    // The first run of each case is drawn, with the peer ids of its own testnet.
+    let mut drawn_ids: BTreeMap<Case, Vec<String>> = BTreeMap::new();
     let mut run_no = 0;
-    for &w in &workloads {
+    for &w in &cases {
         for r in 0..args.repeat {
             run_no += 1;
             let options = Options {
@@ -166,7 +217,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 slots: args.slots,
                 allow_exec: true,
                 binary: binary.clone(),
-                dir: dir.join(format!("run{run_no}-{}", w.name())),
+                dir: dir.join(format!("run{run_no}-{}", w.workload.name())),
                 ready_deadline: Duration::from_secs(30),
                 node_args: vec!["--placement".into(), args.placement.to_string()],
                 peer_args: Vec::new(),
@@ -239,7 +290,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn progress_line(w: Workload, r: usize, repeat: usize, outcome: &RunResult) -> String {
+fn progress_line(w: Case, r: usize, repeat: usize, outcome: &RunResult) -> String {
     let figures: Vec<String> = outcome
         .figures
         .iter()
@@ -268,8 +319,8 @@ fn report_json(
     args: &BenchArgs,
     netns: bool,
     chaos: &[Chaos],
-    results: &BTreeMap<Workload, Vec<RunResult>>,
-    marks: &BTreeMap<Workload, Vec<Mark>>,
+    results: &BTreeMap<Case, Vec<RunResult>>,
+    marks: &BTreeMap<Case, Vec<Mark>>,
 ) -> Value {
     let mut workloads = serde_json::Map::new();
     let (mut lost, mut twice) = (0, 0);
@@ -300,10 +351,10 @@ fn report_json(
         entry.insert("recorded_twice".into(), json!(sum(|r| r.recorded_twice)));
         lost += sum(|r| r.lost);
         twice += sum(|r| r.recorded_twice);
-        workloads.insert(w.name().into(), Value::Object(entry));
+        workloads.insert(w.name(), Value::Object(entry));
     }
-    let marks: BTreeMap<&str, &Vec<Mark>> = marks.iter().map(|(w, m)| (w.name(), m)).collect();
-    let anomalies: BTreeMap<&str, Vec<&taskswarm::TaskView>> = results
+    let marks: BTreeMap<String, &Vec<Mark>> = marks.iter().map(|(w, m)| (w.name(), m)).collect();
+    let anomalies: BTreeMap<String, Vec<&taskswarm::TaskView>> = results
         .iter()
         .map(|(w, runs)| {
             (
@@ -328,7 +379,7 @@ fn report_json(
     })
 }
 
-fn print_tables(results: &BTreeMap<Workload, Vec<RunResult>>) {
+fn print_tables(results: &BTreeMap<Case, Vec<RunResult>>) {
     println!("\n| workload | figure | median | min | max | target |");
     println!("|---|---|---|---|---|---|");
     for (w, runs) in results {
@@ -378,6 +429,43 @@ fn print_tables(results: &BTreeMap<Workload, Vec<RunResult>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> BenchArgs {
+        use clap::Parser;
+        let argv = std::iter::once("bench").chain(args.iter().copied());
+        Cli::try_parse_from(argv).expect("valid arguments").bench
+    }
+
+    #[test]
+    fn the_default_clients_are_bulk_and_one_by_one_with_1_and_64_in_flight() {
+        let defaults = clients(&parse(&[])).expect("the defaults are valid");
+        let names: Vec<String> = defaults.iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["bulk", "one-by-one/1", "one-by-one/64"]);
+        let one =
+            clients(&parse(&["--client", "one-by-one", "--in-flight", "8,8"])).expect("valid");
+        assert_eq!(one, [Client::OneByOne { in_flight: 8 }]);
+        let error = clients(&parse(&["--in-flight", "0"])).expect_err("0 in flight is refused");
+        assert!(error.to_string().contains("--in-flight 0"), "{error}");
+    }
+
+    #[test]
+    fn only_the_throughput_workloads_run_once_per_client() {
+        let cases = Case::all(
+            &[Workload::NoopHandler, Workload::Latency],
+            &[Client::Bulk, Client::OneByOne { in_flight: 64 }],
+        );
+        let names: Vec<String> = cases.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            ["noop-handler", "noop-handler one-by-one/64", "latency"]
+        );
+    }
 
     #[test]
     fn stats_are_median_min_and_max() {

@@ -17,6 +17,7 @@
 
 #![allow(clippy::print_stdout)]
 
+pub mod cpu;
 pub mod netns;
 
 use std::path::{Path, PathBuf};
@@ -107,6 +108,8 @@ pub struct Cluster {
     net: Option<netns::Net>,
     /// The admin token, for a private testnet.
     token: Option<String>,
+    /// CPU time of peer processes that have exited, taken just before they were stopped.
+    cpu_of_ended: Duration,
 }
 
 /// Finds the `taskswarm` binary of this workspace for `profile` (`debug` or `release`), building
@@ -170,6 +173,7 @@ impl Cluster {
             detached: false,
             net,
             token,
+            cpu_of_ended: Duration::ZERO,
         };
         let deadline = Instant::now() + options.ready_deadline;
         for i in 0..options.peers {
@@ -333,6 +337,26 @@ impl Cluster {
         Ok(done)
     }
 
+    /// CPU time (user and system, with the task processes they waited for) that the peers have
+    /// used since they started, also those killed or stopped since. Its difference over a
+    /// workload is the workload's cost in CPU.
+    pub fn cpu(&self) -> Duration {
+        let running: Duration = self
+            .peers
+            .iter()
+            .filter(|p| !p.killed)
+            .filter_map(|p| cpu::of_process(p.child.id()))
+            .sum();
+        self.cpu_of_ended + running
+    }
+
+    /// Adds peer `i`'s CPU time to that of the ended peers, just before it is stopped.
+    fn note_cpu_of(&mut self, i: usize) {
+        if let Some(used) = cpu::of_process(self.peers[i].child.id()) {
+            self.cpu_of_ended += used;
+        }
+    }
+
     /// Sends a signal to peer `i` (SIGSTOP, SIGCONT, …).
     pub fn signal(&self, i: usize, signal: Signal) -> anyhow::Result<()> {
         let pid = i32::try_from(self.peers[i].child.id()).context("pid out of range")?;
@@ -384,6 +408,7 @@ impl Cluster {
     /// Stops peer `i` cleanly (SIGTERM, waiting up to 10 s for it to exit, then SIGKILL), so that
     /// it can be [`restart`](Self::restart)ed.
     pub fn stop_peer(&mut self, i: usize) -> anyhow::Result<()> {
+        self.note_cpu_of(i);
         self.signal(i, Signal::SIGTERM)?;
         let peer = &mut self.peers[i];
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -399,6 +424,9 @@ impl Cluster {
 
     /// Kills peer `i` with SIGKILL.
     pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        if !self.peers[i].killed {
+            self.note_cpu_of(i);
+        }
         let peer = &mut self.peers[i];
         peer.child.kill().context("killing a peer")?;
         let _ = peer.child.wait();

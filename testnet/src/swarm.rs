@@ -242,6 +242,11 @@ impl Control {
         at_ms
     }
 
+    /// CPU time the peers have used since they started (see [`Cluster::cpu`]).
+    pub(crate) async fn cpu(&self) -> Duration {
+        self.cluster.lock().await.cpu()
+    }
+
     /// What has been done to peers so far.
     pub(crate) fn marks(&self) -> Vec<Mark> {
         self.marks.lock().map(|m| m.clone()).unwrap_or_default()

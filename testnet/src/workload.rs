@@ -3,8 +3,11 @@
 //! must stay zero (lost, recorded twice) are taken.
 //!
 //! - `noop-handler`, `noop-exec`: 10,000 no-op tasks (the built-in `noop` handler; the program
-//!   `true`) submitted through every peer in batches of 500, as fast as the client can;
-//!   `tasks_per_s` is accepted tasks over the time from the first submission to the last result.
+//!   `true`), as fast as the client can submit them; `tasks_per_s` is completed tasks over the
+//!   time from the first submission to the last result. They run once per client shape
+//!   ([`Client`]): in bulk (batches of 500 through every peer), and one task per request through
+//!   peer 1 with 1 or more requests in flight (2,000 tasks by default when fewer than 8 are in
+//!   flight, so that a run stays short).
 //! - `latency`: 1,000 sequential round trips (submit one `noop` task through peer 1, wait for its
 //!   result); `p50_ms`, `p99_ms`.
 //! - `skew`: 200 tasks of 20 ms all submitted to peer 1; `makespan_over_ideal`, the ideal being
@@ -12,6 +15,10 @@
 //! - `crash`: 400 tasks of 100 ms submitted to peer 1; one second in, the last peer is killed with
 //!   SIGKILL; `reexec_after_kill_s` is the time from the kill to the first new start of a task the
 //!   killed peer was running.
+//!
+//! Every workload also reports `cpu_us_per_task`: the CPU time (user and system) that all peer
+//! processes used during the run, with the task processes they ran, over the tasks that
+//! completed; and `cpu_s`, that time in seconds.
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +70,12 @@ impl Workload {
         }
     }
 
+    /// Whether its tasks are submitted by the client shape of the run (the throughput
+    /// workloads); the others have a shape of their own.
+    pub(crate) fn takes_client(self) -> bool {
+        matches!(self, Workload::NoopHandler | Workload::NoopExec)
+    }
+
     /// How many tasks it submits unless told otherwise.
     pub(crate) fn default_tasks(self) -> usize {
         match self {
@@ -71,6 +84,85 @@ impl Workload {
             Workload::Skew => 200,
             Workload::Crash => 400,
             Workload::Dag => 52,
+        }
+    }
+}
+
+/// How the benchmark's client submits the tasks of a throughput workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Client {
+    /// Batches of 500 specs per request, through every peer in turn, one request per peer at a
+    /// time.
+    Bulk,
+    /// One spec per request through peer 1 (the next live peer if it is down), with up to
+    /// `in_flight` requests outstanding on keep-alive connections; the results are waited for
+    /// after the last submission, as a client that keeps futures does.
+    OneByOne {
+        /// Requests outstanding at once.
+        in_flight: usize,
+    },
+}
+
+impl Client {
+    /// `bulk`, or `one-by-one/N` with N requests in flight.
+    pub(crate) fn name(self) -> String {
+        match self {
+            Client::Bulk => "bulk".into(),
+            Client::OneByOne { in_flight } => format!("one-by-one/{in_flight}"),
+        }
+    }
+}
+
+/// The client shapes `--client` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ClientKind {
+    /// Batches of 500 specs per request, through every peer.
+    Bulk,
+    /// One spec per request through peer 1, `--in-flight` requests outstanding.
+    OneByOne,
+}
+
+/// One workload with one client shape: a row group of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Case {
+    /// What runs.
+    pub(crate) workload: Workload,
+    /// How it is submitted (only the throughput workloads vary it).
+    pub(crate) client: Client,
+}
+
+impl Case {
+    /// The cases for `workloads`: the throughput workloads once per client shape, the others
+    /// once each.
+    pub(crate) fn all(workloads: &[Workload], clients: &[Client]) -> Vec<Case> {
+        let mut cases = Vec::new();
+        for &workload in workloads {
+            if workload.takes_client() {
+                cases.extend(clients.iter().map(|&client| Case { workload, client }));
+            } else {
+                cases.push(Case {
+                    workload,
+                    client: Client::Bulk,
+                });
+            }
+        }
+        cases
+    }
+
+    /// Its name in the report: the workload's, with the client shape if it is not bulk
+    /// (`noop-handler one-by-one/64`).
+    pub(crate) fn name(self) -> String {
+        match self.client {
+            Client::Bulk => self.workload.name().to_string(),
+            client => format!("{} {}", self.workload.name(), client.name()),
+        }
+    }
+
+    /// How many tasks it submits unless told otherwise.
+    pub(crate) fn default_tasks(self) -> usize {
+        match self.client {
+            Client::OneByOne { in_flight } if in_flight < 8 => 2_000,
+            _ => self.workload.default_tasks(),
         }
     }
 }
@@ -170,26 +262,34 @@ fn sleep_spec(ms: u64) -> Value {
     json!({ "handler": "sleep", "input": ms.to_string() })
 }
 
-/// Runs `workload` with `tasks` tasks (its default if `None`) against the testnet behind
+/// Runs `case` with `tasks` tasks (its default if `None`) against the testnet behind
 /// `control`/`swarm`, whose peers have `slots` slots each.
 pub(crate) async fn run(
-    workload: Workload,
+    case: Case,
     tasks: Option<usize>,
     control: &Control,
     swarm: &Swarm,
     slots: u32,
 ) -> anyhow::Result<RunResult> {
-    let n = tasks.unwrap_or(workload.default_tasks());
+    let n = tasks.unwrap_or(case.default_tasks());
     let begun = wall_ms();
+    let cpu_before = control.cpu().await;
+    let workload = case.workload;
     let mut result = match workload {
         Workload::NoopHandler | Workload::NoopExec => {
-            throughput(swarm, noop_spec(workload), n).await
+            throughput(swarm, noop_spec(workload), n, case.client).await
         }
         Workload::Latency => latency(swarm, n).await,
         Workload::Skew => skew(swarm, n, slots).await,
         Workload::Crash => crash(control, swarm, n).await?,
         Workload::Dag => dag(swarm, n, slots).await,
     };
+    let cpu = control.cpu().await.saturating_sub(cpu_before).as_secs_f64();
+    if result.completed > 0 {
+        let per_task = cpu * 1e6 / result.completed as f64;
+        result.figures.push(("cpu_us_per_task", per_task));
+    }
+    result.figures.push(("cpu_s", cpu));
     result.span_ms = (begun, wall_ms());
     Ok(result)
 }
@@ -242,11 +342,16 @@ async fn wait_all(
     .collect()
 }
 
-async fn throughput(swarm: &Swarm, spec: Value, n: usize) -> RunResult {
+async fn throughput(swarm: &Swarm, spec: Value, n: usize, client: Client) -> RunResult {
     let specs = vec![spec; n];
     let deadline = Instant::now() + Duration::from_secs(300);
     let begun = Instant::now();
-    let (batches, refused) = submit_all(swarm, &specs, 500, deadline).await;
+    let (batches, refused) = match client {
+        Client::Bulk => submit_all(swarm, &specs, 500, deadline).await,
+        Client::OneByOne { in_flight } => {
+            submit_one_by_one(swarm, &specs, in_flight, deadline).await
+        }
+    };
     let submitted = begun.elapsed().as_secs_f64();
     let views = wait_all(swarm, &batches, deadline).await;
     let elapsed = begun.elapsed().as_secs_f64();
@@ -261,6 +366,38 @@ async fn throughput(swarm: &Swarm, spec: Value, n: usize) -> RunResult {
         ("total_s", elapsed),
     ];
     result
+}
+
+/// Submits `specs` one per request through peer 1 (the next live peer while it is down), with
+/// up to `in_flight` requests outstanding; returns the accepted ids grouped by the peer that
+/// took them (in groups of at most 500, to wait for), and how many were refused.
+async fn submit_one_by_one(
+    swarm: &Swarm,
+    specs: &[Value],
+    in_flight: usize,
+    deadline: Instant,
+) -> (Vec<(usize, Vec<String>)>, usize) {
+    let answers: Vec<_> = futures::stream::iter(specs)
+        .map(|spec| swarm.submit(0, std::slice::from_ref(spec), deadline))
+        .buffer_unordered(in_flight.max(1))
+        .collect()
+        .await;
+    let mut by_peer: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    let mut refused = 0;
+    for answer in answers {
+        match answer {
+            Ok((peer, ids)) => by_peer.entry(peer).or_default().extend(ids),
+            Err(e) => {
+                tracing::warn!("a task was not acknowledged: {e:#}");
+                refused += 1;
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    for (peer, ids) in by_peer {
+        groups.extend(ids.chunks(500).map(|chunk| (peer, chunk.to_vec())));
+    }
+    (groups, refused)
 }
 
 async fn latency(swarm: &Swarm, n: usize) -> RunResult {
