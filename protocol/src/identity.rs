@@ -59,16 +59,26 @@ impl fmt::Debug for PeerKey {
 }
 
 /// Public keys kept decompressed, so that checking many signatures of the same few peers does not
-/// decompress each key again (that is a third of a verification's cost). Bounded: past
-/// [`KeyCache::CAPACITY`] keys it starts afresh.
+/// decompress each key again (that is a third of a verification's cost), and the signatures that
+/// have verified already, so that a spec a peer meets again (as a home member, then as its
+/// holder) is checked once. A signature is remembered by the SHA-256 digest of the key, the
+/// signature and the signed message together, so a hit means exactly that triple verified before:
+/// the answer is the one verifying again would give. Bounded: past [`KeyCache::CAPACITY`] keys it
+/// starts afresh; the verified signatures are kept in two generations of
+/// [`KeyCache::VERIFIED_GENERATION`] each, the older dropped when the newer fills.
 #[derive(Clone, Debug, Default)]
 pub struct KeyCache {
     keys: std::collections::BTreeMap<PeerKey, VerifyingKey>,
+    verified: std::collections::BTreeSet<[u8; 32]>,
+    verified_before: std::collections::BTreeSet<[u8; 32]>,
 }
 
 impl KeyCache {
     /// The most keys kept.
     pub const CAPACITY: usize = 4096;
+
+    /// How many verified signatures one generation holds.
+    pub const VERIFIED_GENERATION: usize = 32_768;
 
     /// Verifies `signature` over `message` by `key`, as [`PeerKey::verify`] does.
     pub fn verify(
@@ -77,6 +87,10 @@ impl KeyCache {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), BadSignature> {
+        let digest = verified_digest(key, message, signature);
+        if self.verified.contains(&digest) || self.verified_before.contains(&digest) {
+            return Ok(());
+        }
         let verifying = match self.keys.get(key) {
             Some(verifying) => *verifying,
             None => {
@@ -88,11 +102,37 @@ impl KeyCache {
                 verifying
             }
         };
-        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+        let ed25519 = ed25519_dalek::Signature::from_bytes(&signature.0);
         verifying
-            .verify_strict(message, &signature)
-            .map_err(|_| BadSignature)
+            .verify_strict(message, &ed25519)
+            .map_err(|_| BadSignature)?;
+        self.remember(digest);
+        Ok(())
     }
+
+    /// Takes a signature this peer has just made with its own key as verified, so that checking
+    /// it later costs nothing. Only for signatures made here: one from elsewhere must be
+    /// [`verify`](Self::verify)'d.
+    pub fn remember_own(&mut self, key: &PeerKey, message: &[u8], signature: &Signature) {
+        self.remember(verified_digest(key, message, signature));
+    }
+
+    fn remember(&mut self, digest: [u8; 32]) {
+        if self.verified.len() >= Self::VERIFIED_GENERATION {
+            self.verified_before = std::mem::take(&mut self.verified);
+        }
+        self.verified.insert(digest);
+    }
+}
+
+/// What [`KeyCache`] remembers of a verified signature.
+fn verified_digest(key: &PeerKey, message: &[u8], signature: &Signature) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(key.0);
+    hasher.update(signature.0);
+    hasher.update(message);
+    hasher.finalize().into()
 }
 
 /// A signature did not verify (or named a key that is not a valid ed25519 point).
@@ -183,6 +223,60 @@ mod tests {
         assert_eq!(key.public().verify(b"hellp", &sig), Err(BadSignature));
         let other = Keypair::generate(&mut rng);
         assert_eq!(other.public().verify(b"hello", &sig), Err(BadSignature));
+    }
+
+    #[test]
+    fn the_cache_answers_as_verifying_again_would() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let key = Keypair::generate(&mut rng);
+        let other = Keypair::generate(&mut rng);
+        let sig = key.sign(b"spec");
+        let mut cache = KeyCache::default();
+        assert_eq!(cache.verify(&key.public(), b"spec", &sig), Ok(()));
+        // Remembered, and nothing near it passes: another message, key or signature.
+        assert_eq!(cache.verify(&key.public(), b"spec", &sig), Ok(()));
+        assert_eq!(
+            cache.verify(&key.public(), b"spek", &sig),
+            Err(BadSignature)
+        );
+        assert_eq!(
+            cache.verify(&other.public(), b"spec", &sig),
+            Err(BadSignature)
+        );
+        let mut forged = sig.to_bytes();
+        forged[0] ^= 1;
+        let forged = Signature::from_bytes(forged);
+        assert_eq!(
+            cache.verify(&key.public(), b"spec", &forged),
+            Err(BadSignature)
+        );
+        // A failure is not remembered as a success.
+        assert_eq!(
+            cache.verify(&key.public(), b"spec", &forged),
+            Err(BadSignature)
+        );
+    }
+
+    #[test]
+    fn remembered_signatures_are_bounded() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let key = Keypair::generate(&mut rng);
+        let bogus = Signature::from_bytes([1; 64]);
+        let mut cache = KeyCache::default();
+        // Taken on trust, as a peer takes its own fresh signatures: the cache says so...
+        cache.remember_own(&key.public(), b"own", &bogus);
+        assert_eq!(cache.verify(&key.public(), b"own", &bogus), Ok(()));
+        // ...until two generations of others have pushed it out; then it is checked, and fails.
+        for i in 0..2 * KeyCache::VERIFIED_GENERATION {
+            cache.remember_own(&key.public(), &(i as u64).to_le_bytes(), &bogus);
+        }
+        assert!(
+            cache.verified.len() + cache.verified_before.len() <= 2 * KeyCache::VERIFIED_GENERATION
+        );
+        assert_eq!(
+            cache.verify(&key.public(), b"own", &bogus),
+            Err(BadSignature)
+        );
     }
 
     #[test]

@@ -96,6 +96,16 @@ impl<T: Signable> Signed<T> {
         Ok(value)
     }
 
+    /// Tells `keys` that this value was just signed here by `signer` (this peer's own key), so
+    /// that opening it later skips the signature check. Only for values signed here.
+    pub fn remember_own(&self, signer: &PeerKey, keys: &mut KeyCache) {
+        keys.remember_own(
+            signer,
+            &signing_input(T::DOMAIN, &self.bytes),
+            &self.signature,
+        );
+    }
+
     /// The signed bytes (the canonical encoding of the value).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

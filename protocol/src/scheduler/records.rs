@@ -240,7 +240,10 @@ impl Home {
                     home::home_set(&key, ctx.me, live.iter().copied(), ctx.config.replicas)
                 });
             let signed = Signed::sign(&spec, ctx.key);
-            let task = match Task::from_signed(signed) {
+            // Signed here: the check that follows decodes and checks the spec, not the signature
+            // again (and the holder on this peer will not check it either).
+            signed.remember_own(&ctx.me, ctx.verifier.keys());
+            let task = match Task::from_signed_cached(signed, ctx.verifier.keys()) {
                 Ok(task) => task,
                 Err(error) => {
                     results.push(Err(error));
