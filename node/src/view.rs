@@ -103,8 +103,30 @@ pub struct TransitionView {
 }
 
 /// The libp2p peer id string of a peer key (hex of the key if it is not a valid key).
+///
+/// Names are remembered per thread: making one decompresses the key and encodes it in base58,
+/// which cost a tenth of the peers' CPU when every task view named its peers afresh. A swarm has
+/// few peers, so the memory is small; past [`NAMES_KEPT`] names it starts afresh.
 pub fn peer_name(key: &PeerKey) -> String {
-    keys::peer_id(key).map_or_else(|| key.to_string(), |id| id.to_string())
+    NAMES.with_borrow_mut(|names| {
+        if let Some(name) = names.get(key) {
+            return name.clone();
+        }
+        let name = keys::peer_id(key).map_or_else(|| key.to_string(), |id| id.to_string());
+        if names.len() >= NAMES_KEPT {
+            names.clear();
+        }
+        names.insert(*key, name.clone());
+        name
+    })
+}
+
+/// The most peer names [`peer_name`] remembers per thread.
+const NAMES_KEPT: usize = 4096;
+
+thread_local! {
+    static NAMES: std::cell::RefCell<std::collections::BTreeMap<PeerKey, String>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
 }
 
 /// A task's needs in words: `cpus 2`, `memory 512 MiB`, `disk 1 GiB`, `label gpu=1`.
@@ -368,6 +390,16 @@ pub struct NetworkView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_named_by_their_libp2p_ids_also_when_remembered() {
+        for secret in 1..4u8 {
+            let key = taskswarm_protocol::Keypair::from_secret([secret; 32]);
+            let id = keys::libp2p_keypair(&key).public().to_peer_id().to_string();
+            assert_eq!(peer_name(&key.public()), id);
+            assert_eq!(peer_name(&key.public()), id, "the remembered name");
+        }
+    }
 
     #[test]
     fn times_format_as_utc() {
