@@ -1247,3 +1247,66 @@ fn a_peer_keeps_at_most_its_quota_of_one_origins_unfinished_records() {
     assert_eq!(b.tasks().count(), 5, "all five once two ended");
     assert!(ids.iter().all(|id| b.task(id).is_some()));
 }
+
+/// The primary asks a holder to confirm a lease that has not changed for two lease TTLs; a holder
+/// that does not hold the task (here: its placement never arrived) says so, and the primary
+/// re-claims the task and places it again at a higher epoch.
+#[test]
+fn a_lease_its_holder_does_not_hold_is_confirmed_missing_and_placed_again() {
+    let (mut a, mut b) = (peer(1, 2, false), peer(2, 2, true));
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, false));
+    drain(&mut a);
+    drain(&mut b);
+    let id = *a.submit(1, &mut rng, vec![spec(&key(1), 7)])[0]
+        .as_ref()
+        .unwrap();
+    let actions = drain(&mut a);
+    assert_eq!(a.task(&id).unwrap().holder, Some(b.me()));
+    // B gets the record but not the placement.
+    let store: Vec<Vec<u8>> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, message } if *to == b.me() && message.kind() == "store" => {
+                Some(wire::encode(message))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(store.len(), 1);
+    let stored = deliver_bytes(&mut b, a.me(), &store, 2);
+    deliver(&mut a, b.me(), &stored, 3);
+
+    // Both stay alive (reports every 200 ms, ticks every 100 ms) until A asks B to confirm.
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    let mut confirm = Vec::new();
+    let mut now = 100;
+    while confirm.is_empty() && now <= 4 * ttl {
+        if now % 200 == 0 {
+            a.handle_gossip(now, &mut rng, &report(&key(2), now, 0, true));
+            b.handle_gossip(now, &mut rng, &report(&key(1), now, 0, false));
+        }
+        a.tick(now, &mut rng);
+        b.tick(now, &mut rng);
+        drain(&mut b);
+        confirm = drain(&mut a)
+            .into_iter()
+            .filter(|a| matches!(a, Action::Send { message, .. } if message.kind() == "confirm"))
+            .collect();
+        now += 100;
+    }
+    assert!(!confirm.is_empty(), "no lease check by {now} ms");
+    assert!(now > 2 * ttl, "asked after {now} ms, before two TTLs");
+    let answer = deliver(&mut b, a.me(), &confirm, now);
+    assert_eq!(kinds(&answer), ["send missing"]);
+    let again = deliver(&mut a, b.me(), &answer, now + 1);
+    assert!(
+        kinds(&again).contains(&"send place".to_string()),
+        "{:?}",
+        kinds(&again)
+    );
+    let record = a.task(&id).unwrap();
+    assert_eq!(record.holder, Some(b.me()));
+    assert!(record.epoch > E1, "placed again at a higher epoch");
+}

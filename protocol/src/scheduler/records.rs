@@ -793,6 +793,10 @@ impl Home {
             return;
         }
         let mut to_place = Vec::new();
+        let mut held_elsewhere = Vec::new();
+        // One visit per active record, so its cost is a few lookups: with a backlog every one
+        // counts. Early arrivals are rare; their maps are looked up only when not empty.
+        let any_early = !(self.early_transfers.is_empty() && self.early_completions.is_empty());
         let active: Vec<TaskId> = self.active.iter().copied().collect();
         for id in active {
             let Some(entry) = self.records.get(&id) else {
@@ -801,12 +805,7 @@ impl Home {
             if !ctx.is_primary(others.peers, entry.record.home(), now) {
                 continue;
             }
-            let early_completion = self
-                .early_completions
-                .range((id, PeerKey::from_bytes([0; 32]))..)
-                .next()
-                .is_some_and(|((task, _), _)| *task == id);
-            if self.early_transfers.contains_key(&id) || early_completion {
+            if any_early && self.has_early(&id) {
                 self.apply_early(ctx, others.peers, now, rng, id);
             }
             let Some(entry) = self.records.get(&id) else {
@@ -821,6 +820,9 @@ impl Home {
                         to_place.push(id);
                     }
                 }
+                Some(holder) if holder != ctx.me => {
+                    held_elsewhere.push((id, holder, entry.record.epoch));
+                }
                 Some(_) => {}
                 None => {
                     if self.retry_at.get(&id).is_none_or(|at| *at <= now) {
@@ -831,30 +833,35 @@ impl Home {
             }
         }
         self.place(ctx, others, now, rng, to_place);
-        self.confirm_leases(ctx, others.peers, now);
+        self.confirm_leases(ctx, now, held_elsewhere);
     }
 
-    /// Asks holders to confirm leases that have not changed for two lease TTLs.
-    fn confirm_leases(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis) {
+    /// Whether a transfer or a completion for `id` arrived before its record.
+    fn has_early(&self, id: &TaskId) -> bool {
+        self.early_transfers.contains_key(id)
+            || self
+                .early_completions
+                .range((*id, PeerKey::from_bytes([0; 32]))..)
+                .next()
+                .is_some_and(|((task, _), _)| task == id)
+    }
+
+    /// Asks holders to confirm leases that have not changed for two lease TTLs, of the tasks
+    /// this peer leads that another peer holds (as the scan found them).
+    fn confirm_leases(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Millis,
+        held_elsewhere: Vec<(TaskId, PeerKey, u64)>,
+    ) {
         let every = 2 * Millis::from(ctx.config.lease_ttl_ms);
         let mut asks: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
             std::collections::BTreeMap::new();
-        for id in &self.active {
-            let Some(entry) = self.records.get(id) else {
-                continue;
-            };
-            let Some(holder) = entry.record.holder else {
-                continue;
-            };
-            if holder == ctx.me || !ctx.is_primary(peers, entry.record.home(), now) {
-                continue;
-            }
-            let since = self.confirmed_at.entry(*id).or_insert(now);
+        for (id, holder, epoch) in held_elsewhere {
+            let since = self.confirmed_at.entry(id).or_insert(now);
             if now.saturating_sub(*since) >= every {
                 *since = now;
-                asks.entry(holder)
-                    .or_default()
-                    .push((*id, entry.record.epoch));
+                asks.entry(holder).or_default().push((id, epoch));
             }
         }
         for (holder, tasks) in asks {
