@@ -233,10 +233,9 @@ fn a_new_peer_is_announced_once() {
     assert_eq!(a.peers().count(), 1);
 }
 
-/// A (no exec) submits a process task; B stores a copy, runs it, reports; A acknowledges the
-/// submission only once B stored it, and the result only once B stored that too.
-#[test]
-fn a_task_is_stored_on_its_home_set_placed_run_and_recorded() {
+/// A (no exec) and B (runs processes) know each other; A takes one process task, which it places
+/// on B. Returns them, the task's id and what A did on submitting it.
+fn a_submits_one_task_that_b_runs() -> (Scheduler, Scheduler, ChaCha8Rng, TaskId, Vec<Action>) {
     let (mut a, mut b) = (peer(1, 2, false), peer(2, 2, true));
     let mut rng = rng();
     a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
@@ -247,6 +246,14 @@ fn a_task_is_stored_on_its_home_set_placed_run_and_recorded() {
         .as_ref()
         .unwrap();
     let actions = drain(&mut a);
+    (a, b, rng, id, actions)
+}
+
+/// A (no exec) submits a process task; B stores a copy, runs it, reports; A acknowledges the
+/// submission only once B stored it, and the result only once B stored that too.
+#[test]
+fn a_task_is_stored_on_its_home_set_placed_run_and_recorded() {
+    let (mut a, mut b, mut rng, id, actions) = a_submits_one_task_that_b_runs();
     assert_eq!(
         kinds(&actions),
         ["write Records", "changed", "send place", "send store"]
@@ -1253,16 +1260,7 @@ fn a_peer_keeps_at_most_its_quota_of_one_origins_unfinished_records() {
 /// re-claims the task and places it again at a higher epoch.
 #[test]
 fn a_lease_its_holder_does_not_hold_is_confirmed_missing_and_placed_again() {
-    let (mut a, mut b) = (peer(1, 2, false), peer(2, 2, true));
-    let mut rng = rng();
-    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
-    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, false));
-    drain(&mut a);
-    drain(&mut b);
-    let id = *a.submit(1, &mut rng, vec![spec(&key(1), 7)])[0]
-        .as_ref()
-        .unwrap();
-    let actions = drain(&mut a);
+    let (mut a, mut b, mut rng, id, actions) = a_submits_one_task_that_b_runs();
     assert_eq!(a.task(&id).unwrap().holder, Some(b.me()));
     // B gets the record but not the placement.
     let store: Vec<Vec<u8>> = actions

@@ -180,7 +180,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.workloads.clone()
     };
-    let cases = Case::all(&workloads, &clients(&args)?);
+    let clients = clients(&args)?;
+    let cases = Case::all(&workloads, &clients);
     let binary = match &args.bin {
         Some(bin) => bin.clone(),
         None => taskswarm_binary("release")?,
@@ -188,7 +189,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("taskswarm-bench-{}", std::process::id()))
     });
-    let shapes: Vec<String> = clients(&args)?.iter().map(|c| c.name()).collect();
+    let shapes: Vec<String> = clients.iter().map(|c| c.name()).collect();
     println!(
         "benchmark: {} peers x {} slots, placement {}, {} run(s) of each workload, clients {}{}{}",
         args.peers,

@@ -419,7 +419,8 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.kill(i)
+        // Its CPU time is counted already.
+        self.kill_process(i)
     }
 
     /// Kills peer `i` with SIGKILL.
@@ -427,6 +428,11 @@ impl Cluster {
         if !self.peers[i].killed {
             self.note_cpu_of(i);
         }
+        self.kill_process(i)
+    }
+
+    /// SIGKILLs peer `i`'s process and reaps it.
+    fn kill_process(&mut self, i: usize) -> anyhow::Result<()> {
         let peer = &mut self.peers[i];
         peer.child.kill().context("killing a peer")?;
         let _ = peer.child.wait();
