@@ -142,6 +142,12 @@ struct NodeArgs {
     /// How long a silent peer keeps its leases before its tasks are re-claimed, such as 1500ms.
     #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
     lease_ttl: Duration,
+    /// How long the records of ended tasks (results, histories, proofs) are kept on disk before
+    /// they are deleted, such as 7d or 12h. They are not kept in memory: memory follows live
+    /// work. Keep it longer than any partition lasts: a member cut off for longer may bring an
+    /// ended task back.
+    #[arg(long, value_parser = parse_duration, default_value = "7d")]
+    retention: Duration,
     /// Where this peer places the tasks it leads: random, round-robin, weighted (random by free
     /// capacity), least-loaded, or p2c (the less loaded of two at random).
     #[arg(long, default_value = "p2c")]
@@ -448,6 +454,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         .replicas(args.replicas)
         .report_interval(args.heartbeat)
         .lease_ttl(args.lease_ttl)
+        .retention(args.retention)
         .placement(args.placement);
     if let Some(cpus) = args.cpus {
         builder = builder.cpus_milli(cpus);

@@ -25,6 +25,8 @@ use crate::runtime::EventLoop;
 
 /// How long `spawn` waits for the swarm to report a listen address.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long ended records are kept on disk by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Why a peer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,9 @@ pub enum PeerError {
     /// The key could not be loaded or created.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The thread that writes the store could not be started.
+    #[error("cannot start the thread that writes the store: {0}")]
+    StoreWriter(std::io::Error),
     /// The swarm could not be built.
     #[error(transparent)]
     Network(#[from] BuildError),
@@ -85,6 +90,7 @@ pub struct PeerBuilder {
     slots: u32,
     allow_exec: bool,
     output_cap: usize,
+    retention: Duration,
     handlers: BTreeMap<String, Handler>,
     scheduler: Config,
     /// Capacity set by hand; what is left unset is read from the machine.
@@ -123,6 +129,7 @@ impl Default for PeerBuilder {
             slots: default_slots(),
             allow_exec: false,
             output_cap: 256 * 1024,
+            retention: DEFAULT_RETENTION,
             handlers: BTreeMap::new(),
             scheduler: Config::default(),
             cpus_milli: None,
@@ -264,6 +271,14 @@ impl PeerBuilder {
         self
     }
 
+    /// Keeps the records of ended tasks (results, histories, proofs) on disk for this long, then
+    /// deletes them (default 7 days). Ended records are not kept in memory: a peer's memory
+    /// follows its live work, its disk the work of the retention period.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// Keeps at most this many bytes of each of a process's stdout and stderr (default 256 KiB).
     pub fn output_cap(mut self, bytes: usize) -> Self {
         self.output_cap = bytes;
@@ -363,6 +378,8 @@ impl PeerBuilder {
         let (listen_tx, mut listen_rx) = watch::channel(Vec::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut scheduler = Scheduler::new(key.clone(), config);
+        let archive = crate::store::StoreArchive::new(store.clone());
+        scheduler.set_archive(std::sync::Arc::new(archive.clone()));
         let rows = store.load()?;
         let restored = rows.len();
         for (table, bytes) in rows {
@@ -415,7 +432,10 @@ impl PeerBuilder {
             admission,
             swarm,
             scheduler,
+            committer: crate::store::Committer::start(store.clone(), self.retention)
+                .map_err(PeerError::StoreWriter)?,
             store,
+            archive,
             executor,
             commands: command_rx,
             listen: listen_tx,

@@ -1,13 +1,17 @@
 //! The event loop: the one task that owns a peer's swarm, scheduler and store, and carries out the
 //! scheduler's actions.
 //!
-//! Inputs (swarm events, client commands, finished attempts, the tick, shutdown) arrive on one
-//! `select!`; after each, the loop drains the scheduler's actions, commits their writes to the
-//! store in one transaction, and only then sends messages, starts or aborts attempts, and answers
-//! clients. Time for the scheduler is milliseconds since the loop started, on tokio's monotonic
-//! clock. Every channel is bounded.
+//! Inputs (swarm events, client commands, finished attempts, the tick, the store's progress,
+//! shutdown) arrive on one `select!`; after each (and the others ready with it), the loop drains
+//! the scheduler's actions, hands their writes to the store's [`Committer`] as one batch, and
+//! holds back every action that follows a write (messages, attempts started, clients answered)
+//! until the committer reports that write durable; actions that claim nothing about the disk
+//! (load reports, aborts) go at once. The loop never waits for the disk itself: while one group
+//! of writes is fsync'd it handles the next inputs, whose writes then share the next commit.
+//! Time for the scheduler is milliseconds since the loop started, on tokio's monotonic clock.
+//! Every channel is bounded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -19,7 +23,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use taskswarm_protocol::{
     Action, Batch, Message, Millis, Outcome, PeerKey, Scheduler, SealedRecord, Submission, TaskId,
-    TaskSpec, wire,
+    TaskRecord, TaskSpec, TaskState, wire,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -28,7 +32,7 @@ use crate::client::Command;
 use crate::executor::Executor;
 use crate::keys;
 use crate::network::{Behaviour, BehaviourEvent, LOAD_TOPIC};
-use crate::store::{Store, Write};
+use crate::store::{Committer, Store, StoreArchive, Write};
 use crate::view::{ClusterView, CountersView, PeerInfo, TaskView};
 
 /// How often the scheduler is ticked.
@@ -48,7 +52,11 @@ pub(crate) struct Finished {
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) scheduler: Scheduler,
+    pub(crate) committer: Committer,
+    /// The store, read for the ended records clients list.
     pub(crate) store: Store,
+    /// The scheduler's view of the ended records, told what is handed in and committed.
+    pub(crate) archive: StoreArchive,
     pub(crate) executor: Executor,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) listen: watch::Sender<Vec<Multiaddr>>,
@@ -79,6 +87,8 @@ struct PendingSubmit {
 /// together in the next request. Small bursts go out at once; large ones are batched instead of
 /// opening a stream per message.
 const MAX_IN_FLIGHT_PER_PEER: usize = 4;
+/// At most this many ended records (the most recent) are listed from disk.
+const LIST_ENDED_MAX: usize = 10_000;
 /// At most this many inputs share one store transaction.
 const MAX_GROUP: usize = 256;
 /// A batch is closed once it holds this many bytes.
@@ -107,6 +117,9 @@ struct State {
     topic: gossipsub::IdentTopic,
     nonce: u64,
     network: crate::view::NetworkView,
+    /// Actions that follow a write, each with the number of the store batch it waits for, in
+    /// the order the scheduler emitted them.
+    held: VecDeque<(u64, Action)>,
 }
 
 impl EventLoop {
@@ -131,6 +144,7 @@ impl EventLoop {
             topic: gossipsub::IdentTopic::new(LOAD_TOPIC),
             nonce,
             network: crate::view::NetworkView::default(),
+            held: VecDeque::new(),
         };
         self.scheduler.set_wall_offset(wall_clock_ms() as i64);
         self.dial_bootstrap();
@@ -154,17 +168,20 @@ impl EventLoop {
                         self.dial_bootstrap();
                     }
                 }
+                _ = self.committer.changed() => self.release_committed(&mut state),
                 _ = self.shutdown.changed() => break,
             }
             self.take_ready(&mut state, &mut finished_rx);
-            if let Err(e) = self.apply_actions(&mut state) {
-                tracing::error!(error = %e, "the store failed; stopping this peer");
+            self.apply_actions(&mut state);
+            if let Some(error) = self.committer.progress().failed {
+                tracing::error!(%error, "the store failed; stopping this peer");
                 break;
             }
         }
         for (_, abort) in state.aborts.drain() {
             let _ = abort.send(());
         }
+        self.committer.close().await;
         tracing::info!("event loop stopped");
     }
 
@@ -332,7 +349,7 @@ impl EventLoop {
                 client,
                 reply,
             } => self.submit(state, tasks, client, reply),
-            Command::Task { id, reply } => match self.scheduler.task(&id) {
+            Command::Task { id, reply } => match self.look_up(&id) {
                 Some(record) => {
                     let _ = reply.send(Some(TaskView::of(record)));
                 }
@@ -358,13 +375,7 @@ impl EventLoop {
                 state: wanted,
                 reply,
             } => {
-                let views = self
-                    .scheduler
-                    .tasks()
-                    .filter(|r| wanted.is_none_or(|s| r.state == s))
-                    .map(TaskView::of)
-                    .collect();
-                let _ = reply.send(views);
+                let _ = reply.send(self.list(wanted));
             }
             Command::Cancel { id, client, reply } => {
                 let ticket = self.scheduler.cancel(now, &mut state.rng, id, client);
@@ -377,6 +388,56 @@ impl EventLoop {
                 let _ = reply.send(self.set_allowlist(peers));
             }
         }
+    }
+
+    /// The record of a task this peer keeps, read back from disk if it ended and left memory; a
+    /// row that changed on disk is refused, saying so (the task is then asked of the others).
+    fn look_up(&mut self, id: &TaskId) -> Option<&TaskRecord> {
+        let refused = self.scheduler.counters().restore_errors;
+        if self.scheduler.task(id).is_none()
+            && self.scheduler.look_up(id).is_none()
+            && self.scheduler.counters().restore_errors > refused
+        {
+            tracing::error!(
+                task = %id,
+                "refusing a stored row: it changed on disk or cannot be read; asking the other \
+                 members of the task's home set"
+            );
+        }
+        self.scheduler.task(id)
+    }
+
+    /// The records this peer keeps in `wanted` state (every state with `None`): those in memory,
+    /// and, for ended states, the [`LIST_ENDED_MAX`] stored most recently.
+    fn list(&self, wanted: Option<TaskState>) -> Vec<TaskView> {
+        let matches = |r: &TaskRecord| wanted.is_none_or(|s| r.state == s);
+        let mut views: Vec<TaskView> = self
+            .scheduler
+            .tasks()
+            .filter(|r| matches(r))
+            .map(TaskView::of)
+            .collect();
+        if wanted.is_some_and(|s| !s.is_final()) {
+            return views;
+        }
+        let in_memory: std::collections::HashSet<String> =
+            views.iter().map(|v| v.id.clone()).collect();
+        let ended = self
+            .store
+            .recent_ended(LIST_ENDED_MAX)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot read the ended records");
+                Vec::new()
+            });
+        views.extend(
+            ended
+                .iter()
+                .filter_map(|bytes| SealedRecord::from_bytes(bytes).ok())
+                .filter(|sealed| matches(&sealed.record))
+                .map(|sealed| TaskView::of(&sealed.record))
+                .filter(|view| !in_memory.contains(&view.id)),
+        );
+        views
     }
 
     fn submit(
@@ -500,61 +561,90 @@ impl EventLoop {
             counters: CountersView::from(s.counters()),
             admission: self.admission.clone(),
             network: network.clone(),
+            store: self.committer.progress().stats,
         }
     }
 
-    /// Carries out the scheduler's actions: writes first, in one transaction, then the rest.
-    fn apply_actions(&mut self, state: &mut State) -> Result<(), crate::store::StoreError> {
-        let actions: Vec<Action> = std::iter::from_fn(|| self.scheduler.poll_action()).collect();
-        let writes: Vec<Write> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Write { table, key, value } => Some((*table, *key, value.clone())),
-                _ => None,
-            })
-            .collect();
-        self.store.commit(&writes)?;
-        for action in actions {
+    /// Carries out the scheduler's actions in order: the writes go to the committer as one batch,
+    /// and every action after the first write waits for it (and every action after one that
+    /// waits, waits too, so the order holds); actions that claim nothing about the disk go at
+    /// once.
+    fn apply_actions(&mut self, state: &mut State) {
+        let mut writes: Vec<Write> = Vec::new();
+        while let Some(action) = self.scheduler.poll_action() {
             match action {
-                Action::Write { .. } => {}
-                Action::Send { to, message } => self.send(state, to, message),
-                Action::Broadcast { gossip } => self.publish(state, &gossip),
-                Action::Execute {
-                    task,
-                    epoch,
-                    spec,
-                    inputs,
-                } => {
-                    let executor = self.executor.clone();
-                    let done = state.finished_tx.clone();
-                    let (abort_tx, abort_rx) = oneshot::channel();
-                    state.aborts.insert((task, epoch), abort_tx);
-                    tokio::spawn(async move {
-                        let outcome = executor.run(task, epoch, *spec, inputs, abort_rx).await;
-                        let _ = done
-                            .send(Finished {
-                                task,
-                                epoch,
-                                outcome,
-                            })
-                            .await;
-                    });
-                }
-                Action::Abort { task, epoch } => {
-                    if let Some(abort) = state.aborts.remove(&(task, epoch)) {
-                        tracing::info!(task = %task.short(), epoch, "stopping an attempt");
-                        let _ = abort.send(());
+                Action::Write { table, key, value } => writes.push((table, key, value)),
+                action if claims_nothing(&action) => self.carry_out(state, action),
+                action => {
+                    let after = self.committer.submitted() + u64::from(!writes.is_empty());
+                    if state.held.is_empty() && after <= self.committer.progress().committed {
+                        self.carry_out(state, action);
+                    } else {
+                        state.held.push_back((after, action));
                     }
                 }
-                // Clients wait through the scheduler's watches (answered with `Answer`).
-                Action::Changed { .. } => {}
-                Action::Accepted { tasks } => accepted(state, &tasks),
-                Action::Answer { query, record } => self.answer(state, query, record),
-                Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
             }
         }
+        if !writes.is_empty() {
+            self.archive
+                .handed_in(self.committer.submitted() + 1, &writes);
+            self.committer.submit(writes);
+        }
         self.flush(state);
-        Ok(())
+    }
+
+    /// Carries out the actions whose writes the committer has made durable.
+    fn release_committed(&mut self, state: &mut State) {
+        let committed = self.committer.progress().committed;
+        self.archive.committed(committed);
+        while let Some((after, _)) = state.held.front()
+            && *after <= committed
+        {
+            if let Some((_, action)) = state.held.pop_front() {
+                self.carry_out(state, action);
+            }
+        }
+    }
+
+    /// Carries out one action other than a write.
+    fn carry_out(&mut self, state: &mut State, action: Action) {
+        match action {
+            Action::Write { .. } => {}
+            Action::Send { to, message } => self.send(state, to, message),
+            Action::Broadcast { gossip } => self.publish(state, &gossip),
+            Action::Execute {
+                task,
+                epoch,
+                spec,
+                inputs,
+            } => {
+                let executor = self.executor.clone();
+                let done = state.finished_tx.clone();
+                let (abort_tx, abort_rx) = oneshot::channel();
+                state.aborts.insert((task, epoch), abort_tx);
+                tokio::spawn(async move {
+                    let outcome = executor.run(task, epoch, *spec, inputs, abort_rx).await;
+                    let _ = done
+                        .send(Finished {
+                            task,
+                            epoch,
+                            outcome,
+                        })
+                        .await;
+                });
+            }
+            Action::Abort { task, epoch } => {
+                if let Some(abort) = state.aborts.remove(&(task, epoch)) {
+                    tracing::info!(task = %task.short(), epoch, "stopping an attempt");
+                    let _ = abort.send(());
+                }
+            }
+            // Clients wait through the scheduler's watches (answered with `Answer`).
+            Action::Changed { .. } => {}
+            Action::Accepted { tasks } => accepted(state, &tasks),
+            Action::Answer { query, record } => self.answer(state, query, record),
+            Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
+        }
     }
 
     /// Sends what waits for each peer that has room for another request in flight.
@@ -661,6 +751,23 @@ impl EventLoop {
 }
 
 /// Answers the submissions whose every task is now stored on its home set.
+/// Whether an action may be carried out before the writes emitted ahead of it are durable: it
+/// acknowledges nothing and hands nothing over (a load report, stopping an attempt, a peer
+/// learnt of, a wake-up).
+fn claims_nothing(action: &Action) -> bool {
+    match action {
+        Action::Broadcast { .. }
+        | Action::Abort { .. }
+        | Action::Changed { .. }
+        | Action::PeerDiscovered { .. } => true,
+        Action::Send { message, .. } => matches!(message, Message::Load { .. }),
+        Action::Write { .. }
+        | Action::Execute { .. }
+        | Action::Accepted { .. }
+        | Action::Answer { .. } => false,
+    }
+}
+
 fn accepted(state: &mut State, tasks: &[TaskId]) {
     for id in tasks {
         let Some(number) = state.submit_of.remove(id) else {

@@ -38,7 +38,7 @@ pub struct NewTask {
 /// index of the same submission, which must come earlier in it (`After::Earlier(i)`).
 pub use taskswarm_protocol::Dependency as After;
 
-/// Parses 250ms, 3s, 2m or 1h (a bare number is seconds).
+/// Parses 250ms, 3s, 2m, 1h or 7d (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -52,7 +52,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" | "" => n.saturating_mul(1000),
         "m" => n.saturating_mul(60_000),
         "h" => n.saturating_mul(3_600_000),
-        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
     };
     if ms == 0 {
         return Err(format!("{text:?}: a duration must be positive"));

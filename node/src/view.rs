@@ -371,6 +371,10 @@ pub struct ClusterView {
     /// Connections refused and dropped at the network's edge.
     #[serde(default)]
     pub network: NetworkView,
+    /// What the store's writer committed: transactions (fsyncs), and the rounds and rows they
+    /// carried.
+    #[serde(default)]
+    pub store: crate::store::CommitStats,
 }
 
 /// What the network layer refused, counted since the peer started.

@@ -21,12 +21,14 @@
 //! - [`membership`]: who is alive and how loaded, as seen from here.
 //! - [`home`]: home sets (who keeps a task's record) and who is a task's primary.
 //! - [`record`]: task records, attempts and histories, and what a holder stores.
+//! - [`archive`]: where ended records live once they leave memory (the driver's read access).
 //! - [`seal`]: the signature of the member that wrote each version of a record, in batches.
 //! - [`retry`]: retry policies and backoff.
 //! - [`placement`]: where a new task goes (power of two choices).
 //! - [`steal`]: whom an idle peer asks for work, and what a busy peer gives.
 //! - [`scheduler`]: the state machine that ties them together: events in, actions out.
 
+pub mod archive;
 pub mod home;
 pub mod identity;
 pub mod lease;
@@ -49,6 +51,7 @@ pub mod wire;
 /// same peer's clock mean anything.
 pub type Millis = u64;
 
+pub use archive::{Archive, NoArchive};
 pub use identity::{Keypair, PeerKey, Signature};
 pub use lease::{Grant, Lease, SignedGrant};
 pub use load::{Capabilities, LoadReport, SignedLoadReport};

@@ -183,7 +183,7 @@ fn a_lone_peer_stores_runs_and_records_what_it_is_given() {
     a.handle_finished(5, &mut rng, id, E1, ok());
     assert_eq!(
         kinds(&drain(&mut a)),
-        ["delete Held", "write Records", "changed"]
+        ["delete Held", "write Ended", "delete Records", "changed"]
     );
     let record = a.task(&id).unwrap();
     assert_eq!(record.state, TaskState::Completed);
@@ -301,6 +301,98 @@ fn a_task_is_stored_on_its_home_set_placed_run_and_recorded() {
     assert_eq!(kinds(&recorded), ["send recorded"]);
     let done = deliver(&mut b, a.me(), &recorded, 8);
     assert_eq!(kinds(&done), ["delete Outbox"]);
+}
+
+/// What a test peer wrote to its ended table, read back as a driver's archive does.
+#[derive(Debug, Default)]
+struct TestArchive(std::sync::Mutex<std::collections::BTreeMap<TaskId, Vec<u8>>>);
+
+impl TestArchive {
+    fn keep(&self, actions: &[Action]) {
+        let mut rows = self.0.lock().unwrap();
+        for action in actions {
+            if let Action::Write {
+                table: Table::Ended,
+                key,
+                value,
+            } = action
+            {
+                match value {
+                    Some(v) => rows.insert(*key, v.clone()),
+                    None => rows.remove(key),
+                };
+            }
+        }
+    }
+}
+
+impl taskswarm_protocol::Archive for TestArchive {
+    fn ended(&self, id: &TaskId) -> Option<Vec<u8>> {
+        self.0.lock().unwrap().get(id).cloned()
+    }
+}
+
+/// An ended record goes to its own table and, once replicated, leaves memory; a late copy of an
+/// older version (a member that was away sends what it has) is answered with the ended record
+/// read back from disk, and never brings the task back.
+#[test]
+fn an_ended_record_leaves_memory_and_a_stale_copy_is_answered_from_disk() {
+    let (mut a, mut b, mut rng, id, actions) = a_submits_one_task_that_b_runs();
+    let archive = std::sync::Arc::new(TestArchive::default());
+    b.set_archive(archive.clone());
+    let to_b = sent_to(&actions, b.me());
+    let stale_store = vec![to_b[1].clone()];
+    assert_eq!(
+        wire::decode::<Message>(&stale_store[0]).unwrap().kind(),
+        "store"
+    );
+    let from_b = deliver_bytes(&mut b, a.me(), &to_b, 2);
+    archive.keep(&from_b);
+    let back = deliver(&mut a, b.me(), &from_b, 3);
+    archive.keep(&deliver(&mut b, a.me(), &back, 3));
+    b.handle_finished(4, &mut rng, id, E1, ok());
+    let from_b = drain(&mut b);
+    let from_a = deliver(&mut a, b.me(), &from_b, 5);
+    assert_eq!(
+        kinds(&from_a),
+        ["write Ended", "delete Records", "changed", "send store"]
+    );
+    let stored = deliver(&mut b, a.me(), &from_a, 6);
+    assert!(kinds(&stored).starts_with(&["write Ended".into(), "delete Records".into()]));
+    archive.keep(&stored);
+    let recorded = deliver(&mut a, b.me(), &stored, 7);
+    archive.keep(&deliver(&mut b, a.me(), &recorded, 8));
+
+    let linger = Config::default().ended_in_memory_ms;
+    // B stored the ended record at 6.
+    b.tick(6 + linger - 1, &mut rng);
+    assert!(b.task(&id).is_some(), "kept in memory for a while");
+    b.tick(6 + linger, &mut rng);
+    drain(&mut b);
+    assert!(b.task(&id).is_none(), "then only on disk");
+    assert_eq!(b.counters().evicted, 1);
+
+    let answer = deliver_bytes(&mut b, a.me(), &stale_store, 9 + linger);
+    assert_eq!(b.counters().recalled, 1);
+    assert_eq!(b.task(&id).unwrap().state, TaskState::Completed);
+    let back_to_a = sent_to(&answer, a.me());
+    let stores: Vec<Message> = back_to_a
+        .iter()
+        .map(|bytes| wire::decode::<Message>(bytes).unwrap())
+        .filter(|m| m.kind() == "store")
+        .collect();
+    let [Message::Store { records }] = stores.as_slice() else {
+        panic!(
+            "the ended record goes back to the sender: {:?}",
+            kinds(&answer)
+        );
+    };
+    assert_eq!(records[0].record.state, TaskState::Completed);
+    assert!(
+        !kinds(&answer).iter().any(|k| k.starts_with("write")),
+        "nothing is written: {:?}",
+        kinds(&answer)
+    );
 }
 
 /// B holds queued work; idle A steals half; B tells the home set once A has the grant; the

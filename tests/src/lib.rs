@@ -16,6 +16,7 @@
 pub mod invariants;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -139,6 +140,8 @@ pub struct SimPeer {
     pub key: Keypair,
     /// What it stored, by table and task: survives crashes.
     pub disk: BTreeMap<(Table, TaskId), Vec<u8>>,
+    /// The rows of [`Table::Ended`] in `disk`, as the scheduler reads them back.
+    archive: Arc<SimArchive>,
     /// Every attempt it started, in order, with the epoch it ran under.
     pub executed: Vec<(TaskId, u64)>,
     /// Bumped at every restart, so events of an earlier life are ignored.
@@ -148,6 +151,35 @@ pub struct SimPeer {
     /// Its wall clock's offset from the simulation's.
     pub wall_offset: i64,
     config: Config,
+}
+
+/// A simulated peer's archive: the ended rows of its disk.
+#[derive(Debug, Default)]
+struct SimArchive {
+    rows: Mutex<BTreeMap<TaskId, Vec<u8>>>,
+}
+
+impl SimArchive {
+    fn keep(&self, id: TaskId, row: Option<Vec<u8>>) {
+        let mut rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match row {
+            Some(row) => rows.insert(id, row),
+            None => rows.remove(&id),
+        };
+    }
+}
+
+impl taskswarm_protocol::Archive for SimArchive {
+    fn ended(&self, id: &TaskId) -> Option<Vec<u8>> {
+        let rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rows.get(id).cloned()
+    }
 }
 
 impl SimPeer {
@@ -230,12 +262,15 @@ impl Sim {
                 let clock_rate = 1000 - drift + rng.random_range(0..=2 * drift);
                 let skew = net.wall_skew_ms as i64;
                 let wall_offset = WALL_EPOCH_MS + rng.random_range(-skew..=skew);
+                let archive = Arc::new(SimArchive::default());
                 let mut scheduler = Scheduler::new(key.clone(), config.clone());
                 scheduler.set_wall_offset(wall_offset);
+                scheduler.set_archive(archive.clone());
                 SimPeer {
                     scheduler: Some(scheduler),
                     key,
                     disk: BTreeMap::new(),
+                    archive,
                     executed: Vec::new(),
                     incarnation: 0,
                     clock_rate,
@@ -416,7 +451,9 @@ impl Sim {
         let peer = &mut self.peers[i];
         let mut scheduler = Scheduler::new(peer.key.clone(), peer.config.clone());
         scheduler.set_wall_offset(peer.wall_offset);
-        for ((table, key), bytes) in &peer.disk {
+        scheduler.set_archive(peer.archive.clone());
+        // Ended records are read back only when something names them, as a peer on disk does.
+        for ((table, key), bytes) in peer.disk.iter().filter(|((t, _), _)| *t != Table::Ended) {
             // The simulated disk never corrupts a row: a refused one is a bug.
             if let Err(error) = scheduler.restore(*table, bytes) {
                 panic!("peer {i} refused its own stored row {key:?} of {table:?}: {error}");
@@ -496,13 +533,16 @@ impl Sim {
                 );
             }
             Action::Write { table, key, value } => {
+                if table == Table::Ended {
+                    self.peers[i].archive.keep(key, value.clone());
+                }
                 let disk = &mut self.peers[i].disk;
                 let deleted = value.is_none();
                 match value {
                     Some(bytes) => disk.insert((table, key), bytes),
                     None => disk.remove(&(table, key)),
                 };
-                if table == Table::Records {
+                if table == Table::Records || table == Table::Ended {
                     self.changed.push((i, key));
                     if deleted {
                         self.unstored.push(key);
@@ -739,13 +779,22 @@ impl Sim {
         true
     }
 
-    /// The record of a task as the first live peer that keeps it has it.
-    pub fn record(&self, id: &TaskId) -> Option<&taskswarm_protocol::TaskRecord> {
-        self.peers
+    /// The newest record of a task that a live peer keeps, in memory or (ended) on its disk.
+    pub fn record(&self, id: &TaskId) -> Option<taskswarm_protocol::TaskRecord> {
+        let in_memory = self
+            .peers
             .iter()
             .filter_map(|p| p.scheduler.as_ref())
             .filter_map(|s| s.task(id))
-            .max_by_key(|r| r.version)
+            .cloned();
+        let on_disk = self
+            .peers
+            .iter()
+            .filter(|p| p.is_up())
+            .filter_map(|p| p.disk.get(&(Table::Ended, *id)))
+            .filter_map(|bytes| taskswarm_protocol::SealedRecord::from_bytes(bytes).ok())
+            .map(|sealed| sealed.record);
+        in_memory.chain(on_disk).max_by_key(|r| r.version)
     }
 
     /// Whether every listed task has had a final record at some peer.

@@ -418,6 +418,7 @@ impl Scheduler {
         by: Option<String>,
     ) -> u64 {
         self.boot(now);
+        self.recall(now, &task);
         let ticket = if self.home.keeps(&task) {
             let ticket = self.asking.ticket(rng);
             self.cancel_at_home(now, task, by);
@@ -457,6 +458,7 @@ impl Scheduler {
     /// [`super::Config::watch_every_ms`] (of its home set, once an answer named it) until it ends.
     pub fn watch(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
         self.boot(now);
+        self.recall(now, &task);
         let ticket = self.asking.ticket(rng);
         match self.home.entry(&task).map(|e| e.record.state.is_final()) {
             Some(true) => self.answer_here(ticket, &task),
@@ -480,6 +482,7 @@ impl Scheduler {
     /// is the answer). Returns the query's number.
     pub fn query(&mut self, now: Millis, rng: &mut dyn RngCore, task: TaskId) -> u64 {
         self.boot(now);
+        self.recall(now, &task);
         if self.home.keeps(&task) {
             let query = self.asking.ticket(rng);
             self.answer_here(query, &task);

@@ -105,6 +105,10 @@ pub struct Config {
     pub records_per_origin: usize,
     /// See [`Config::records_per_origin`].
     pub record_bytes_per_origin: u64,
+    /// How long an ended record stays in memory after it ended (or was read back from the
+    /// archive), once its replication has settled; then it lives only on disk (see
+    /// [`crate::archive`]).
+    pub ended_in_memory_ms: Millis,
 }
 
 impl Default for Config {
@@ -128,7 +132,22 @@ impl Default for Config {
             watch_every_ms: 250,
             records_per_origin: 200_000,
             record_bytes_per_origin: 512 * 1024 * 1024,
+            ended_in_memory_ms: 5_000,
         }
+    }
+}
+
+/// The tasks a message names whose ended records a home member needs to answer it as it would
+/// have before they left memory: a stale record (answered with the ended one), a late completion
+/// (told it is settled), a cancel and a question (answered with how the task ended). The other
+/// messages about an unknown task are ignored, as they are about an ended one.
+fn recalled_for(message: &Message) -> Vec<TaskId> {
+    match message {
+        Message::Store { records } => records.iter().map(|r| r.record.id()).collect(),
+        Message::Completed { task, .. }
+        | Message::Cancel { task, .. }
+        | Message::Query { task, .. } => vec![*task],
+        _ => Vec::new(),
     }
 }
 
@@ -141,6 +160,9 @@ pub enum Table {
     Held,
     /// Results this peer produced that their primary has not yet acknowledged ([`OutboxEntry`]).
     Outbox,
+    /// Records of ended tasks ([`TaskRecord`]): written once a record ends (and its row in
+    /// [`Table::Records`] deleted), read back only through the [`crate::Archive`], never at start.
+    Ended,
 }
 
 /// What the driver must do. Poll them with [`Scheduler::poll_action`] after every input, and carry
@@ -248,6 +270,10 @@ pub struct Counters {
     pub tasks_abandoned: u64,
     /// Stored rows that could not be read back, or whose seal did not verify.
     pub restore_errors: u64,
+    /// Ended records that left memory (they stay on disk; see [`crate::archive`]).
+    pub evicted: u64,
+    /// Ended records read back from the archive.
+    pub recalled: u64,
     /// Every rejected message (or part of one: a record, a task) by the kind of message it came
     /// in, whatever the reason: a bad signature or seal, a forged id, a sender without the role.
     pub rejected_by_kind: BTreeMap<&'static str, u64>,
@@ -288,6 +314,7 @@ pub(super) struct Ctx<'a> {
     verifier: &'a mut Verifier,
     counters: &'a mut Counters,
     actions: &'a mut VecDeque<Action>,
+    archive: &'a dyn crate::Archive,
 }
 
 impl Ctx<'_> {
@@ -418,6 +445,8 @@ pub struct Scheduler {
     verifier: Verifier,
     counters: Counters,
     actions: VecDeque<Action>,
+    /// Where ended records are read back from (see [`crate::archive`]).
+    archive: std::sync::Arc<dyn crate::Archive>,
 }
 
 impl Scheduler {
@@ -446,7 +475,14 @@ impl Scheduler {
             verifier: Verifier::default(),
             counters: Counters::default(),
             actions: VecDeque::new(),
+            archive: std::sync::Arc::new(crate::NoArchive),
         }
+    }
+
+    /// Where this peer's ended records are read back from once they leave memory (see
+    /// [`crate::archive`]). Without one, an evicted record is forgotten.
+    pub fn set_archive(&mut self, archive: std::sync::Arc<dyn crate::Archive>) {
+        self.archive = archive;
     }
 
     // ----- getters -----
@@ -461,14 +497,23 @@ impl Scheduler {
         &self.config
     }
 
-    /// The record of a task whose home set this peer is in.
+    /// The record of a task whose home set this peer is in, if it is in memory (unfinished, or
+    /// ended lately: see [`Scheduler::look_up`]).
     pub fn task(&self, id: &TaskId) -> Option<&TaskRecord> {
+        self.home.entry(id).map(|e| &e.record)
+    }
+
+    /// The record of a task whose home set this peer is in, read back from the archive if it
+    /// ended and left memory (see [`crate::archive`]).
+    pub fn look_up(&mut self, id: &TaskId) -> Option<&TaskRecord> {
+        self.recall(self.last_now, id);
         self.home.entry(id).map(|e| &e.record)
     }
 
     /// The record of a task whose home set this peer is in, with the seal of its current version:
     /// the proof of where the task stands (see [`crate::seal`]).
     pub fn sealed(&mut self, id: &TaskId) -> Option<SealedRecord> {
+        self.recall(self.last_now, id);
         self.seal_changed();
         self.home.entry(id).and_then(|e| e.sealed())
     }
@@ -530,7 +575,9 @@ impl Scheduler {
     /// Held tasks come back ready to run again (at-least-once execution).
     pub fn restore(&mut self, table: Table, bytes: &[u8]) -> Result<(), WireError> {
         let restored = match table {
-            Table::Records => SealedRecord::from_bytes(bytes).and_then(|r| self.restore_record(r)),
+            Table::Records | Table::Ended => {
+                SealedRecord::from_bytes(bytes).and_then(|r| self.restore_record(r))
+            }
             Table::Held => wire::decode::<HeldEntry>(bytes).and_then(|h| self.restore_held(h)),
             Table::Outbox => wire::decode::<OutboxEntry>(bytes).map(|o| self.holding.keep(o)),
         };
@@ -586,6 +633,11 @@ impl Scheduler {
             Err(error) => return self.counters.count(&error),
         };
         self.peers.heard_from(from, now);
+        // A message about an ended task this peer keeps only on disk is answered as if the
+        // record had never left memory.
+        for id in recalled_for(&message) {
+            self.recall(now, &id);
+        }
         // Who may send what. Every rule is checked by the role that handles the message; a
         // message that breaks one changes nothing and is counted (`rejected_by_kind`).
         match message {
@@ -849,6 +901,7 @@ impl Scheduler {
             home.scan_records(&mut ctx, &mut others, now, rng);
             self.scan_held(now);
         }
+        self.evict_ended(now);
         self.resend_due(now, rng);
         let (asking, peers, mut ctx) = self.asker();
         asking.expire(&mut ctx, now);
@@ -963,6 +1016,7 @@ impl Scheduler {
             verifier,
             counters,
             actions,
+            archive,
             ..
         } = self;
         let ctx = Ctx {
@@ -974,6 +1028,7 @@ impl Scheduler {
             verifier,
             counters,
             actions,
+            archive: &**archive,
         };
         let rooms = Rooms {
             peers,

@@ -18,7 +18,7 @@
 
 use rand::RngCore;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::holding::Holding;
 use super::peers::Peers;
@@ -59,6 +59,10 @@ pub(super) struct Home {
     /// Completions naming an epoch not heard of yet, by task and sender.
     early_completions: BTreeMap<(TaskId, PeerKey), EarlyCompletion>,
     early_transfers: BTreeMap<TaskId, Vec<Lease>>,
+    /// Ended records in memory, in the order they ended (or came back from the archive), with
+    /// when: each leaves memory [`super::Config::ended_in_memory_ms`] later, once its
+    /// replication has settled (see [`crate::archive`]).
+    ended_order: VecDeque<(Millis, TaskId)>,
     /// Records changed since the last flush, with the place of their write among the actions:
     /// they are sealed together then and their writes filled in.
     unsealed: Vec<(usize, TaskId)>,
@@ -111,6 +115,7 @@ impl Home {
             confirmed_at: BTreeMap::new(),
             early_completions: BTreeMap::new(),
             early_transfers: BTreeMap::new(),
+            ended_order: VecDeque::new(),
             unsealed: Vec::new(),
             out_store: BTreeMap::new(),
             out_stored: BTreeMap::new(),
@@ -181,6 +186,15 @@ impl Entry {
             record: self.record.clone(),
             seal: seal.clone(),
         })
+    }
+}
+
+/// The table a record's row goes to: ended records have their own (see [`crate::archive`]).
+fn record_table(is_final: bool) -> Table {
+    if is_final {
+        Table::Ended
+    } else {
+        Table::Records
     }
 }
 
@@ -327,12 +341,82 @@ impl Home {
         }
         self.unsealed.push((ctx.actions.len(), id));
         ctx.push(Action::Write {
-            table: Table::Records,
+            table: record_table(is_final),
             key: id,
             value: Some(Vec::new()),
         });
+        if is_final {
+            self.record_ended(ctx, now, id);
+        }
         ctx.push(Action::Changed { task: id });
         self.replicate(ctx.me, peers, id, now);
+    }
+
+    /// A record ended here: its live row goes (its ended row was just written), and it leaves
+    /// memory a while later.
+    fn record_ended(&mut self, ctx: &mut Ctx<'_>, now: Millis, id: TaskId) {
+        ctx.push(Action::Write {
+            table: Table::Records,
+            key: id,
+            value: None,
+        });
+        self.ended_order.push_back((now, id));
+    }
+
+    /// Takes an ended record back from the archive if this peer does not keep it in memory (a
+    /// message, a client or a dependent names it); it leaves memory again a while later.
+    /// Nothing is written. A row that does not verify is counted (`restore_errors`) and ignored.
+    pub(in crate::scheduler) fn recall(&mut self, ctx: &mut Ctx<'_>, now: Millis, id: &TaskId) {
+        if self.records.contains_key(id) {
+            return;
+        }
+        let Some(bytes) = ctx.archive.ended(id) else {
+            return;
+        };
+        let restored = SealedRecord::from_bytes(&bytes).and_then(|sealed| {
+            if sealed.record.id() != *id || !sealed.record.state.is_final() {
+                return Err(WireError::Unauthorized("an archived row of another task"));
+            }
+            let spec = self.check_sealed(ctx, &sealed)?;
+            let SealedRecord { record, seal } = sealed;
+            let seal = Some(seal);
+            self.records.insert(*id, Entry { record, spec, seal });
+            self.ended_order.push_back((now, *id));
+            Ok(())
+        });
+        match restored {
+            Ok(()) => ctx.counters.recalled += 1,
+            // A row changed on disk: refused, as at start; the other members still have it.
+            Err(_) => ctx.counters.restore_errors += 1,
+        }
+    }
+
+    /// Lets ended records that have been in memory long enough go (they stay on disk): those
+    /// whose replication has settled and that no dependent here waits on; the others are looked
+    /// at again later.
+    pub(in crate::scheduler) fn evict_ended(&mut self, ctx: &mut Ctx<'_>, now: Millis) {
+        let linger = ctx.config.ended_in_memory_ms;
+        let mut again = Vec::new();
+        while let Some(&(at, id)) = self.ended_order.front() {
+            if now.saturating_sub(at) < linger {
+                break;
+            }
+            self.ended_order.pop_front();
+            let Some(entry) = self.records.get(&id) else {
+                continue;
+            };
+            if !entry.record.state.is_final() {
+                continue;
+            }
+            if entry.seal.is_none() || self.replication.contains_key(&id) {
+                again.push((now, id));
+                continue;
+            }
+            self.records.remove(&id);
+            self.waiting_on.remove(&id);
+            ctx.counters.evicted += 1;
+        }
+        self.ended_order.extend(again);
     }
 
     /// A home member (or the origin) sends records to keep: take each that is newer than ours.
@@ -390,10 +474,10 @@ impl Home {
                     if overtaken && let Some((_, epoch)) = ours {
                         record.epoch = epoch;
                         record.holder = None;
-                        self.take_record(ctx, record, spec, None);
+                        self.take_record(ctx, now, record, spec, None);
                         self.changed(ctx, peers, now, id);
                     } else {
-                        self.take_record(ctx, record, spec, Some(seal));
+                        self.take_record(ctx, now, record, spec, Some(seal));
                     }
                 }
             }
@@ -422,6 +506,7 @@ impl Home {
     fn take_record(
         &mut self,
         ctx: &mut Ctx<'_>,
+        now: Millis,
         record: TaskRecord,
         spec: TaskSpec,
         seal: Option<Seal>,
@@ -432,10 +517,13 @@ impl Home {
             let mut row = wire::encode(&record);
             row.extend_from_slice(&wire::encode(seal));
             ctx.push(Action::Write {
-                table: Table::Records,
+                table: record_table(!active),
                 key: id,
                 value: Some(row),
             });
+            if !active {
+                self.record_ended(ctx, now, id);
+            }
         }
         ctx.push(Action::Changed { task: id });
         let (epoch, is_final) = (record.epoch, record.state.is_final());
@@ -1004,6 +1092,7 @@ impl Home {
     pub(in crate::scheduler) fn restore_record(
         &mut self,
         ctx: &mut Ctx<'_>,
+        now: Millis,
         sealed: SealedRecord,
     ) -> Result<(), WireError> {
         let spec = self.check_sealed(ctx, &sealed)?;
@@ -1013,6 +1102,10 @@ impl Home {
         let seal = Some(seal);
         self.records.insert(id, Entry { record, spec, seal });
         self.set_active(ctx.me, id, active);
+        if !active {
+            // A row of a store written before ended records had a table of their own.
+            self.ended_order.push_back((now, id));
+        }
         Ok(())
     }
 
@@ -1100,8 +1193,22 @@ impl super::Scheduler {
     }
 
     pub(super) fn restore_record(&mut self, sealed: SealedRecord) -> Result<(), WireError> {
+        let now = self.last_now;
         let (home, _, mut ctx) = self.member();
-        home.restore_record(&mut ctx, sealed)
+        home.restore_record(&mut ctx, now, sealed)
+    }
+
+    /// Takes the ended record of `id` back from the archive, if this peer does not keep it in
+    /// memory.
+    pub(super) fn recall(&mut self, now: Millis, id: &TaskId) {
+        let (home, _, mut ctx) = self.member();
+        home.recall(&mut ctx, now, id);
+    }
+
+    /// Lets ended records that have been in memory long enough go.
+    pub(super) fn evict_ended(&mut self, now: Millis) {
+        let (home, _, mut ctx) = self.member();
+        home.evict_ended(&mut ctx, now);
     }
 
     pub(super) fn check_sealed(&mut self, sealed: &SealedRecord) -> Result<TaskSpec, WireError> {

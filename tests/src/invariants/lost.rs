@@ -20,7 +20,10 @@ pub fn check_one(sim: &mut Sim, id: TaskId) -> Result<(), String> {
     }
     if !sim.watch.home_of.contains_key(&id) {
         let home = sim.peers.iter().find_map(|p| {
-            let bytes = p.disk.get(&(Table::Records, id))?;
+            let bytes = p
+                .disk
+                .get(&(Table::Records, id))
+                .or_else(|| p.disk.get(&(Table::Ended, id)))?;
             SealedRecord::from_bytes(bytes)
                 .ok()
                 .map(|r| r.record.home().to_vec())
@@ -34,8 +37,10 @@ pub fn check_one(sim: &mut Sim, id: TaskId) -> Result<(), String> {
     }
     let home = &sim.watch.home_of[&id];
     let stored = home.iter().any(|member| {
-        sim.index_of(member)
-            .is_some_and(|i| sim.peers[i].disk.contains_key(&(Table::Records, id)))
+        sim.index_of(member).is_some_and(|i| {
+            let disk = &sim.peers[i].disk;
+            disk.contains_key(&(Table::Records, id)) || disk.contains_key(&(Table::Ended, id))
+        })
     });
     if !stored {
         return Err(format!(

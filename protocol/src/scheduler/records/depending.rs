@@ -147,7 +147,7 @@ impl Home {
         open
     }
 
-    fn gate(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis, spec: &TaskSpec) -> Gate {
+    fn gate(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis, spec: &TaskSpec) -> Gate {
         let mut inputs = Vec::with_capacity(spec.after.len());
         let mut waiting = false;
         for dep in &spec.after {
@@ -169,7 +169,14 @@ impl Home {
     /// How `dep` ended, if this peer knows it did; asks for it otherwise. A dependency no live
     /// peer has answered for within [`super::Config::dependency_timeout_ms`] of the first
     /// question is taken as lost: the dependent fails, saying so, instead of waiting forever.
-    fn ended(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis, dep: &TaskId) -> Option<Ended> {
+    fn ended(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        dep: &TaskId,
+    ) -> Option<Ended> {
+        self.recall(ctx, now, dep);
         if let Some(entry) = self.records.get(dep) {
             return Ended::of(&entry.record, &entry.spec);
         }

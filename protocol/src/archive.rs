@@ -1,0 +1,36 @@
+//! The archive: where a peer's ended records live once they leave its memory.
+//!
+//! A record that has ended stays in memory for a short while (its replication settles, clients
+//! waiting on it are answered, late messages about it arrive), and then only on disk, in
+//! [`Table::Ended`](crate::Table::Ended): memory follows live work, not history. When a message,
+//! a client or a dependent names a task this peer does not keep in memory, the scheduler asks the
+//! archive for the record and takes it back for another short while, so a late message about an
+//! ended task is answered as it would have been (a stale `Store` gets the ended record back; it
+//! never brings the task back to life).
+//!
+//! The driver implements [`Archive`] over its durable tables, including the writes it was handed
+//! and has not yet committed, so that a record is never absent from both memory and the archive.
+//! Reads are synchronous and must be cheap (a point lookup); the scheduler itself never opens a
+//! file.
+
+use crate::task::TaskId;
+
+/// The driver's read access to the ended records it stored.
+pub trait Archive: Send + Sync + std::fmt::Debug {
+    /// The row last written for `id` in [`Table::Ended`](crate::Table::Ended) (or, for a record
+    /// that ended before ended records had a table of their own, in
+    /// [`Table::Records`](crate::Table::Records)): a [`SealedRecord`](crate::SealedRecord)'s
+    /// bytes. `None` if there is none.
+    fn ended(&self, id: &TaskId) -> Option<Vec<u8>>;
+}
+
+/// No archive: a peer whose ended records stay in memory only until they are evicted (a
+/// scheduler used without a driver that stores anything).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoArchive;
+
+impl Archive for NoArchive {
+    fn ended(&self, _: &TaskId) -> Option<Vec<u8>> {
+        None
+    }
+}
