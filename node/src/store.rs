@@ -275,14 +275,10 @@ impl taskswarm_protocol::Archive for StoreArchive {
                 return row.clone();
             }
         }
-        let read = |table| {
-            self.store.get(table, id).unwrap_or_else(|error| {
-                tracing::error!(%error, task = %id.short(), "cannot read an ended record");
-                None
-            })
-        };
-        // A store written before ended records had a table of their own keeps them in `records`.
-        read(Table::Ended).or_else(|| read(Table::Records))
+        self.store.get(Table::Ended, id).unwrap_or_else(|error| {
+            tracing::error!(%error, task = %id.short(), "cannot read an ended record");
+            None
+        })
     }
 }
 

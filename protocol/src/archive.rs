@@ -17,10 +17,10 @@ use crate::task::TaskId;
 
 /// The driver's read access to the ended records it stored.
 pub trait Archive: Send + Sync + std::fmt::Debug {
-    /// The row last written for `id` in [`Table::Ended`](crate::Table::Ended) (or, for a record
-    /// that ended before ended records had a table of their own, in
-    /// [`Table::Records`](crate::Table::Records)): a [`SealedRecord`](crate::SealedRecord)'s
-    /// bytes. `None` if there is none.
+    /// The row last written for `id` in [`Table::Ended`](crate::Table::Ended): a
+    /// [`SealedRecord`](crate::SealedRecord)'s bytes. `None` if there is none. (An ended record
+    /// that a store written before this table existed keeps among the live ones is moved here
+    /// when it is restored.)
     fn ended(&self, id: &TaskId) -> Option<Vec<u8>>;
 }
 

@@ -824,11 +824,22 @@ fn what_a_peer_wrote_restores_it_after_a_restart() {
             };
         }
     }
+    // A driver reads back only the live tables; the ended record stays on disk.
     let mut restarted = peer(1, 1, true);
-    for ((table, _), bytes) in &disk {
+    for ((table, _), bytes) in disk.iter().filter(|((t, _), _)| *t != Table::Ended) {
         restarted.restore(*table, bytes).unwrap();
     }
     assert_eq!(restarted.counters().restore_errors, 0);
+    let ended = running.unwrap();
+    assert!(restarted.task(&ended).is_none());
+    let archive = std::sync::Arc::new(TestArchive::default());
+    archive.keep(&[Action::Write {
+        table: Table::Ended,
+        key: ended,
+        value: disk.get(&(Table::Ended, ended)).cloned(),
+    }]);
+    restarted.set_archive(archive);
+    assert_eq!(restarted.look_up(&ended), a.task(&ended), "read back when asked");
     for id in &ids {
         assert_eq!(restarted.task(id), a.task(id));
     }
@@ -840,6 +851,14 @@ fn what_a_peer_wrote_restores_it_after_a_restart() {
     assert!(disk.keys().any(|(t, _)| *t == Table::Held));
     restarted.tick(2, &mut rng);
     assert!(kinds(&drain(&mut restarted)).contains(&"execute@1.0".to_string()));
+
+    // A store written before ended records had a table of their own kept them with the live
+    // ones: restored from there, an ended record moves to its table.
+    let mut legacy = peer(1, 1, true);
+    let row = disk.get(&(Table::Ended, ended)).unwrap();
+    legacy.restore(Table::Records, row).unwrap();
+    assert_eq!(kinds(&drain(&mut legacy)), ["write Ended", "delete Records"]);
+    assert_eq!(legacy.task(&ended), a.task(&ended));
 }
 
 /// Every record is stored with the seal of the member that wrote it; one flipped byte in any

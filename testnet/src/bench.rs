@@ -48,7 +48,7 @@ pub(crate) struct BenchArgs {
     /// How many times to run each workload (each on a fresh testnet); figures are medians.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
-    /// Which workloads to run, comma separated (default: all).
+    /// Which workloads to run, comma separated (default: all but memory, which takes minutes).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<Workload>,
     /// How the client submits the throughput workloads (noop-handler, noop-exec), comma
@@ -148,6 +148,8 @@ fn target(case: Case, figure: &str) -> &'static str {
         (Workload::Latency, _, "p99_ms") => "<= 3",
         (Workload::Skew, _, "makespan_over_ideal") => "<= 1.05",
         (Workload::Crash, _, "reexec_after_kill_s") => "<= TTL + 1 s = 2.5",
+        (Workload::Memory, _, "rss_growth") => "<= 1.5",
+        (Workload::Memory, _, "restart_s") => "< 1",
         _ => "",
     }
 }
@@ -176,7 +178,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         chaos.retain(|c| !c.needs_netns());
     }
     let workloads = if args.workloads.is_empty() {
-        Workload::ALL.to_vec()
+        Workload::default_set()
     } else {
         args.workloads.clone()
     };

@@ -1,5 +1,6 @@
-//! The CPU time a process has used, read from `/proc/PID/stat`: what the benchmark divides by
-//! the tasks of a workload to report CPU per task. Linux only; elsewhere nothing is known.
+//! What a process uses, read from `/proc`: its CPU time (`/proc/PID/stat`), which the benchmark
+//! divides by the tasks of a workload to report CPU per task, and its resident memory
+//! (`/proc/PID/status`). Linux only; elsewhere nothing is known.
 
 use std::time::Duration;
 
@@ -10,6 +11,19 @@ pub fn of_process(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let ticks = ticks_in(&stat)?;
     Some(Duration::from_secs_f64(ticks as f64 / ticks_per_second()?))
+}
+
+/// The resident memory of process `pid` in bytes (`VmRSS`), if it can be read.
+pub fn rss_of_process(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    rss_in(&status)
+}
+
+/// `VmRSS` (in kB in the file) in bytes, from the text of `/proc/PID/status`.
+fn rss_in(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// utime + stime + cutime + cstime, in clock ticks, from the text of `/proc/PID/stat`. The
@@ -39,6 +53,13 @@ mod tests {
                     100 0 0";
         assert_eq!(ticks_in(stat), Some(150 + 30 + 7 + 3));
         assert_eq!(ticks_in("4242 (short) S 1"), None);
+    }
+
+    #[test]
+    fn resident_memory_is_read_in_bytes() {
+        assert_eq!(rss_in("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048 * 1024));
+        assert_eq!(rss_in("Name:\tx\n"), None);
+        assert!(rss_of_process(std::process::id()).is_some_and(|b| b > 0));
     }
 
     #[test]

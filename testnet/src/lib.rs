@@ -350,6 +350,14 @@ impl Cluster {
         self.cpu_of_ended + running
     }
 
+    /// Each peer's resident memory now, in bytes (`None` for a peer that is down).
+    pub fn rss(&self) -> Vec<Option<u64>> {
+        self.peers
+            .iter()
+            .map(|p| (!p.killed).then(|| cpu::rss_of_process(p.child.id())).flatten())
+            .collect()
+    }
+
     /// Adds peer `i`'s CPU time to that of the ended peers, just before it is stopped.
     fn note_cpu_of(&mut self, i: usize) {
         if let Some(used) = cpu::of_process(self.peers[i].child.id()) {

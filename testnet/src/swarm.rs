@@ -247,6 +247,20 @@ impl Control {
         self.cluster.lock().await.cpu()
     }
 
+    /// Each peer's resident memory now, in bytes (`None` for a peer that is down).
+    pub(crate) async fn rss(&self) -> Vec<Option<u64>> {
+        self.cluster.lock().await.rss()
+    }
+
+    /// Stops peer `i` with SIGTERM (as an operator does), waiting for it to exit.
+    pub(crate) async fn stop_peer(&self, i: usize) -> anyhow::Result<()> {
+        let mut cluster = self.cluster.lock().await;
+        self.swarm.set_api(i, None);
+        cluster.stop_peer(i)?;
+        self.mark("stop", vec![i]);
+        Ok(())
+    }
+
     /// What has been done to peers so far.
     pub(crate) fn marks(&self) -> Vec<Mark> {
         self.marks.lock().map(|m| m.clone()).unwrap_or_default()

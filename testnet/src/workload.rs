@@ -45,18 +45,31 @@ pub(crate) enum Workload {
     Crash,
     /// A 3-level fan-out/fan-in job (needs task dependencies).
     Dag,
+    /// 200,000 no-op handler tasks in bulk: each peer's memory after the first tenth and at the
+    /// end, and how long peer 1 takes to serve its API again after a restart (takes minutes; run
+    /// only when named).
+    Memory,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub(crate) const ALL: [Workload; 6] = [
+    pub(crate) const ALL: [Workload; 7] = [
         Workload::NoopHandler,
         Workload::NoopExec,
         Workload::Latency,
         Workload::Skew,
         Workload::Crash,
         Workload::Dag,
+        Workload::Memory,
     ];
+
+    /// The workloads a bench runs when none is named: all but the long memory soak.
+    pub(crate) fn default_set() -> Vec<Workload> {
+        Self::ALL
+            .into_iter()
+            .filter(|w| *w != Workload::Memory)
+            .collect()
+    }
 
     /// Its name in the report.
     pub(crate) fn name(self) -> &'static str {
@@ -67,6 +80,7 @@ impl Workload {
             Workload::Skew => "skew",
             Workload::Crash => "crash",
             Workload::Dag => "dag",
+            Workload::Memory => "memory",
         }
     }
 
@@ -84,6 +98,7 @@ impl Workload {
             Workload::Skew => 200,
             Workload::Crash => 400,
             Workload::Dag => 52,
+            Workload::Memory => 200_000,
         }
     }
 }
@@ -283,6 +298,7 @@ pub(crate) async fn run(
         Workload::Skew => skew(swarm, n, slots).await,
         Workload::Crash => crash(control, swarm, n).await?,
         Workload::Dag => dag(swarm, n, slots).await,
+        Workload::Memory => memory(control, swarm, n).await?,
     };
     let cpu = control.cpu().await.saturating_sub(cpu_before).as_secs_f64();
     if result.completed > 0 {
@@ -366,6 +382,64 @@ async fn throughput(swarm: &Swarm, spec: Value, n: usize, client: Client) -> Run
         ("total_s", elapsed),
     ];
     result
+}
+
+/// Runs `n` no-op tasks in bulk in ten rounds of a tenth each (a swarm that keeps up: the live
+/// work stays about one round), and reads every peer's resident memory after the first round and
+/// after the last: with ended records on disk only, memory follows the live work, not the tasks
+/// run so far (`rss_growth` is the largest ratio of a peer's memory at the end to its memory
+/// after the first round). Then stops peer 1 and measures how long it takes to serve its API
+/// again with every ended record on its disk (`restart_s`).
+async fn memory(control: &Control, swarm: &Swarm, n: usize) -> anyhow::Result<RunResult> {
+    let round = (n / 10).max(1);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let begun = Instant::now();
+    let mut result = RunResult::default();
+    let mut rss = Vec::new();
+    let mut left = n;
+    while left > 0 && Instant::now() < deadline {
+        let this = round.min(left);
+        left -= this;
+        let specs = vec![noop_spec(Workload::NoopHandler); this];
+        let (batches, refused) = submit_all(swarm, &specs, 500, deadline).await;
+        result.unacknowledged += refused;
+        let views = wait_all(swarm, &batches, deadline).await;
+        // The bench keeps only the counts: 200,000 views are not worth their memory here.
+        let mut counted = RunResult::default();
+        counted.count(views);
+        result.tasks += counted.tasks;
+        result.completed += counted.completed;
+        result.failed += counted.failed;
+        result.lost += counted.lost;
+        result.ran_twice += counted.ran_twice;
+        result.recorded_twice += counted.recorded_twice;
+        let room = MAX_ANOMALIES.saturating_sub(result.anomalies.len());
+        result.anomalies.extend(counted.anomalies.into_iter().take(room));
+        if rss.is_empty() || left == 0 {
+            rss.push(control.rss().await);
+        }
+    }
+    anyhow::ensure!(rss.len() == 2, "the memory workload ran out of time");
+    let elapsed = begun.elapsed().as_secs_f64();
+    let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let most = |at: &[Option<u64>]| at.iter().flatten().copied().max().unwrap_or(0);
+    let ratio = rss[0]
+        .iter()
+        .zip(&rss[1])
+        .filter_map(|(a, b)| Some(*b.as_ref()? as f64 / (*a.as_ref()?).max(1) as f64))
+        .fold(0.0, f64::max);
+    control.stop_peer(0).await?;
+    let restarting = Instant::now();
+    control.restart(0).await?;
+    let restart_s = restarting.elapsed().as_secs_f64();
+    result.figures = vec![
+        ("tasks_per_s", result.completed as f64 / elapsed),
+        ("rss_mb_first", mb(most(&rss[0]))),
+        ("rss_mb_end", mb(most(&rss[1]))),
+        ("rss_growth", ratio),
+        ("restart_s", restart_s),
+    ];
+    Ok(result)
 }
 
 /// Submits `specs` one per request through peer 1 (the next live peer while it is down), with

@@ -1099,13 +1099,21 @@ impl Home {
         let SealedRecord { record, seal } = sealed;
         let id = record.id();
         let active = !record.state.is_final();
+        if !active {
+            // A row of a store written before ended records had a table of their own: it moves
+            // there (and leaves memory a while later).
+            let mut row = wire::encode(&record);
+            row.extend_from_slice(&wire::encode(&seal));
+            ctx.push(Action::Write {
+                table: Table::Ended,
+                key: id,
+                value: Some(row),
+            });
+            self.record_ended(ctx, now, id);
+        }
         let seal = Some(seal);
         self.records.insert(id, Entry { record, spec, seal });
         self.set_active(ctx.me, id, active);
-        if !active {
-            // A row of a store written before ended records had a table of their own.
-            self.ended_order.push_back((now, id));
-        }
         Ok(())
     }
 
