@@ -354,7 +354,11 @@ impl Cluster {
     pub fn rss(&self) -> Vec<Option<u64>> {
         self.peers
             .iter()
-            .map(|p| (!p.killed).then(|| cpu::rss_of_process(p.child.id())).flatten())
+            .map(|p| {
+                (!p.killed)
+                    .then(|| cpu::rss_of_process(p.child.id()))
+                    .flatten()
+            })
             .collect()
     }
 

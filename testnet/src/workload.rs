@@ -414,7 +414,9 @@ async fn memory(control: &Control, swarm: &Swarm, n: usize) -> anyhow::Result<Ru
         result.ran_twice += counted.ran_twice;
         result.recorded_twice += counted.recorded_twice;
         let room = MAX_ANOMALIES.saturating_sub(result.anomalies.len());
-        result.anomalies.extend(counted.anomalies.into_iter().take(room));
+        result
+            .anomalies
+            .extend(counted.anomalies.into_iter().take(room));
         if rss.is_empty() || left == 0 {
             rss.push(control.rss().await);
         }

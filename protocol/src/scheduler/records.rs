@@ -70,7 +70,11 @@ pub(super) struct Home {
     out_store: BTreeMap<PeerKey, BTreeSet<TaskId>>,
     out_stored: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
     out_recorded: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
-    out_accepted: Vec<TaskId>,
+    /// Submissions to acknowledge, each with the version its client waited for.
+    out_accepted: Vec<(TaskId, u64)>,
+    /// The first version of each record written since the last flush (those writes wait among
+    /// the actions): an acknowledgement that needs an earlier version need not wait for them.
+    written: BTreeMap<TaskId, u64>,
     /// Dependencies this peer does not keep, as far as it learnt of them.
     lookups: BTreeMap<TaskId, depending::Lookup>,
     /// Tasks this peer leads that wait for a dependency whose record it keeps, by dependency;
@@ -121,6 +125,7 @@ impl Home {
             out_stored: BTreeMap::new(),
             out_recorded: BTreeMap::new(),
             out_accepted: Vec::new(),
+            written: BTreeMap::new(),
             lookups: BTreeMap::new(),
             waiting_on: BTreeMap::new(),
             ended_now: Vec::new(),
@@ -326,6 +331,7 @@ impl Home {
         };
         entry.record.version += 1;
         entry.seal = None;
+        let version = entry.record.version;
         let is_final = entry.record.state.is_final();
         if is_final {
             if self.waiting_on.contains_key(&id) {
@@ -339,6 +345,7 @@ impl Home {
             self.set_active(ctx.me, id, true);
             self.confirmed_at.insert(id, now);
         }
+        self.written.entry(id).or_insert(version);
         self.unsealed.push((ctx.actions.len(), id));
         ctx.push(Action::Write {
             table: record_table(is_final),
@@ -514,6 +521,7 @@ impl Home {
         let id = record.id();
         let active = !record.state.is_final();
         if let Some(seal) = &seal {
+            self.written.entry(id).or_insert(record.version);
             let mut row = wire::encode(&record);
             row.extend_from_slice(&wire::encode(seal));
             ctx.push(Action::Write {

@@ -47,7 +47,7 @@ impl Home {
     pub(in crate::scheduler) fn await_client_again(&mut self, id: TaskId) {
         match self.replication.get_mut(&id) {
             Some(rep) => rep.client_waits = Some(rep.client_waits.unwrap_or(1)),
-            None => self.out_accepted.push(id),
+            None => self.out_accepted.push((id, 0)),
         }
     }
 
@@ -127,9 +127,9 @@ impl Home {
             .map(|m| rep.acked.get(m).copied().unwrap_or(0))
             .min()
             .unwrap_or(u64::MAX);
-        if rep.client_waits.is_some_and(|v| stored_everywhere >= v) {
+        if let Some(waited) = rep.client_waits.filter(|v| stored_everywhere >= *v) {
             rep.client_waits = None;
-            self.out_accepted.push(id);
+            self.out_accepted.push((id, waited));
         }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut rep.holders)
             .into_iter()
@@ -273,7 +273,8 @@ impl Home {
     }
 
     /// Sends the record-keeping messages batched since the last flush: the records each member
-    /// must store (sealed), the acknowledgements, the settlements, and the accepted submissions.
+    /// must store (sealed), the acknowledgements, the settlements, and the accepted submissions
+    /// (ahead of the writes waiting to be taken, when they need none of them).
     pub(in crate::scheduler) fn flush(&mut self, ctx: &mut Ctx<'_>) {
         for (to, ids) in std::mem::take(&mut self.out_store) {
             let records: Vec<SealedRecord> = ids
@@ -291,9 +292,24 @@ impl Home {
         for (to, tasks) in std::mem::take(&mut self.out_recorded) {
             ctx.send(to, Message::Recorded { tasks });
         }
-        let accepted = std::mem::take(&mut self.out_accepted);
-        if !accepted.is_empty() {
-            ctx.push(Action::Accepted { tasks: accepted });
+        let written = std::mem::take(&mut self.written);
+        let (now_written, before): (Vec<(TaskId, u64)>, Vec<(TaskId, u64)>) =
+            std::mem::take(&mut self.out_accepted)
+                .into_iter()
+                .partition(|(id, waited)| written.get(id).is_some_and(|first| first <= waited));
+        let (now_written, before): (Vec<TaskId>, Vec<TaskId>) = (
+            now_written.into_iter().map(|(id, _)| id).collect(),
+            before.into_iter().map(|(id, _)| id).collect(),
+        );
+        // A submission whose client waits for a version written before these actions (only the
+        // other members' acknowledgements came in since) needs none of their writes: it goes
+        // ahead of them, so a later version written meanwhile (the holder's start, say) does not
+        // hold the answer back.
+        if !before.is_empty() {
+            ctx.actions.push_front(Action::Accepted { tasks: before });
+        }
+        if !now_written.is_empty() {
+            ctx.push(Action::Accepted { tasks: now_written });
         }
     }
 }
