@@ -293,14 +293,15 @@ impl Home {
             ctx.send(to, Message::Recorded { tasks });
         }
         let written = std::mem::take(&mut self.written);
-        let (now_written, before): (Vec<(TaskId, u64)>, Vec<(TaskId, u64)>) =
-            std::mem::take(&mut self.out_accepted)
-                .into_iter()
-                .partition(|(id, waited)| written.get(id).is_some_and(|first| first <= waited));
-        let (now_written, before): (Vec<TaskId>, Vec<TaskId>) = (
-            now_written.into_iter().map(|(id, _)| id).collect(),
-            before.into_iter().map(|(id, _)| id).collect(),
-        );
+        let mut now_written = Vec::new();
+        let mut before = Vec::new();
+        for (id, waited) in std::mem::take(&mut self.out_accepted) {
+            if written.get(&id).is_some_and(|first| *first <= waited) {
+                now_written.push(id);
+            } else {
+                before.push(id);
+            }
+        }
         // A submission whose client waits for a version written before these actions (only the
         // other members' acknowledgements came in since) needs none of their writes: it goes
         // ahead of them, so a later version written meanwhile (the holder's start, say) does not
