@@ -283,8 +283,10 @@ impl taskswarm_protocol::Archive for StoreArchive {
 }
 
 /// The most batches that may wait for the committer; the event loop waits (back-pressure) when
-/// the disk falls this far behind.
-const MAX_WAITING_BATCHES: usize = 1024;
+/// the disk falls this far behind. The committer takes every waiting batch at once, so a deep
+/// queue buys nothing: it would only let the loop take in work (and hold its messages in memory)
+/// faster than the disk keeps it.
+const MAX_WAITING_BATCHES: usize = 8;
 /// The most writes one transaction takes; what waits beyond goes in the next.
 const MAX_GROUP_WRITES: usize = 65_536;
 
