@@ -205,6 +205,36 @@ fn a_lone_peer_stores_runs_and_records_what_it_is_given() {
     );
 }
 
+/// A slot that frees up is filled at once: the next queued task, whose lease was stored in an
+/// earlier round, starts ahead of the writes of this one (the finished task's result), and a task
+/// held in this round starts only after its lease.
+#[test]
+fn a_freed_slot_starts_the_next_task_ahead_of_the_rounds_writes() {
+    let mut a = peer(1, 1, true);
+    let mut rng = rng();
+    let ids: Vec<TaskId> = a
+        .submit(0, &mut rng, (0..2).map(|n| spec(&key(1), n)).collect())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let first = kinds(&drain(&mut a));
+    let held = first.iter().position(|k| k == "write Held").unwrap();
+    let started = first.iter().position(|k| k.starts_with("execute")).unwrap();
+    assert!(
+        held < started,
+        "held in this round: started after its lease {first:?}"
+    );
+    let running = ids
+        .iter()
+        .copied()
+        .find(|id| a.task(id).unwrap().state == TaskState::Running)
+        .unwrap();
+    a.handle_finished(1, &mut rng, running, E1, ok());
+    let next = kinds(&drain(&mut a));
+    assert_eq!(next[0], "execute@1.0", "{next:?}");
+    assert!(next[1..].iter().any(|k| k == "delete Held"), "{next:?}");
+}
+
 #[test]
 fn submitting_the_same_spec_twice_is_one_task() {
     let mut a = peer(1, 2, true);

@@ -1129,8 +1129,41 @@ impl Scheduler {
                 record,
             });
         }
+        self.start_ahead_of_writes();
         let (home, _, mut ctx) = self.member();
         home.flush(&mut ctx);
+    }
+
+    /// Moves ahead of the writes waiting among the actions the attempts of tasks whose lease
+    /// this peer stored before them: an attempt needs only its own lease on disk, so a slot that
+    /// frees up is filled without waiting for the round's commit (the finished attempt's result,
+    /// say). A task held and started in the same round still starts after its lease is written.
+    fn start_ahead_of_writes(&mut self) {
+        if !self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Execute { .. }))
+        {
+            return;
+        }
+        let leases_written: BTreeSet<TaskId> = self
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write {
+                    table: Table::Held,
+                    key,
+                    ..
+                } => Some(*key),
+                _ => None,
+            })
+            .collect();
+        let (ahead, behind): (VecDeque<Action>, VecDeque<Action>) =
+            self.actions.drain(..).partition(
+                |a| matches!(a, Action::Execute { task, .. } if !leases_written.contains(task)),
+            );
+        self.actions = ahead;
+        self.actions.extend(behind);
     }
 
     fn report(&mut self, now: Millis, rng: &mut dyn RngCore) {
