@@ -6,17 +6,20 @@
 //! - a task's epoch never goes down at any member (epochs are fencing tokens);
 //! - a task that ended stays ended with the same outcome (a result is recorded once);
 //! - nothing X sends changes any record (it has no role in any task).
+//! Ended records leave the members' memory as time passes and are read back from their archives
+//! (the ended rows they wrote), as on a peer's disk; the checks see both.
 #![no_main]
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{
-    Action, Capabilities, Config, Gossip, Keypair, LoadReport, Outcome, PeerKey, ProcessSpec,
-    Scheduler, Signed, Submission, TaskId, TaskKind, TaskSpec, TaskState, wire,
+    Action, Archive, Capabilities, Config, Gossip, Keypair, LoadReport, Outcome, PeerKey,
+    ProcessSpec, Scheduler, SealedRecord, Signed, Submission, Table, TaskId, TaskKind, TaskSpec,
+    TaskState, wire,
 };
 
 const E1: u64 = 1 << 32;
@@ -40,12 +43,64 @@ fn members() -> &'static [PeerKey] {
     MEMBERS_KEYS.get_or_init(|| (1..=MEMBERS as u8).map(|n| key(n).public()).collect())
 }
 
-#[derive(Clone)]
 struct Swarm {
     peers: Vec<Scheduler>,
+    /// Each member's ended records once they left its memory (what its disk would give back).
+    archives: Vec<Arc<Ended>>,
     now: u64,
     /// Every message the members sent each other while the state was built: (to, bytes).
     captured: Vec<(usize, Vec<u8>)>,
+}
+
+/// A member's ended table.
+#[derive(Debug, Default)]
+struct Ended(Mutex<BTreeMap<TaskId, Vec<u8>>>);
+
+impl Ended {
+    fn rows(&self) -> BTreeMap<TaskId, Vec<u8>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn keep(&self, id: TaskId, row: Option<Vec<u8>>) {
+        let mut rows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match row {
+            Some(row) => rows.insert(id, row),
+            None => rows.remove(&id),
+        };
+    }
+}
+
+impl Archive for Ended {
+    fn ended(&self, id: &TaskId) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+    }
+}
+
+/// A copy that shares nothing with the original: each run starts from the built state.
+impl Clone for Swarm {
+    fn clone(&self) -> Self {
+        let archives: Vec<Arc<Ended>> = self
+            .archives
+            .iter()
+            .map(|a| Arc::new(Ended(Mutex::new(a.rows()))))
+            .collect();
+        let peers = self
+            .peers
+            .iter()
+            .zip(&archives)
+            .map(|(peer, archive)| {
+                let mut peer = peer.clone();
+                peer.set_archive(archive.clone());
+                peer
+            })
+            .collect();
+        Self {
+            peers,
+            archives,
+            now: self.now,
+            captured: self.captured.clone(),
+        }
+    }
 }
 
 fn report(from: &Keypair, exec: bool) -> Vec<u8> {
@@ -110,6 +165,11 @@ impl Swarm {
                     }
                 }
                 Action::Broadcast { gossip } => queue.push_back((at, None, wire::encode(&gossip))),
+                Action::Write {
+                    table: Table::Ended,
+                    key,
+                    value,
+                } => self.archives[at].keep(key, value),
                 _ => {}
             }
         }
@@ -125,12 +185,18 @@ impl Swarm {
             },
             ..Config::default()
         };
+        let archives: Vec<Arc<Ended>> = (0..MEMBERS).map(|_| Arc::default()).collect();
+        let mut peers = vec![
+            Scheduler::new(key(1), config(false)),
+            Scheduler::new(key(2), config(false)),
+            Scheduler::new(key(3), config(true)),
+        ];
+        for (peer, archive) in peers.iter_mut().zip(&archives) {
+            peer.set_archive(archive.clone());
+        }
         let mut swarm = Swarm {
-            peers: vec![
-                Scheduler::new(key(1), config(false)),
-                Scheduler::new(key(2), config(false)),
-                Scheduler::new(key(3), config(true)),
-            ],
+            peers,
+            archives,
             now: 0,
             captured: Vec::new(),
         };
@@ -172,16 +238,24 @@ impl Swarm {
     }
 
     /// Each member's records: epoch, whether ended, outcome, version.
+    /// Each member's records, in memory or (ended) in its archive.
     fn records(&self) -> Vec<BTreeMap<TaskId, (u64, bool, Option<Outcome>, u64)>> {
         self.peers
             .iter()
-            .map(|p| {
-                p.tasks()
-                    .map(|r| {
-                        let ended = r.state.is_final();
-                        (r.id(), (r.epoch, ended, r.outcome.clone(), r.version))
-                    })
-                    .collect()
+            .zip(&self.archives)
+            .map(|(p, archive)| {
+                let archived: Vec<_> = archive
+                    .rows()
+                    .into_values()
+                    .filter_map(|row| SealedRecord::from_bytes(&row).ok())
+                    .map(|sealed| sealed.record)
+                    .collect();
+                let mut records: BTreeMap<TaskId, _> = BTreeMap::new();
+                for r in archived.iter().chain(p.tasks()) {
+                    let ended = r.state.is_final();
+                    records.insert(r.id(), (r.epoch, ended, r.outcome.clone(), r.version));
+                }
+                records
             })
             .collect()
     }
