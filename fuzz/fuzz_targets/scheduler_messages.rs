@@ -11,14 +11,14 @@
 #![no_main]
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{
-    Action, Archive, Capabilities, Config, Gossip, Keypair, LoadReport, Outcome, PeerKey,
-    ProcessSpec, Scheduler, SealedRecord, Signed, Submission, Table, TaskId, TaskKind, TaskSpec,
+    Action, Capabilities, Config, Gossip, Keypair, LoadReport, MemoryArchive, Outcome, PeerKey,
+    ProcessSpec, Scheduler, SealedRecord, Signed, Submission, TaskId, TaskKind, TaskSpec,
     TaskState, wire,
 };
 
@@ -46,43 +46,19 @@ fn members() -> &'static [PeerKey] {
 struct Swarm {
     peers: Vec<Scheduler>,
     /// Each member's ended records once they left its memory (what its disk would give back).
-    archives: Vec<Arc<Ended>>,
+    archives: Vec<Arc<MemoryArchive>>,
     now: u64,
     /// Every message the members sent each other while the state was built: (to, bytes).
     captured: Vec<(usize, Vec<u8>)>,
 }
 
-/// A member's ended table.
-#[derive(Debug, Default)]
-struct Ended(Mutex<BTreeMap<TaskId, Vec<u8>>>);
-
-impl Ended {
-    fn rows(&self) -> BTreeMap<TaskId, Vec<u8>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    fn keep(&self, id: TaskId, row: Option<Vec<u8>>) {
-        let mut rows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match row {
-            Some(row) => rows.insert(id, row),
-            None => rows.remove(&id),
-        };
-    }
-}
-
-impl Archive for Ended {
-    fn ended(&self, id: &TaskId) -> Option<Vec<u8>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
-    }
-}
-
 /// A copy that shares nothing with the original: each run starts from the built state.
 impl Clone for Swarm {
     fn clone(&self) -> Self {
-        let archives: Vec<Arc<Ended>> = self
+        let archives: Vec<Arc<MemoryArchive>> = self
             .archives
             .iter()
-            .map(|a| Arc::new(Ended(Mutex::new(a.rows()))))
+            .map(|a| Arc::new(MemoryArchive::with_rows(a.rows())))
             .collect();
         let peers = self
             .peers
@@ -158,6 +134,7 @@ impl Swarm {
 
     fn drain(&mut self, at: usize, queue: &mut VecDeque<(usize, Option<usize>, Vec<u8>)>) {
         while let Some(action) = self.peers[at].poll_action() {
+            self.archives[at].keep(&action);
             match action {
                 Action::Send { to, message } => {
                     if let Some(to) = Self::index(&to) {
@@ -165,11 +142,6 @@ impl Swarm {
                     }
                 }
                 Action::Broadcast { gossip } => queue.push_back((at, None, wire::encode(&gossip))),
-                Action::Write {
-                    table: Table::Ended,
-                    key,
-                    value,
-                } => self.archives[at].keep(key, value),
                 _ => {}
             }
         }
@@ -185,7 +157,7 @@ impl Swarm {
             },
             ..Config::default()
         };
-        let archives: Vec<Arc<Ended>> = (0..MEMBERS).map(|_| Arc::default()).collect();
+        let archives: Vec<Arc<MemoryArchive>> = (0..MEMBERS).map(|_| Arc::default()).collect();
         let mut peers = vec![
             Scheduler::new(key(1), config(false)),
             Scheduler::new(key(2), config(false)),

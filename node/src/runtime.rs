@@ -394,10 +394,8 @@ impl EventLoop {
     /// row that changed on disk is refused, saying so (the task is then asked of the others).
     fn look_up(&mut self, id: &TaskId) -> Option<&TaskRecord> {
         let refused = self.scheduler.counters().restore_errors;
-        if self.scheduler.task(id).is_none()
-            && self.scheduler.look_up(id).is_none()
-            && self.scheduler.counters().restore_errors > refused
-        {
+        let found = self.scheduler.look_up(id).is_some();
+        if !found && self.scheduler.counters().restore_errors > refused {
             tracing::error!(
                 task = %id,
                 "refusing a stored row: it changed on disk or cannot be read; asking the other \
@@ -750,7 +748,6 @@ impl EventLoop {
     }
 }
 
-/// Answers the submissions whose every task is now stored on its home set.
 /// Whether an action may be carried out before the writes emitted ahead of it are durable: it
 /// acknowledges nothing and hands nothing over (a load report, stopping an attempt, a peer
 /// learnt of, a wake-up).
@@ -768,6 +765,7 @@ fn claims_nothing(action: &Action) -> bool {
     }
 }
 
+/// Answers the submissions whose every task is now stored on its home set.
 fn accepted(state: &mut State, tasks: &[TaskId]) {
     for id in tasks {
         let Some(number) = state.submit_of.remove(id) else {
@@ -783,7 +781,8 @@ fn accepted(state: &mut State, tasks: &[TaskId]) {
     }
 }
 
-fn wall_clock_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

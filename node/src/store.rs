@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::runtime::wall_clock_ms;
+
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use taskswarm_protocol::{Table, TaskId};
 
@@ -448,12 +450,6 @@ fn commit_in_groups(
             }
         }
     }
-}
-
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@
 //! Reads are synchronous and must be cheap (a point lookup); the scheduler itself never opens a
 //! file.
 
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use crate::scheduler::{Action, Table};
 use crate::task::TaskId;
 
 /// The driver's read access to the ended records it stored.
@@ -32,5 +36,53 @@ pub struct NoArchive;
 impl Archive for NoArchive {
     fn ended(&self, _: &TaskId) -> Option<Vec<u8>> {
         None
+    }
+}
+
+/// An archive kept in memory: the ended rows a scheduler wrote, for drivers without a disk of
+/// their own (the simulator, tests, fuzzing). Share it with the scheduler (`Arc`) and hand it the
+/// scheduler's writes.
+#[derive(Debug, Default)]
+pub struct MemoryArchive {
+    rows: Mutex<BTreeMap<TaskId, Vec<u8>>>,
+}
+
+impl MemoryArchive {
+    /// An archive holding `rows` (a copy of another's, say).
+    pub fn with_rows(rows: BTreeMap<TaskId, Vec<u8>>) -> Self {
+        Self {
+            rows: Mutex::new(rows),
+        }
+    }
+
+    /// Keeps what `action` writes to [`Table::Ended`]; ignores any other action.
+    pub fn keep(&self, action: &Action) {
+        if let Action::Write {
+            table: Table::Ended,
+            key,
+            value,
+        } = action
+        {
+            let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+            match value {
+                Some(row) => rows.insert(*key, row.clone()),
+                None => rows.remove(key),
+            };
+        }
+    }
+
+    /// Every row it holds, by task.
+    pub fn rows(&self) -> BTreeMap<TaskId, Vec<u8>> {
+        self.rows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Archive for MemoryArchive {
+    fn ended(&self, id: &TaskId) -> Option<Vec<u8>> {
+        let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        rows.get(id).cloned()
     }
 }

@@ -51,7 +51,7 @@ pub mod wire;
 /// same peer's clock mean anything.
 pub type Millis = u64;
 
-pub use archive::{Archive, NoArchive};
+pub use archive::{Archive, MemoryArchive, NoArchive};
 pub use identity::{Keypair, PeerKey, Signature};
 pub use lease::{Grant, Lease, SignedGrant};
 pub use load::{Capabilities, LoadReport, SignedLoadReport};

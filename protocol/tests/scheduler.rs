@@ -8,8 +8,9 @@ use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::placement::Policy;
 use taskswarm_protocol::{
     Action, Backoff, Capabilities, Config, Envelope, Gossip, Grant, Keypair, Lease, LoadReport,
-    Message, Outcome, PeerKey, ProcessSpec, RetryPolicy, Scheduler, Signed, SignedSpec, Submission,
-    Table, Task, TaskId, TaskKind, TaskSpec, TaskState, lease::show_epoch, wire,
+    MemoryArchive, Message, Outcome, PeerKey, ProcessSpec, RetryPolicy, Scheduler, Signed,
+    SignedSpec, Submission, Table, Task, TaskId, TaskKind, TaskSpec, TaskState, lease::show_epoch,
+    wire,
 };
 
 /// The first epoch a primary grants (1.0), and the second (2.0).
@@ -205,30 +206,40 @@ fn a_lone_peer_stores_runs_and_records_what_it_is_given() {
     );
 }
 
+/// A lone peer with one slot, given `n` tasks: it runs one and queues the rest. Returns the
+/// peer, its RNG, the ids, the one it runs and what the submission emitted.
+fn a_lone_peer_with_one_slot_is_given(
+    n: u64,
+) -> (Scheduler, ChaCha8Rng, Vec<TaskId>, TaskId, Vec<Action>) {
+    let mut a = peer(1, 1, true);
+    let mut rng = rng();
+    let ids: Vec<TaskId> = a
+        .submit(0, &mut rng, (0..n).map(|n| spec(&key(1), n)).collect())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let submitted = drain(&mut a);
+    let running = ids
+        .iter()
+        .copied()
+        .find(|id| a.task(id).unwrap().state == TaskState::Running)
+        .unwrap();
+    (a, rng, ids, running, submitted)
+}
+
 /// A slot that frees up is filled at once: the next queued task, whose lease was stored in an
 /// earlier round, starts ahead of the writes of this one (the finished task's result), and a task
 /// held in this round starts only after its lease.
 #[test]
 fn a_freed_slot_starts_the_next_task_ahead_of_the_rounds_writes() {
-    let mut a = peer(1, 1, true);
-    let mut rng = rng();
-    let ids: Vec<TaskId> = a
-        .submit(0, &mut rng, (0..2).map(|n| spec(&key(1), n)).collect())
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let first = kinds(&drain(&mut a));
+    let (mut a, mut rng, _, running, submitted) = a_lone_peer_with_one_slot_is_given(2);
+    let first = kinds(&submitted);
     let held = first.iter().position(|k| k == "write Held").unwrap();
     let started = first.iter().position(|k| k.starts_with("execute")).unwrap();
     assert!(
         held < started,
         "held in this round: started after its lease {first:?}"
     );
-    let running = ids
-        .iter()
-        .copied()
-        .find(|id| a.task(id).unwrap().state == TaskState::Running)
-        .unwrap();
     a.handle_finished(1, &mut rng, running, E1, ok());
     let next = kinds(&drain(&mut a));
     assert_eq!(next[0], "execute@1.0", "{next:?}");
@@ -336,32 +347,10 @@ fn a_task_is_stored_on_its_home_set_placed_run_and_recorded() {
     assert_eq!(kinds(&done), ["delete Outbox"]);
 }
 
-/// What a test peer wrote to its ended table, read back as a driver's archive does.
-#[derive(Debug, Default)]
-struct TestArchive(std::sync::Mutex<std::collections::BTreeMap<TaskId, Vec<u8>>>);
-
-impl TestArchive {
-    fn keep(&self, actions: &[Action]) {
-        let mut rows = self.0.lock().unwrap();
-        for action in actions {
-            if let Action::Write {
-                table: Table::Ended,
-                key,
-                value,
-            } = action
-            {
-                match value {
-                    Some(v) => rows.insert(*key, v.clone()),
-                    None => rows.remove(key),
-                };
-            }
-        }
-    }
-}
-
-impl taskswarm_protocol::Archive for TestArchive {
-    fn ended(&self, id: &TaskId) -> Option<Vec<u8>> {
-        self.0.lock().unwrap().get(id).cloned()
+/// Keeps in `archive` what `actions` wrote to the ended table, as a driver's disk does.
+fn archive_writes(archive: &MemoryArchive, actions: &[Action]) {
+    for action in actions {
+        archive.keep(action);
     }
 }
 
@@ -371,7 +360,7 @@ impl taskswarm_protocol::Archive for TestArchive {
 #[test]
 fn an_ended_record_leaves_memory_and_a_stale_copy_is_answered_from_disk() {
     let (mut a, mut b, mut rng, id, actions) = a_submits_one_task_that_b_runs();
-    let archive = std::sync::Arc::new(TestArchive::default());
+    let archive = std::sync::Arc::new(MemoryArchive::default());
     b.set_archive(archive.clone());
     let to_b = sent_to(&actions, b.me());
     let stale_store = vec![to_b[1].clone()];
@@ -380,9 +369,9 @@ fn an_ended_record_leaves_memory_and_a_stale_copy_is_answered_from_disk() {
         "store"
     );
     let from_b = deliver_bytes(&mut b, a.me(), &to_b, 2);
-    archive.keep(&from_b);
+    archive_writes(&archive, &from_b);
     let back = deliver(&mut a, b.me(), &from_b, 3);
-    archive.keep(&deliver(&mut b, a.me(), &back, 3));
+    archive_writes(&archive, &deliver(&mut b, a.me(), &back, 3));
     b.handle_finished(4, &mut rng, id, E1, ok());
     let from_b = drain(&mut b);
     let from_a = deliver(&mut a, b.me(), &from_b, 5);
@@ -392,9 +381,9 @@ fn an_ended_record_leaves_memory_and_a_stale_copy_is_answered_from_disk() {
     );
     let stored = deliver(&mut b, a.me(), &from_a, 6);
     assert!(kinds(&stored).starts_with(&["write Ended".into(), "delete Records".into()]));
-    archive.keep(&stored);
+    archive_writes(&archive, &stored);
     let recorded = deliver(&mut a, b.me(), &stored, 7);
-    archive.keep(&deliver(&mut b, a.me(), &recorded, 8));
+    archive_writes(&archive, &deliver(&mut b, a.me(), &recorded, 8));
 
     let linger = Config::default().ended_in_memory_ms;
     // B stored the ended record at 6.
@@ -836,20 +825,10 @@ fn a_holder_cut_off_from_every_home_member_stops_the_task() {
 
 #[test]
 fn what_a_peer_wrote_restores_it_after_a_restart() {
-    let mut a = peer(1, 1, true);
-    let mut rng = rng();
-    let ids: Vec<TaskId> = a
-        .submit(0, &mut rng, (0..3).map(|n| spec(&key(1), n)).collect())
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let running = ids
-        .iter()
-        .copied()
-        .find(|id| a.task(id).unwrap().state == TaskState::Running);
-    a.handle_finished(1, &mut rng, running.unwrap(), E1, ok());
+    let (mut a, mut rng, ids, running, submitted) = a_lone_peer_with_one_slot_is_given(3);
+    a.handle_finished(1, &mut rng, running, E1, ok());
     let mut disk = std::collections::BTreeMap::new();
-    for action in drain(&mut a) {
+    for action in submitted.into_iter().chain(drain(&mut a)) {
         if let Action::Write { table, key, value } = action {
             match value {
                 Some(v) => disk.insert((table, key), v),
@@ -863,14 +842,14 @@ fn what_a_peer_wrote_restores_it_after_a_restart() {
         restarted.restore(*table, bytes).unwrap();
     }
     assert_eq!(restarted.counters().restore_errors, 0);
-    let ended = running.unwrap();
+    let ended = running;
     assert!(restarted.task(&ended).is_none());
-    let archive = std::sync::Arc::new(TestArchive::default());
-    archive.keep(&[Action::Write {
+    let archive = std::sync::Arc::new(MemoryArchive::default());
+    archive.keep(&Action::Write {
         table: Table::Ended,
         key: ended,
         value: disk.get(&(Table::Ended, ended)).cloned(),
-    }]);
+    });
     restarted.set_archive(archive);
     assert_eq!(
         restarted.look_up(&ended),

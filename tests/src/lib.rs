@@ -16,13 +16,13 @@
 pub mod invariants;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{
-    Action, Batch, Capabilities, Config, Keypair, Message, Millis, Outcome, PeerKey, RetryPolicy,
-    Scheduler, Submission, Table, TaskId, TaskKind, TaskSpec, wire,
+    Action, Batch, Capabilities, Config, Keypair, MemoryArchive, Message, Millis, Outcome, PeerKey,
+    RetryPolicy, Scheduler, Submission, Table, TaskId, TaskKind, TaskSpec, wire,
 };
 
 /// The wall time the simulation starts at (ms since the Unix epoch), before each peer's skew.
@@ -141,7 +141,7 @@ pub struct SimPeer {
     /// What it stored, by table and task: survives crashes.
     pub disk: BTreeMap<(Table, TaskId), Vec<u8>>,
     /// The rows of [`Table::Ended`] in `disk`, as the scheduler reads them back.
-    archive: Arc<SimArchive>,
+    archive: Arc<MemoryArchive>,
     /// Every attempt it started, in order, with the epoch it ran under.
     pub executed: Vec<(TaskId, u64)>,
     /// Bumped at every restart, so events of an earlier life are ignored.
@@ -151,35 +151,6 @@ pub struct SimPeer {
     /// Its wall clock's offset from the simulation's.
     pub wall_offset: i64,
     config: Config,
-}
-
-/// A simulated peer's archive: the ended rows of its disk.
-#[derive(Debug, Default)]
-struct SimArchive {
-    rows: Mutex<BTreeMap<TaskId, Vec<u8>>>,
-}
-
-impl SimArchive {
-    fn keep(&self, id: TaskId, row: Option<Vec<u8>>) {
-        let mut rows = self
-            .rows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match row {
-            Some(row) => rows.insert(id, row),
-            None => rows.remove(&id),
-        };
-    }
-}
-
-impl taskswarm_protocol::Archive for SimArchive {
-    fn ended(&self, id: &TaskId) -> Option<Vec<u8>> {
-        let rows = self
-            .rows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        rows.get(id).cloned()
-    }
 }
 
 impl SimPeer {
@@ -262,7 +233,7 @@ impl Sim {
                 let clock_rate = 1000 - drift + rng.random_range(0..=2 * drift);
                 let skew = net.wall_skew_ms as i64;
                 let wall_offset = WALL_EPOCH_MS + rng.random_range(-skew..=skew);
-                let archive = Arc::new(SimArchive::default());
+                let archive = Arc::new(MemoryArchive::default());
                 let mut scheduler = Scheduler::new(key.clone(), config.clone());
                 scheduler.set_wall_offset(wall_offset);
                 scheduler.set_archive(archive.clone());
@@ -486,6 +457,7 @@ impl Sim {
     }
 
     fn carry_out(&mut self, i: usize, action: Action) {
+        self.peers[i].archive.keep(&action);
         match action {
             Action::Send { to, message } => {
                 if let Some(&j) = self.index.get(&to) {
@@ -533,9 +505,6 @@ impl Sim {
                 );
             }
             Action::Write { table, key, value } => {
-                if table == Table::Ended {
-                    self.peers[i].archive.keep(key, value.clone());
-                }
                 let disk = &mut self.peers[i].disk;
                 let deleted = value.is_none();
                 match value {

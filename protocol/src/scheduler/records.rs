@@ -382,7 +382,9 @@ impl Home {
         };
         let restored = SealedRecord::from_bytes(&bytes).and_then(|sealed| {
             if sealed.record.id() != *id || !sealed.record.state.is_final() {
-                return Err(WireError::Unauthorized("an archived row of another task"));
+                return Err(WireError::Unauthorized(
+                    "an archived row that is not this task's end",
+                ));
             }
             let spec = self.check_sealed(ctx, &sealed)?;
             let SealedRecord { record, seal } = sealed;
@@ -1104,21 +1106,19 @@ impl Home {
         sealed: SealedRecord,
     ) -> Result<(), WireError> {
         let spec = self.check_sealed(ctx, &sealed)?;
-        let SealedRecord { record, seal } = sealed;
-        let id = record.id();
-        let active = !record.state.is_final();
+        let id = sealed.record.id();
+        let active = !sealed.record.state.is_final();
         if !active {
             // A row of a store written before ended records had a table of their own: it moves
             // there (and leaves memory a while later).
-            let mut row = wire::encode(&record);
-            row.extend_from_slice(&wire::encode(&seal));
             ctx.push(Action::Write {
                 table: Table::Ended,
                 key: id,
-                value: Some(row),
+                value: Some(sealed.to_bytes()),
             });
             self.record_ended(ctx, now, id);
         }
+        let SealedRecord { record, seal } = sealed;
         let seal = Some(seal);
         self.records.insert(id, Entry { record, spec, seal });
         self.set_active(ctx.me, id, active);
