@@ -151,9 +151,11 @@ fn text(bytes: &[u8]) -> String {
 }
 
 impl TaskView {
-    /// The view of a record.
+    /// The view of a record this peer keeps or the scheduler verified (its spec was checked when
+    /// it came in: checking it again for every view cost a signature check per task a client
+    /// waits for).
     pub fn of(record: &TaskRecord) -> Self {
-        let spec = record.envelope.spec.open().ok();
+        let spec = record.envelope.spec.decode_verified_earlier().ok();
         let (command, handler, kind) = match spec.as_ref().map(|s| &s.kind) {
             None => (None, None, "unknown"),
             Some(TaskKind::Process(p)) => {

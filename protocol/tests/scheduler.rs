@@ -1438,3 +1438,57 @@ fn a_lease_its_holder_does_not_hold_is_confirmed_missing_and_placed_again() {
     assert_eq!(record.holder, Some(b.me()));
     assert!(record.epoch > E1, "placed again at a higher epoch");
 }
+
+/// The primary's scan visits a bounded number of records per tick, so a tick's cost does not grow
+/// with the backlog; a backlog larger than that is still visited whole, over several ticks: every
+/// task a dead holder held is re-claimed and placed again.
+#[test]
+fn a_backlog_larger_than_one_scan_is_reclaimed_over_several_ticks() {
+    let config = Config {
+        slots: 1,
+        capabilities: Capabilities {
+            exec: false,
+            handlers: vec!["echo".into()],
+            offer: Default::default(),
+        },
+        scan_per_tick: 4,
+        ..Config::default()
+    };
+    let mut a = Scheduler::new(key(1), config);
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    drain(&mut a);
+    let specs: Vec<Submission> = (0..10).map(|n| spec(&key(1), n)).collect();
+    let ids: Vec<TaskId> = a
+        .submit(1, &mut rng, specs)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    drain(&mut a);
+    assert!(
+        ids.iter()
+            .all(|id| a.task(id).unwrap().holder == Some(key(2).public())),
+        "only B runs processes"
+    );
+    // B falls silent; C appears. Tick by tick, at most 4 of B's tasks are re-claimed.
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    a.handle_gossip(ttl, &mut rng, &report(&key(3), 1, 0, true));
+    let mut per_tick = Vec::new();
+    for now in ttl + 1..ttl + 50 {
+        let before = a.counters().leases_reclaimed;
+        a.tick(now, &mut rng);
+        drain(&mut a);
+        per_tick.push(a.counters().leases_reclaimed - before);
+    }
+    assert!(per_tick.iter().all(|n| *n <= 4), "{per_tick:?}");
+    assert!(
+        per_tick.iter().filter(|n| **n > 0).count() >= 3,
+        "{per_tick:?}"
+    );
+    assert_eq!(a.counters().leases_reclaimed, 10);
+    for id in &ids {
+        let record = a.task(id).unwrap();
+        assert_eq!(record.holder, Some(key(3).public()));
+        assert_eq!(record.epoch, E2);
+    }
+}

@@ -161,6 +161,9 @@ pub(super) struct Asking {
     queries: Queries,
     watches: BTreeMap<u64, Watch>,
     local_watches: BTreeMap<TaskId, Vec<u64>>,
+    /// The task of each local wait, so a wait that is given up costs a lookup, not a walk of
+    /// every wait (clients wait for tens of thousands of tasks at once).
+    local_tasks: BTreeMap<u64, TaskId>,
     watch_ends: Vec<(u64, TaskId)>,
 }
 
@@ -201,6 +204,7 @@ impl Asking {
     /// Waits under `ticket` for the end of a task this peer keeps (answered when it ends here).
     pub(super) fn watch_here(&mut self, task: TaskId, ticket: u64) {
         self.local_watches.entry(task).or_default().push(ticket);
+        self.local_tasks.insert(ticket, task);
     }
 
     /// Waits under `ticket` for the end of a task this peer does not keep, asking at once.
@@ -230,10 +234,15 @@ impl Asking {
         {
             self.queries.forget(query);
         }
-        self.local_watches.retain(|_, tickets| {
+        let Some(task) = self.local_tasks.remove(&ticket) else {
+            return;
+        };
+        if let Some(tickets) = self.local_watches.get_mut(&task) {
             tickets.retain(|t| *t != ticket);
-            !tickets.is_empty()
-        });
+            if tickets.is_empty() {
+                self.local_watches.remove(&task);
+            }
+        }
     }
 
     /// Asks again about the watched tasks that are due: their home sets once an answer named
@@ -282,6 +291,9 @@ impl Asking {
     /// (at the flush).
     pub(super) fn end_local_watches(&mut self, task: TaskId) {
         if let Some(tickets) = self.local_watches.remove(&task) {
+            for ticket in &tickets {
+                self.local_tasks.remove(ticket);
+            }
             self.watch_ends
                 .extend(tickets.into_iter().map(|ticket| (ticket, task)));
         }

@@ -109,6 +109,10 @@ pub struct Config {
     /// archive), once its replication has settled; then it lives only on disk (see
     /// [`crate::archive`]).
     pub ended_in_memory_ms: Millis,
+    /// The most unfinished records the primary's scan (re-claims, retries, lease confirmations)
+    /// visits per tick; a pass over a larger backlog goes on over the next ticks, so a tick's cost
+    /// does not grow with the backlog (a pass starts every [`Config::report_interval_ms`]).
+    pub scan_per_tick: usize,
 }
 
 impl Default for Config {
@@ -133,6 +137,7 @@ impl Default for Config {
             records_per_origin: 200_000,
             record_bytes_per_origin: 512 * 1024 * 1024,
             ended_in_memory_ms: 5_000,
+            scan_per_tick: 2_000,
         }
     }
 }
@@ -895,11 +900,16 @@ impl Scheduler {
         let ttl = Millis::from(self.config.lease_ttl_ms);
         self.peers.expire(now, ttl);
         self.stealing.expire(now, self.config.steal_timeout_ms);
-        if now.saturating_sub(self.last_scan_at) >= self.config.report_interval_ms {
-            self.last_scan_at = now;
+        // A pass of the primary's scan starts every report interval; a pass over more records
+        // than one tick visits goes on at the next ticks until it has visited them all.
+        let pass_due = now.saturating_sub(self.last_scan_at) >= self.config.report_interval_ms;
+        if pass_due || self.home.scanning() {
+            if pass_due {
+                self.last_scan_at = now;
+                self.scan_held(now);
+            }
             let (home, mut others, mut ctx) = self.primary();
             home.scan_records(&mut ctx, &mut others, now, rng);
-            self.scan_held(now);
         }
         self.evict_ended(now);
         self.resend_due(now, rng);

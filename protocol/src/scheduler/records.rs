@@ -51,6 +51,8 @@ pub(super) struct Home {
     records: BTreeMap<TaskId, Entry>,
     /// The records of unfinished tasks (change them with [`Home::set_active`]).
     active: BTreeSet<TaskId>,
+    /// The last record the scan visited, when the scan is part-way through [`Home::active`].
+    scan_cursor: Option<TaskId>,
     /// How many of those, and how many spec bytes, each other origin's tasks take here.
     kept_by_origin: BTreeMap<PeerKey, Kept>,
     replication: BTreeMap<TaskId, replicating::Replication>,
@@ -113,6 +115,7 @@ impl Home {
         Self {
             records: BTreeMap::new(),
             active: BTreeSet::new(),
+            scan_cursor: None,
             kept_by_origin: BTreeMap::new(),
             replication: BTreeMap::new(),
             retry_at: BTreeMap::new(),
@@ -892,11 +895,11 @@ impl Home {
         }
         let mut to_place = Vec::new();
         let mut held_elsewhere = Vec::new();
-        // One visit per active record, so its cost is a few lookups: with a backlog every one
-        // counts. Early arrivals are rare; their maps are looked up only when not empty.
+        // One visit per active record, so its cost is a few lookups, and at most
+        // `scan_per_tick` of them per tick: a backlog is visited over several ticks. Early
+        // arrivals are rare; their maps are looked up only when not empty.
         let any_early = !(self.early_transfers.is_empty() && self.early_completions.is_empty());
-        let active: Vec<TaskId> = self.active.iter().copied().collect();
-        for id in active {
+        for id in self.next_to_scan(ctx.config.scan_per_tick.max(1)) {
             let Some(entry) = self.records.get(&id) else {
                 continue;
             };
@@ -932,6 +935,30 @@ impl Home {
         }
         self.place(ctx, others, now, rng, to_place);
         self.confirm_leases(ctx, now, held_elsewhere);
+    }
+
+    /// Whether the scan is part-way through a pass.
+    pub(in crate::scheduler) fn scanning(&self) -> bool {
+        self.scan_cursor.is_some()
+    }
+
+    /// The active records the scan visits this tick, in id order: the next `budget` after the
+    /// last one visited, or from the first when a pass starts. The pass ends with the last record.
+    fn next_to_scan(&mut self, budget: usize) -> Vec<TaskId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let batch: Vec<TaskId> = match self.scan_cursor.take() {
+            Some(last) => self
+                .active
+                .range((Excluded(last), Unbounded))
+                .take(budget)
+                .copied()
+                .collect(),
+            None => self.active.iter().take(budget).copied().collect(),
+        };
+        if batch.len() == budget {
+            self.scan_cursor = batch.last().copied();
+        }
+        batch
     }
 
     /// Whether a transfer or a completion for `id` arrived before its record.
