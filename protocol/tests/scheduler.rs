@@ -1492,3 +1492,72 @@ fn a_backlog_larger_than_one_scan_is_reclaimed_over_several_ticks() {
         assert_eq!(record.epoch, E2);
     }
 }
+
+/// The records sent to a member in one `Store`, by message.
+fn stores_to(actions: &[Action], to: PeerKey) -> Vec<Vec<TaskId>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to: t,
+                message: Message::Store { records },
+            } if *t == to => Some(records.iter().map(|r| r.record.id()).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A member that comes back is sent the records it shares a page at a time, the next page once it
+/// acknowledged the last: what waits to be sent to one peer stays bounded however large the
+/// backlog, and every record still reaches it.
+#[test]
+fn a_member_that_comes_back_catches_up_a_page_at_a_time() {
+    let config = Config {
+        slots: 0,
+        place_batch_max: 2,
+        ..Config::default()
+    };
+    let mut a = Scheduler::new(key(1), config);
+    let b = key(2);
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&b, 1, 0, false));
+    drain(&mut a);
+    let specs: Vec<Submission> = (0..20).map(|n| spec(&key(1), n)).collect();
+    let ids: Vec<TaskId> = a
+        .submit(1, &mut rng, specs)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    drain(&mut a);
+    // B falls silent and is forgotten, then reports again: A sends it a first page (4 x 2).
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    a.tick(2 * ttl, &mut rng);
+    drain(&mut a);
+    assert_eq!(a.peers().count(), 0, "B is forgotten");
+    a.handle_gossip(2 * ttl + 1, &mut rng, &report(&b, 2, 0, false));
+    let first: Vec<TaskId> = stores_to(&drain(&mut a), b.public()).concat();
+    assert_eq!(first.len(), 8, "one page");
+    // Nothing more until B acknowledges (or a resend interval passes).
+    a.tick(2 * ttl + 2, &mut rng);
+    assert!(stores_to(&drain(&mut a), b.public()).is_empty());
+    let mut sent = first.clone();
+    let mut now = 2 * ttl + 3;
+    let mut last = first;
+    while sent.len() < ids.len() && now < 3 * ttl {
+        let acks: Vec<(TaskId, u64)> = last
+            .iter()
+            .map(|id| (*id, a.task(id).unwrap().version))
+            .collect();
+        let stored = wire::encode(&Message::Stored { acks });
+        deliver_bytes(&mut a, b.public(), &[stored], now);
+        a.tick(now + 1, &mut rng);
+        last = stores_to(&drain(&mut a), b.public()).concat();
+        assert!(last.len() <= 8, "{} records in one page", last.len());
+        sent.extend(&last);
+        now += 2;
+    }
+    sent.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(sent, all, "every shared record, once");
+}

@@ -570,6 +570,7 @@ impl Scheduler {
         }
         let (home, peers, ctx) = self.member();
         home.resend(&ctx, peers, now);
+        home.catch_up_due(&ctx, peers, now);
         let (stealing, _, peers, mut ctx) = self.thief();
         stealing.resend_notices(&mut ctx, peers, now);
     }

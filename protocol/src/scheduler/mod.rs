@@ -810,7 +810,8 @@ impl Scheduler {
         if self.peers.observe(report, now) == Observed::New {
             self.actions
                 .push_back(Action::PeerDiscovered { peer, addrs });
-            self.home.catch_up(peer);
+            let (home, _, ctx) = self.member();
+            home.catch_up(&ctx, peer, now);
         }
     }
 

@@ -74,6 +74,8 @@ pub(super) struct Home {
     out_recorded: BTreeMap<PeerKey, Vec<(TaskId, u64)>>,
     /// Submissions to acknowledge, each with the version its client waited for.
     out_accepted: Vec<(TaskId, u64)>,
+    /// Members being sent the records they share with this peer, a page at a time.
+    catching_up: BTreeMap<PeerKey, replicating::CatchUp>,
     /// The first version of each record written since the last flush (those writes wait among
     /// the actions): an acknowledgement that needs an earlier version need not wait for them.
     written: BTreeMap<TaskId, u64>,
@@ -128,6 +130,7 @@ impl Home {
             out_stored: BTreeMap::new(),
             out_recorded: BTreeMap::new(),
             out_accepted: Vec::new(),
+            catching_up: BTreeMap::new(),
             written: BTreeMap::new(),
             lookups: BTreeMap::new(),
             waiting_on: BTreeMap::new(),

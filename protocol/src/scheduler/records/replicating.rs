@@ -3,12 +3,14 @@
 //! each acknowledges the version; the submitting client is told its tasks are accepted, and a
 //! holder that its result is recorded, only once every live member stored the version they need.
 //! Also the members' side of it: acknowledging what was stored, sending a member that was away
-//! the records it shares, and sealing the changes of one input in one batch.
+//! the records it shares (a page at a time, the next once it acknowledged the last, so what waits
+//! for one member is bounded however many records they share), and sealing the changes of one
+//! input in one batch.
 //!
 //! Owns the replication state of the room ([`Replication`], and the messages waiting for the
 //! flush); it changes no record, and reads the peers' view only to know who is alive.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::super::peers::Peers;
 use super::super::{Action, Ctx};
@@ -19,6 +21,22 @@ use crate::message::Message;
 use crate::seal::SealedRecord;
 use crate::task::TaskId;
 use crate::wire::{self, WireError};
+
+/// A member that (re)appeared, being sent the records it shares with this peer.
+#[derive(Clone, Debug, Default)]
+pub(super) struct CatchUp {
+    /// The records not sent yet.
+    left: VecDeque<TaskId>,
+    /// Records of the last page the member has not acknowledged.
+    unacked: usize,
+    /// When the last page went.
+    sent_at: Millis,
+}
+
+/// The most records of one catch-up sent before the member acknowledges them.
+fn catch_up_page(ctx: &Ctx<'_>) -> usize {
+    4 * ctx.config.place_batch_max.max(1)
+}
 
 /// Replication in progress of one record, as its primary tracks it.
 #[derive(Clone, Debug, Default)]
@@ -187,6 +205,7 @@ impl Home {
         from: PeerKey,
         acks: &[(TaskId, u64)],
     ) {
+        self.catch_up_acknowledged(from, acks.len());
         for (id, version) in acks {
             if self
                 .records
@@ -221,16 +240,65 @@ impl Home {
     }
 
     /// A peer (re)appeared: send it the records of the home sets it shares with this peer, so a
-    /// member that was away catches up before it acts as anyone's primary.
-    pub(in crate::scheduler) fn catch_up(&mut self, peer: PeerKey) {
-        let shared: Vec<TaskId> = self
+    /// member that was away catches up before it acts as anyone's primary. They go a page at a
+    /// time: the next when the member acknowledged the last (or it went a resend interval ago).
+    pub(in crate::scheduler) fn catch_up(&mut self, ctx: &Ctx<'_>, peer: PeerKey, now: Millis) {
+        let left: VecDeque<TaskId> = self
             .records
             .iter()
             .filter(|(_, e)| e.record.home().contains(&peer))
             .map(|(id, _)| *id)
             .collect();
-        if !shared.is_empty() {
-            self.out_store.entry(peer).or_default().extend(shared);
+        if left.is_empty() {
+            self.catching_up.remove(&peer);
+            return;
+        }
+        let catch_up = CatchUp {
+            left,
+            ..CatchUp::default()
+        };
+        self.catching_up.insert(peer, catch_up);
+        self.send_catch_up_page(ctx, peer, now);
+    }
+
+    /// Sends the next page of `peer`'s catch-up, if one is left; ends the catch-up otherwise.
+    fn send_catch_up_page(&mut self, ctx: &Ctx<'_>, peer: PeerKey, now: Millis) {
+        let page = catch_up_page(ctx);
+        let Some(catch_up) = self.catching_up.get_mut(&peer) else {
+            return;
+        };
+        let n = page.min(catch_up.left.len());
+        if n == 0 {
+            self.catching_up.remove(&peer);
+            return;
+        }
+        let ids: Vec<TaskId> = catch_up.left.drain(..n).collect();
+        catch_up.unacked = n;
+        catch_up.sent_at = now;
+        self.out_store.entry(peer).or_default().extend(ids);
+    }
+
+    /// Sends the next catch-up pages that are due: the member acknowledged the last one, or it
+    /// went a resend interval ago (lost, or the member is slow: records it misses are sent again
+    /// when it answers a newer version with an older one, or at its next catch-up).
+    pub(in crate::scheduler) fn catch_up_due(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis) {
+        let after = ctx.config.resend_after_ms;
+        self.catching_up.retain(|peer, _| peers.alive(peer));
+        let due: Vec<PeerKey> = self
+            .catching_up
+            .iter()
+            .filter(|(_, c)| c.unacked == 0 || now.saturating_sub(c.sent_at) >= after)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            self.send_catch_up_page(ctx, peer, now);
+        }
+    }
+
+    /// Counts `n` acknowledgements from `from` against its catch-up page, if it is catching up.
+    fn catch_up_acknowledged(&mut self, from: PeerKey, n: usize) {
+        if let Some(catch_up) = self.catching_up.get_mut(&from) {
+            catch_up.unacked = catch_up.unacked.saturating_sub(n);
         }
     }
 
