@@ -68,6 +68,16 @@ fn db<E: Into<redb::Error>>(e: E) -> StoreError {
 /// One pending write.
 pub type Write = (Table, TaskId, Option<Vec<u8>>);
 
+/// The last write of each row, by table and key: a row changed in several rounds of one commit
+/// is written once, and each table's rows are written in key order (neighbouring rows share
+/// B-tree pages).
+fn last_writes(writes: &[Write]) -> BTreeMap<(Table, TaskId), &Option<Vec<u8>>> {
+    writes
+        .iter()
+        .map(|(table, key, value)| ((*table, *key), value))
+        .collect()
+}
+
 /// A peer's durable tables (a handle: clones share the database).
 #[derive(Clone)]
 pub struct Store {
@@ -156,14 +166,15 @@ impl Store {
     }
 
     /// Applies writes in one durable transaction; an ended record is indexed by `now_ms`.
-    pub fn commit(&self, writes: &[Write], now_ms: u64) -> Result<(), StoreError> {
+    pub fn commit(&self, writes: &[Write], now_ms: u64) -> Result<u64, StoreError> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let rows = last_writes(writes);
         let tx = self.db.begin_write().map_err(db)?;
         for table in TABLES {
             let mut t = tx.open_table(definition(table)).map_err(db)?;
-            for (_, key, value) in writes.iter().filter(|(t, _, _)| *t == table) {
+            for ((_, key), value) in rows.iter().filter(|((t, _), _)| *t == table) {
                 let key: &[u8] = key.as_bytes();
                 match value {
                     Some(value) => {
@@ -177,16 +188,17 @@ impl Store {
         }
         {
             let mut index = tx.open_table(ENDED_AT).map_err(db)?;
-            for (_, key, _) in writes
+            let ended = rows
                 .iter()
-                .filter(|(t, _, v)| *t == Table::Ended && v.is_some())
-            {
+                .filter(|((t, _), v)| *t == Table::Ended && v.is_some());
+            for ((_, key), _) in ended {
                 index
                     .insert(ended_at_key(now_ms, key).as_slice(), ())
                     .map_err(db)?;
             }
         }
-        tx.commit().map_err(db)
+        tx.commit().map_err(db)?;
+        Ok(rows.len() as u64)
     }
 
     /// Deletes the ended records stored before `before_ms` (at most [`COMPACT_BATCH`] per
@@ -310,8 +322,11 @@ pub struct CommitStats {
     pub commits: u64,
     /// Batches (rounds of inputs that wrote something) they carried.
     pub batches: u64,
-    /// Rows written or deleted.
+    /// Row writes and deletions handed to the store.
     pub writes: u64,
+    /// Rows written or deleted: a row changed in several rounds of one commit is written once.
+    #[serde(default)]
+    pub rows: u64,
     /// Ended records deleted after the retention period.
     #[serde(default)]
     pub compacted: u64,
@@ -438,11 +453,12 @@ fn commit_in_groups(
             writes.extend(more);
         }
         match store.commit(&writes, wall_clock_ms()) {
-            Ok(()) => report.send_modify(|p| {
+            Ok(rows) => report.send_modify(|p| {
                 p.committed = last;
                 p.stats.commits += 1;
                 p.stats.batches += batches;
                 p.stats.writes += writes.len() as u64;
+                p.stats.rows += rows;
             }),
             Err(e) => {
                 report.send_modify(|p| p.failed = Some(e.to_string()));
@@ -455,6 +471,20 @@ fn commit_in_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_write_of_a_row_in_one_commit_wins() {
+        let store = Store::in_memory().unwrap();
+        let (a, b) = (TaskId::from_bytes([1; 32]), TaskId::from_bytes([2; 32]));
+        let writes = vec![
+            (Table::Records, a, Some(vec![1])),
+            (Table::Records, b, Some(vec![2])),
+            (Table::Records, a, Some(vec![3])),
+            (Table::Records, b, None),
+        ];
+        assert_eq!(store.commit(&writes, 1).unwrap(), 2, "two rows");
+        assert_eq!(store.load().unwrap(), vec![(Table::Records, vec![3])]);
+    }
 
     /// The same checks for every kind of store.
     fn conformance(store: &Store) {
@@ -526,6 +556,10 @@ mod tests {
         let stats = committer.progress().stats;
         assert_eq!((stats.batches, stats.writes), (200, 200));
         assert!(stats.commits <= 200);
+        assert_eq!(
+            stats.rows, stats.commits,
+            "a row written in several rounds of one commit is written once"
+        );
         committer.close().await;
         let rows = Store::open(&path).unwrap().load().unwrap();
         assert_eq!(rows, vec![(Table::Records, 199u32.to_le_bytes().to_vec())]);
