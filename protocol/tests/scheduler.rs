@@ -1561,3 +1561,68 @@ fn a_member_that_comes_back_catches_up_a_page_at_a_time() {
     all.sort();
     assert_eq!(sent, all, "every shared record, once");
 }
+
+/// The primary recorded a result and died after sending the new version to the holder but not
+/// to the third member. The holder, ranked next, leads the task once the survivors take the
+/// primary for dead, and brings the third member level: a client waiting there is answered, and
+/// that member never leads the task from its old version (re-claiming, and running again, a task
+/// that ended).
+#[test]
+fn a_member_the_dead_primary_left_behind_is_brought_level_by_the_next() {
+    let mut rng = rng();
+    // A spec whose home set ranks B (the only peer that runs processes) right after A.
+    let (mut a, mut b, mut c, id) = (0..64)
+        .find_map(|nonce| {
+            let (mut a, mut b, mut c) = (peer(1, 0, false), peer(2, 2, true), peer(3, 0, false));
+            for (s, others) in [(&mut a, [2, 3]), (&mut b, [1, 3]), (&mut c, [1, 2])] {
+                for n in others {
+                    s.handle_gossip(0, &mut rng, &report(&key(n), 1, 0, n == 2));
+                }
+                drain(s);
+            }
+            let id = *a.submit(1, &mut rng, vec![spec(&key(1), nonce)])[0]
+                .as_ref()
+                .unwrap();
+            let home = a.task(&id).unwrap().envelope.home.clone();
+            (home == vec![a.me(), b.me(), c.me()]).then_some((a, b, c, id))
+        })
+        .expect("some spec ranks B second");
+    let from_a = drain(&mut a);
+    assert_eq!(a.task(&id).unwrap().holder, Some(b.me()));
+    let from_b = deliver(&mut b, a.me(), &from_a, 2);
+    let from_c = deliver(&mut c, a.me(), &from_a, 2);
+    let back = [
+        deliver(&mut a, b.me(), &from_b, 3),
+        deliver(&mut a, c.me(), &from_c, 3),
+    ]
+    .concat();
+    deliver(&mut b, a.me(), &back, 4);
+    deliver(&mut c, a.me(), &back, 4);
+    // B runs it; A records the result, sends the new version to B only, and dies.
+    b.handle_finished(5, &mut rng, id, E1, ok());
+    let completion = drain(&mut b);
+    let from_a = deliver(&mut a, b.me(), &completion, 6);
+    deliver(&mut b, a.me(), &from_a, 7);
+    assert_eq!(b.task(&id).unwrap().state, TaskState::Completed);
+    assert_eq!(
+        c.task(&id).unwrap().state,
+        TaskState::Running,
+        "C missed it"
+    );
+    // B and C hear each other, not A; past a lease TTL they take A for dead.
+    let ttl = u64::from(Config::default().lease_ttl_ms);
+    let mut seq = 2;
+    for now in (100..3 * ttl).step_by(100) {
+        seq += 1;
+        b.handle_gossip(now, &mut rng, &report(&key(3), seq, 0, false));
+        c.handle_gossip(now, &mut rng, &report(&key(2), seq, 0, true));
+        b.tick(now, &mut rng);
+        c.tick(now, &mut rng);
+        let (to_c, to_b) = (drain(&mut b), drain(&mut c));
+        deliver(&mut c, b.me(), &to_c, now);
+        deliver(&mut b, c.me(), &to_b, now);
+    }
+    assert_eq!(c.task(&id).unwrap().state, TaskState::Completed);
+    assert_eq!(b.task(&id).unwrap().state, TaskState::Completed);
+    assert_eq!(b.task(&id).unwrap().attempts.len(), 1, "it ran once");
+}

@@ -855,10 +855,10 @@ impl Scheduler {
         match message {
             Message::StealRequest { .. } => {
                 self.stealing.undelivered(&to);
-                self.peers.remove(&to);
+                self.take_for_dead(now, &[to]);
             }
             Message::Place { tasks, .. } => {
-                self.peers.remove(&to);
+                self.take_for_dead(now, &[to]);
                 let (home, mut others, mut ctx) = self.primary();
                 home.on_placement_failed(&mut ctx, &mut others, now, rng, to, &tasks);
             }
@@ -899,7 +899,8 @@ impl Scheduler {
             self.report(now, rng);
         }
         let ttl = Millis::from(self.config.lease_ttl_ms);
-        self.peers.expire(now, ttl);
+        let gone = self.peers.expire(now, ttl);
+        self.take_for_dead(now, &gone);
         self.stealing.expire(now, self.config.steal_timeout_ms);
         // A pass of the primary's scan starts every report interval; a pass over more records
         // than one tick visits goes on at the next ticks until it has visited them all.
@@ -921,6 +922,19 @@ impl Scheduler {
     }
 
     // ----- shared helpers -----
+
+    /// `gone` are taken for dead (already out of the peers' view, or taken out here): the records
+    /// they led and this peer now leads are brought level on the other members.
+    fn take_for_dead(&mut self, now: Millis, gone: &[PeerKey]) {
+        for peer in gone {
+            self.peers.remove(peer);
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let (home, peers, ctx) = self.member();
+        home.repair_after(&ctx, peers, now, gone);
+    }
 
     /// Runs first in every input: notes the start, and notices a freeze.
     fn boot(&mut self, now: Millis) {

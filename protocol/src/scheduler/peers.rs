@@ -166,9 +166,10 @@ impl Peers {
     }
 
     /// Forgets the peers not heard from for `ttl`.
-    pub(super) fn expire(&mut self, now: Millis, ttl: Millis) {
-        self.members.expire(now, ttl);
+    pub(super) fn expire(&mut self, now: Millis, ttl: Millis) -> Vec<PeerKey> {
+        let gone = self.members.expire(now, ttl);
         self.heard.retain(|_, at| now.saturating_sub(*at) <= ttl);
+        gone
     }
 
     /// Takes `peer` for dead at once (a message to it could not be delivered).

@@ -261,6 +261,41 @@ impl Home {
         self.send_catch_up_page(ctx, peer, now);
     }
 
+    /// Members were taken for dead: for each record this peer now leads whose primary was one of
+    /// them, send this peer's version to the other live members (a page at a time, as a
+    /// catch-up). A primary can die between sending a new version to one member and to another,
+    /// and only it tracked who had which: the next one brings them level (a member that has a
+    /// newer version answers with it).
+    pub(in crate::scheduler) fn repair_after(
+        &mut self,
+        ctx: &Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        gone: &[PeerKey],
+    ) {
+        let mut lagging: BTreeMap<PeerKey, Vec<TaskId>> = BTreeMap::new();
+        for (id, entry) in &self.records {
+            let home = entry.record.home();
+            let led_by_gone = home
+                .iter()
+                .take_while(|m| **m != ctx.me)
+                .any(|m| gone.contains(m));
+            if !led_by_gone || !ctx.is_primary(peers, home, now) {
+                continue;
+            }
+            for member in home.iter().filter(|m| **m != ctx.me && peers.alive(m)) {
+                lagging.entry(*member).or_default().push(*id);
+            }
+        }
+        for (member, ids) in lagging {
+            let catch_up = self.catching_up.entry(member).or_default();
+            catch_up.left.extend(ids);
+            if catch_up.unacked == 0 {
+                self.send_catch_up_page(ctx, member, now);
+            }
+        }
+    }
+
     /// Sends the next page of `peer`'s catch-up, if one is left; ends the catch-up otherwise.
     fn send_catch_up_page(&mut self, ctx: &Ctx<'_>, peer: PeerKey, now: Millis) {
         let page = catch_up_page(ctx);
