@@ -415,6 +415,19 @@ impl Sim {
     pub fn crash(&mut self, i: usize) {
         self.peers[i].scheduler = None;
         self.peers[i].incarnation += 1;
+        // A killed process loses what still waited in its send queues: of the messages on their
+        // way from it, every other one (by a hash of its place in the queue of events, so the
+        // simulator's random stream is not disturbed) is lost.
+        let lost: Vec<(Millis, u64)> = self
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Deliver { from, .. } if *from == i))
+            .map(|(key, _)| *key)
+            .filter(|(_, seq)| seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63 == 1)
+            .collect();
+        for key in lost {
+            self.events.remove(&key);
+        }
     }
 
     /// Restarts peer `i` from its disk.

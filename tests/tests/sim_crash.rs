@@ -2,7 +2,7 @@
 //! come back, while the invariants are checked after every step. Every run names its seed;
 //! `SEED=n cargo test -p taskswarm-tests --test sim_crash` replays one.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,15 +54,60 @@ fn crash_run(seed: u64) {
         );
     }
     assert!(settled, "seed {seed}");
+    // Every surviving member agrees on each end, once the survivors have taken the dead for dead.
+    sim.run_until(sim.now + 5_000, |_| false);
+    if let Err(behind) = invariants::ends::check_agreed(&sim) {
+        if std::env::var("SIM_DEBUG").is_ok() {
+            print_unended(&sim);
+        }
+        panic!(
+            "seed {seed} (restarting {restarting} at {crash_at}..{back_at}, dying {dying} at {die_at}): {behind}"
+        );
+    }
     // The invariants were checked after every step on what changed; check every record once more.
     if let Err(broken) = invariants::check_safety(&mut sim) {
         panic!("seed {seed}: at the end: {broken}");
     }
 }
 
+/// Every live peer's record of each task some peer keeps unended (with `SIM_DEBUG`).
+fn print_unended(sim: &Sim) {
+    for id in &sim.accepted {
+        let records: Vec<(usize, &taskswarm_protocol::TaskRecord)> = sim
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.scheduler.as_ref()?.task(id)?)))
+            .collect();
+        if records.iter().all(|(_, r)| r.state.is_final()) {
+            continue;
+        }
+        println!(
+            "{id:?}, newest anywhere: {:?}",
+            sim.record(id).map(|r| r.version)
+        );
+        for (i, r) in records {
+            let home: Vec<_> = r.home().iter().filter_map(|k| sim.index_of(k)).collect();
+            let history: Vec<String> = r
+                .history
+                .iter()
+                .map(|t| format!("{}:{}", t.state.as_str(), t.note))
+                .collect();
+            println!(
+                "  peer {i}: {} v{} holder {:?} home {home:?} {history:?}",
+                r.state.as_str(),
+                r.version,
+                r.holder.and_then(|k| sim.index_of(&k))
+            );
+        }
+    }
+}
+
+/// 150 seeds: 59 and 131 once left a member behind a task's end (the primary died between
+/// sending the new version to one member and to the other).
 #[test]
 fn crashes_and_restarts_lose_nothing_and_record_each_result_once() {
-    for seed in seeds(0..50) {
+    for seed in seeds(0..150) {
         crash_run(seed);
     }
 }

@@ -924,16 +924,22 @@ impl Scheduler {
     // ----- shared helpers -----
 
     /// `gone` are taken for dead (already out of the peers' view, or taken out here): the records
-    /// they led and this peer now leads are brought level on the other members.
+    /// that those no longer heard from at all led, and this peer now leads, are brought level on
+    /// the other members.
     fn take_for_dead(&mut self, now: Millis, gone: &[PeerKey]) {
         for peer in gone {
             self.peers.remove(peer);
         }
+        let gone: Vec<PeerKey> = gone
+            .iter()
+            .filter(|peer| !self.peers.alive(peer))
+            .copied()
+            .collect();
         if gone.is_empty() {
             return;
         }
         let (home, peers, ctx) = self.member();
-        home.repair_after(&ctx, peers, now, gone);
+        home.repair_after(&ctx, peers, now, &gone);
     }
 
     /// Runs first in every input: notes the start, and notices a freeze.

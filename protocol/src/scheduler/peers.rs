@@ -167,9 +167,13 @@ impl Peers {
 
     /// Forgets the peers not heard from for `ttl`.
     pub(super) fn expire(&mut self, now: Millis, ttl: Millis) -> Vec<PeerKey> {
-        let gone = self.members.expire(now, ttl);
+        let mut known = self.members.expire(now, ttl);
+        known.extend(self.heard.keys());
         self.heard.retain(|_, at| now.saturating_sub(*at) <= ttl);
-        gone
+        known.sort();
+        known.dedup();
+        known.retain(|peer| !self.alive(peer));
+        known
     }
 
     /// Takes `peer` for dead at once (a message to it could not be delivered).

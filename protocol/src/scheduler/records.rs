@@ -76,6 +76,9 @@ pub(super) struct Home {
     out_accepted: Vec<(TaskId, u64)>,
     /// Members being sent the records they share with this peer, a page at a time.
     catching_up: BTreeMap<PeerKey, replicating::CatchUp>,
+    /// Members taken for dead whose records this peer has yet to bring level on the others
+    /// (it does once it has been up for a lease TTL).
+    unrepaired: BTreeSet<PeerKey>,
     /// The first version of each record written since the last flush (those writes wait among
     /// the actions): an acknowledgement that needs an earlier version need not wait for them.
     written: BTreeMap<TaskId, u64>,
@@ -131,6 +134,7 @@ impl Home {
             out_recorded: BTreeMap::new(),
             out_accepted: Vec::new(),
             catching_up: BTreeMap::new(),
+            unrepaired: BTreeSet::new(),
             written: BTreeMap::new(),
             lookups: BTreeMap::new(),
             waiting_on: BTreeMap::new(),

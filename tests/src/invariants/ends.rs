@@ -31,3 +31,36 @@ pub fn check(sim: &Sim) -> Result<(), String> {
         ))
     }
 }
+
+/// Once a run has settled, every live member of an ended task's home set that keeps its record
+/// (in memory or on disk) keeps it ended: none is left behind with an older version, which would
+/// leave a client waiting there unanswered, and which it would act on if it led the task later.
+pub fn check_agreed(sim: &Sim) -> Result<(), String> {
+    let mut behind = Vec::new();
+    for id in &sim.accepted {
+        if !sim.record(id).is_some_and(|r| r.state.is_final()) {
+            continue;
+        }
+        for (i, peer) in sim.peers.iter().enumerate() {
+            let Some(scheduler) = peer.scheduler.as_ref() else {
+                continue;
+            };
+            if let Some(record) = scheduler.task(id).filter(|r| !r.state.is_final()) {
+                behind.push(format!(
+                    "peer {i}: {id:?} {} at version {}",
+                    record.state.as_str(),
+                    record.version
+                ));
+            }
+        }
+    }
+    if behind.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} records left behind their task's end: {:?}",
+            behind.len(),
+            &behind[..behind.len().min(5)]
+        ))
+    }
+}

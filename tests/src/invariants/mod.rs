@@ -1,7 +1,8 @@
 //! The design's invariants, one per file, checked against a [`Sim`] after every step.
 //!
 //! 1. [`lost`]: an acknowledged task is never lost while a member of its home set survives.
-//! 2. [`ends`]: every acknowledged task ends (checked when a run is over).
+//! 2. [`ends`]: every acknowledged task ends (checked when a run is over), and once a run has
+//!    settled, every live member of its home set keeps it ended ([`ends::check_agreed`]).
 //! 3. [`epochs`]: a task's epochs only grow, and at most one holder is valid per epoch.
 //! 4. [`results`]: a result is recorded once; never from a stale or forged lease.
 //!
