@@ -1439,6 +1439,15 @@ fn a_lease_its_holder_does_not_hold_is_confirmed_missing_and_placed_again() {
     assert!(record.epoch > E1, "placed again at a higher epoch");
 }
 
+/// Submits `n` specs of peer 1 at time 1; their ids.
+fn submit_many(s: &mut Scheduler, rng: &mut ChaCha8Rng, n: u64) -> Vec<TaskId> {
+    let specs: Vec<Submission> = (0..n).map(|nonce| spec(&key(1), nonce)).collect();
+    s.submit(1, rng, specs)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
 /// The primary's scan visits a bounded number of records per tick, so a tick's cost does not grow
 /// with the backlog; a backlog larger than that is still visited whole, over several ticks: every
 /// task a dead holder held is re-claimed and placed again.
@@ -1458,12 +1467,7 @@ fn a_backlog_larger_than_one_scan_is_reclaimed_over_several_ticks() {
     let mut rng = rng();
     a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
     drain(&mut a);
-    let specs: Vec<Submission> = (0..10).map(|n| spec(&key(1), n)).collect();
-    let ids: Vec<TaskId> = a
-        .submit(1, &mut rng, specs)
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let ids = submit_many(&mut a, &mut rng, 10);
     drain(&mut a);
     assert!(
         ids.iter()
@@ -1522,12 +1526,7 @@ fn a_member_that_comes_back_catches_up_a_page_at_a_time() {
     let mut rng = rng();
     a.handle_gossip(0, &mut rng, &report(&b, 1, 0, false));
     drain(&mut a);
-    let specs: Vec<Submission> = (0..20).map(|n| spec(&key(1), n)).collect();
-    let ids: Vec<TaskId> = a
-        .submit(1, &mut rng, specs)
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let ids = submit_many(&mut a, &mut rng, 20);
     drain(&mut a);
     // B falls silent and is forgotten, then reports again: A sends it a first page (4 x 2).
     let ttl = u64::from(Config::default().lease_ttl_ms);

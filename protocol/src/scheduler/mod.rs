@@ -924,22 +924,17 @@ impl Scheduler {
     // ----- shared helpers -----
 
     /// `gone` are taken for dead (already out of the peers' view, or taken out here): the records
-    /// that those no longer heard from at all led, and this peer now leads, are brought level on
-    /// the other members.
+    /// they led and this peer now leads are brought level on the other members (see
+    /// `Home::repair_after` for when).
     fn take_for_dead(&mut self, now: Millis, gone: &[PeerKey]) {
-        for peer in gone {
-            self.peers.remove(peer);
-        }
-        let gone: Vec<PeerKey> = gone
-            .iter()
-            .filter(|peer| !self.peers.alive(peer))
-            .copied()
-            .collect();
         if gone.is_empty() {
             return;
         }
+        for peer in gone {
+            self.peers.remove(peer);
+        }
         let (home, peers, ctx) = self.member();
-        home.repair_after(&ctx, peers, now, &gone);
+        home.repair_after(&ctx, peers, now, gone);
     }
 
     /// Runs first in every input: notes the start, and notices a freeze.
