@@ -1,7 +1,8 @@
 //! The executor: runs a task's attempt and turns what happened into an [`Outcome`].
 //!
 //! Two kinds of task: **process tasks** (a program with arguments, environment and standard
-//! input, in its own process group so a timeout kills everything it started; stdout and stderr are
+//! input, in its own process group so a timeout kills everything it started, and under a
+//! supervisor that ends that group when the peer dies ([`supervisor`]); stdout and stderr are
 //! captured up to a cap while the rest is drained and dropped) and **handler tasks** (an async Rust
 //! function registered by name: bytes in, bytes out). Every run sees its task id and lease epoch
 //! (`TASKSWARM_TASK_ID` and `TASKSWARM_EPOCH` for processes, [`HandlerContext`] for handlers) so it
@@ -20,6 +21,9 @@ use taskswarm_protocol::{Input, Outcome, ProcessSpec, TaskId, TaskKind, TaskSpec
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::oneshot;
+
+#[cfg(target_os = "linux")]
+mod supervisor;
 
 /// What a handler sees of the run it serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,6 +280,8 @@ impl Executor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        supervisor::tie_to_peer(&mut command);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -496,6 +502,29 @@ mod tests {
                 code: Some(3),
                 stdout: b"from stdin hi 7\n".to_vec(),
                 stderr: b"oops\n".to_vec(),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_program_killed_by_a_signal_has_no_exit_code() {
+        // The program runs under a supervisor, which ends as the program did: by the same signal.
+        let exec = Executor::new(BTreeMap::new(), true, 1024);
+        let outcome = exec
+            .run(
+                id(),
+                1,
+                process("sh", &["-c", "echo before; kill -9 $$"], None),
+                Vec::new(),
+                never(),
+            )
+            .await;
+        assert_eq!(
+            outcome,
+            Outcome::Exited {
+                code: None,
+                stdout: b"before\n".to_vec(),
+                stderr: Vec::new(),
             }
         );
     }

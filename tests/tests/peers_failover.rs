@@ -432,3 +432,59 @@ async fn a_cancelled_task_is_stopped_wherever_it_runs() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Whether process `pid` is gone: no such process, or a zombie (dead, waiting to be reaped).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_peers_task_processes_die_with_it() {
+    let (mut cluster, dir) = cluster("orphans", 1).await;
+    // Each task is a shell that starts a child of its own, notes both PIDs, and waits a minute.
+    // (Not `pids`: the cluster keeps its peers' PIDs there.)
+    let pids = dir.path().join("task-pids");
+    let script = format!(
+        "sleep 60 & echo $! >> {0}; echo $$ >> {0}; wait",
+        pids.display()
+    );
+    let specs: Vec<Value> = (0..2)
+        .map(|_| json!({ "program": "sh", "args": ["-c", script] }))
+        .collect();
+    cluster.submit(0, &specs).await.unwrap();
+    let until = deadline(20);
+    let started = loop {
+        let text = std::fs::read_to_string(&pids).unwrap_or_default();
+        let started: Vec<u32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+        if started.len() == 4 {
+            break started;
+        }
+        assert!(Instant::now() < until, "the tasks did not start: {text:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(started.iter().all(|pid| !gone(*pid)));
+
+    let killed_at = Instant::now();
+    cluster.kill(0).unwrap();
+    let until = killed_at + Duration::from_secs(5);
+    while !started.iter().all(|pid| gone(*pid)) {
+        let left: Vec<_> = started.iter().filter(|pid| !gone(**pid)).collect();
+        assert!(
+            Instant::now() < until,
+            "still running 5 s after the kill: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = killed_at.elapsed().as_secs_f64();
+    println!(
+        "peer killed with SIGKILL: its 2 tasks and their children were gone {after:.3} s later"
+    );
+    // The kernel signals the supervisors at once; a second is what an operator may rely on.
+    assert!(after <= 1.0, "gone only {after:.3} s after the kill");
+}
