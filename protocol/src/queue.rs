@@ -5,7 +5,9 @@
 //! one level of priority. The rank does not change as time passes, so the queue is a sorted set,
 //! and the bound on a wait follows from it: a task queued at `t0` with priority `p` can only be
 //! passed by tasks queued before `t0 + (P − p) · ageing_ms`, `P` being the highest priority
-//! submitted, so it waits at most for those to start. Ties go first-in, first-out.
+//! submitted, so it waits at most for those to start. Ties go first-in, first-out. A task pushed
+//! to the front (recovered, retried or given back) ranks as if queued at time 0: it goes ahead of
+//! its priority's tasks, first-in, first-out among such tasks.
 //!
 //! Owns the order and nothing else: what fits the peer's free resources, and when to start, is
 //! the scheduler's.
@@ -29,7 +31,7 @@ pub struct ReadyQueue {
     order: BTreeSet<(Place, TaskId)>,
     places: BTreeMap<TaskId, Place>,
     next_seq: u64,
-    /// Sequence numbers for tasks pushed to the front, counting down below every other.
+    /// Sequence numbers for tasks pushed to the front, counting up from below every other.
     front_seq: u64,
 }
 
@@ -41,7 +43,7 @@ impl ReadyQueue {
             order: BTreeSet::new(),
             places: BTreeMap::new(),
             next_seq: u64::MAX / 2,
-            front_seq: u64::MAX / 2,
+            front_seq: 0,
         }
     }
 
@@ -77,15 +79,15 @@ impl ReadyQueue {
         self.insert(id, place);
     }
 
-    /// Queues `id` as if it had already waited one ageing period, ahead of its equals: a task
-    /// recovered from a lost holder, or given back, should not wait for the queue to drain again.
-    pub fn push_front(&mut self, id: TaskId, priority: i32, now: Millis) {
-        self.front_seq -= 1;
-        let rank = self
-            .rank(priority, now)
-            .saturating_add(i64::try_from(self.ageing_ms).unwrap_or(i64::MAX));
+    /// Queues `id` as if it had waited since the start of time: ahead of every task of its
+    /// priority queued the usual way, behind the ones pushed to the front before it. For a task
+    /// recovered from a lost holder, retried, or given back: it is older than anything queued
+    /// here, and it should start at the next free slot, not when the queue has drained. (It can
+    /// still be passed by higher priorities, as the ageing rule allows.)
+    pub fn push_front(&mut self, id: TaskId, priority: i32, _now: Millis) {
+        self.front_seq += 1;
         let place = Place {
-            neg_rank: rank.saturating_neg(),
+            neg_rank: self.rank(priority, 0).saturating_neg(),
             seq: self.front_seq,
         };
         self.insert(id, place);
@@ -156,6 +158,20 @@ mod tests {
             "beyond the window"
         );
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn tasks_pushed_to_the_front_go_first_in_their_order_however_long_the_queue() {
+        let mut q = ReadyQueue::new(1_000);
+        for n in 0..100 {
+            q.push(id(n), 0, u64::from(n));
+        }
+        // Recovered a minute later, in this order: they start next, in this order.
+        q.push_front(id(200), 0, 60_000);
+        q.push_front(id(201), 0, 60_000);
+        q.push_front(id(202), 0, 60_001);
+        let order: Vec<TaskId> = q.iter().take(4).collect();
+        assert_eq!(order, vec![id(200), id(201), id(202), id(0)]);
     }
 
     #[test]

@@ -147,7 +147,9 @@ fn target(case: Case, figure: &str) -> &'static str {
         (Workload::Latency, _, "p50_ms") => "<= 1.0",
         (Workload::Latency, _, "p99_ms") => "<= 3",
         (Workload::Skew, _, "makespan_over_ideal") => "<= 1.05",
-        (Workload::Crash, _, "reexec_after_kill_s") => "<= TTL + 1 s = 2.5",
+        (Workload::Crash, _, "reexec_after_kill_s" | "rerun_after_kill_max_s") => {
+            "<= TTL + 1 s = 2.5"
+        }
         (Workload::Memory, _, "rss_growth") => "<= 1.5",
         (Workload::Memory, _, "restart_s") => "< 1",
         _ => "",

@@ -14,7 +14,8 @@
 //!   total work over total slots.
 //! - `crash`: 400 tasks of 100 ms submitted to peer 1; one second in, the last peer is killed with
 //!   SIGKILL; `reexec_after_kill_s` is the time from the kill to the first new start of a task the
-//!   killed peer was running.
+//!   killed peer was running, `rerun_after_kill_max_s` to the last (every task it was running has
+//!   started again by then).
 //!
 //! Every workload also reports `cpu_us_per_task`: the CPU time (user and system) that all peer
 //! processes used during the run, with the task processes they ran, over the tasks that
@@ -625,31 +626,90 @@ async fn crash(control: &Control, swarm: &Swarm, n: usize) -> anyhow::Result<Run
         ..RunResult::default()
     };
     result.count(views);
-    let victim_id = &control.peer_ids[victim];
-    let reexec = result
-        .views
+    let reruns = rerun_delays(&result.views, &control.peer_ids[victim], killed_at);
+    if let Some(first) = reruns.iter().copied().min_by(f64::total_cmp) {
+        result.figures.push(("reexec_after_kill_s", first));
+    }
+    if let Some(last) = reruns.iter().copied().max_by(f64::total_cmp) {
+        result.figures.push(("rerun_after_kill_max_s", last));
+    }
+    Ok(result)
+}
+
+/// For each task that `victim` was running when it was killed at `killed_at` (wall ms), how long
+/// after the kill it started again, in seconds.
+fn rerun_delays(views: &[TaskView], victim: &str, killed_at: u64) -> Vec<f64> {
+    views
         .iter()
-        .filter(|v| {
-            v.history.iter().any(|t| {
-                t.state == "running" && t.peer.as_ref() == Some(victim_id) && t.at_ms <= killed_at
-            })
-        })
+        .filter(|v| was_running_on(v, victim, killed_at))
         .filter_map(|v| {
             v.history
                 .iter()
                 .find(|t| t.state == "running" && t.at_ms > killed_at)
                 .map(|t| (t.at_ms - killed_at) as f64 / 1000.0)
         })
-        .min_by(f64::total_cmp);
-    if let Some(reexec) = reexec {
-        result.figures.push(("reexec_after_kill_s", reexec));
-    }
-    Ok(result)
+        .collect()
+}
+
+/// Whether the last start of `view` before `at` was on `peer`, with no end recorded between it
+/// and `at`: the task was running there at that moment.
+fn was_running_on(view: &TaskView, peer: &str, at: u64) -> bool {
+    let before: Vec<_> = view.history.iter().filter(|t| t.at_ms <= at).collect();
+    let Some(start) = before.iter().rposition(|t| t.state == "running") else {
+        return false;
+    };
+    before[start].peer.as_deref() == Some(peer)
+        && before[start + 1..]
+            .iter()
+            .all(|t| !matches!(t.state.as_str(), "completed" | "failed" | "cancelled"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn moved(state: &str, peer: &str, at_ms: u64) -> taskswarm::view::TransitionView {
+        taskswarm::view::TransitionView {
+            state: state.into(),
+            peer: Some(peer.into()),
+            epoch: 0,
+            at_ms,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_rerun_is_timed_from_the_kill_for_each_task_the_victim_was_running() {
+        let view = |history| TaskView {
+            history,
+            ..serde_json::from_value(json!({
+                "id": "t", "state": "completed", "kind": "handler", "lease_epoch": 0,
+                "origin": "o", "attempts": [], "history": [], "home": [], "submitted_ms": 0
+            }))
+            .unwrap()
+        };
+        let views = vec![
+            // Running on the victim at the kill (1,000), started again at 2,500 and 3,000 ms.
+            view(vec![
+                moved("running", "v", 900),
+                moved("running", "p", 2_500),
+            ]),
+            view(vec![
+                moved("running", "v", 950),
+                moved("running", "p", 3_000),
+            ]),
+            // Ran to its end on the victim before the kill, or ran elsewhere: not a re-run.
+            view(vec![
+                moved("running", "v", 100),
+                moved("completed", "v", 200),
+            ]),
+            view(vec![
+                moved("running", "p", 900),
+                moved("running", "q", 1_500),
+            ]),
+        ];
+        assert_eq!(rerun_delays(&views, "v", 1_000), vec![1.5, 2.0]);
+    }
 
     #[test]
     fn percentiles_take_the_nearest_rank() {

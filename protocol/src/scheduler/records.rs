@@ -940,6 +940,7 @@ impl Home {
                 }
             }
         }
+        self.oldest_first(&mut to_place);
         self.place(ctx, others, now, rng, to_place);
         self.confirm_leases(ctx, now, held_elsewhere);
     }
@@ -1032,7 +1033,21 @@ impl Home {
                 to_place.push(*id);
             }
         }
+        self.oldest_first(&mut to_place);
         self.place(ctx, others, now, rng, to_place);
+    }
+
+    /// Orders tasks to place again so that a holder queues them in the order they should start:
+    /// those that already ran (an attempt was lost or failed) first, then by submission. A
+    /// holder puts tasks placed again at the front of its queue in the order they come, so the
+    /// task its lost holder was running starts at the next free slot, not behind the tasks that
+    /// were queued behind it.
+    fn oldest_first(&self, ids: &mut [TaskId]) {
+        ids.sort_by_cached_key(|id| {
+            self.records.get(id).map_or((true, u64::MAX), |e| {
+                (e.record.attempts.is_empty(), e.record.submitted_wall_ms)
+            })
+        });
     }
 
     /// Whether the lease `holder` has on a task is lost: the holder is silent past the TTL, or it
