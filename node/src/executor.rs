@@ -1,9 +1,9 @@
 //! The executor: runs a task's attempt and turns what happened into an [`Outcome`].
 //!
 //! Two kinds of task: **process tasks** (a program with arguments, environment and standard
-//! input, in its own process group so a timeout kills everything it started, and under a
-//! supervisor that ends that group when the peer dies ([`supervisor`]); stdout and stderr are
-//! captured up to a cap while the rest is drained and dropped) and **handler tasks** (an async Rust
+//! input, in its own process group so a timeout kills everything it started, and that group is
+//! killed too when the peer dies ([`reaper`]); stdout and stderr are captured up to a cap while the
+//! rest is drained and dropped) and **handler tasks** (an async Rust
 //! function registered by name: bytes in, bytes out). Every run sees its task id and lease epoch
 //! (`TASKSWARM_TASK_ID` and `TASKSWARM_EPOCH` for processes, [`HandlerContext`] for handlers) so it
 //! can fence its own side effects. The executor never decides what to run: the scheduler does.
@@ -22,8 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
-#[cfg(target_os = "linux")]
-mod supervisor;
+mod reaper;
 
 /// What a handler sees of the run it serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +59,9 @@ pub struct Executor {
     output_cap: usize,
     /// This peer's id, given to a process as `TASKSWARM_PEER`.
     peer: Option<String>,
+    /// Kills the running tasks' process groups if this peer dies; started with the first
+    /// process task (`None` if it could not start).
+    reaper: Arc<std::sync::OnceLock<Option<reaper::Reaper>>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -168,7 +170,21 @@ impl Executor {
             allow_exec,
             output_cap,
             peer: None,
+            reaper: Arc::default(),
         }
+    }
+
+    /// The reaper, started on first use.
+    fn reaper(&self) -> Option<&reaper::Reaper> {
+        self.reaper
+            .get_or_init(|| match reaper::Reaper::start() {
+                Ok(reaper) => Some(reaper),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the reaper: task processes will outlive this peer if it is killed");
+                    None
+                }
+            })
+            .as_ref()
     }
 
     /// Names the peer that runs the attempts: processes see it as `TASKSWARM_PEER`.
@@ -280,8 +296,6 @@ impl Executor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        #[cfg(target_os = "linux")]
-        supervisor::tie_to_peer(&mut command);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -294,6 +308,10 @@ impl Executor {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
+        let reaper = self.reaper();
+        if let (Some(reaper), Some(group)) = (reaper, group) {
+            reaper.watch(group);
+        }
         if let Some(mut stdin) = child.stdin.take() {
             let input = spec.stdin;
             tokio::spawn(async move {
@@ -316,6 +334,9 @@ impl Executor {
         // Whether it finished or timed out, nothing it started outlives the attempt (and holds
         // its output pipes open).
         kill_group(group);
+        if let (Some(reaper), Some(group)) = (reaper, group) {
+            reaper.forget(group);
+        }
         if status.is_none() {
             let _ = child.wait().await;
         }
@@ -508,7 +529,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_program_killed_by_a_signal_has_no_exit_code() {
-        // The program runs under a supervisor, which ends as the program did: by the same signal.
         let exec = Executor::new(BTreeMap::new(), true, 1024);
         let outcome = exec
             .run(

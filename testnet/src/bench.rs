@@ -15,11 +15,12 @@
 //!                "crash": {"reexec_after_kill_s": {...}, "completed", "lost", "ran_twice",
 //!                          "recorded_twice", ...}},
 //!  "marks": [...], "anomalies": {NAME: [task views]},
-//!  "lost": total, "recorded_twice": total}
+//!  "lost": total, "recorded_twice": total, "ran_twice_without_a_fault": total}
 //! ```
 //! Every workload carries the counts `tasks`, `unacknowledged`, `completed`, `failed`, `lost`,
 //! `ran_twice` and `recorded_twice`, summed over its runs. The command exits 1 if any task was
-//! lost or recorded twice.
+//! lost or recorded twice, or, in a run without `--chaos`, ran twice in a workload that kills no
+//! peer (every workload but `crash`): with no fault, a task runs once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -156,7 +157,7 @@ fn target(case: Case, figure: &str) -> &'static str {
     }
 }
 
-/// Runs the benchmark; exit 1 if a task was lost or recorded twice.
+/// Runs the benchmark; exit 1 if a task was lost or recorded twice, or ran twice with no fault.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.peers < 2 {
         bail!("--peers must be at least 2");
@@ -287,8 +288,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let lost = report["lost"].as_u64().unwrap_or(0);
     let twice = report["recorded_twice"].as_u64().unwrap_or(0);
-    if lost > 0 || twice > 0 {
-        println!("FAILED: {lost} task(s) lost, {twice} recorded twice");
+    let reran = report["ran_twice_without_a_fault"].as_u64().unwrap_or(0);
+    if lost > 0 || twice > 0 || reran > 0 {
+        println!(
+            "FAILED: {lost} task(s) lost, {twice} recorded twice, {reran} ran twice with no fault injected"
+        );
         return Ok(ExitCode::from(1));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -328,7 +332,7 @@ fn report_json(
     marks: &BTreeMap<Case, Vec<Mark>>,
 ) -> Value {
     let mut workloads = serde_json::Map::new();
-    let (mut lost, mut twice) = (0, 0);
+    let (mut lost, mut twice, mut reran) = (0, 0, 0);
     for (w, runs) in results {
         let mut entry = serde_json::Map::new();
         entry.insert("runs".into(), json!(runs.len()));
@@ -356,6 +360,9 @@ fn report_json(
         entry.insert("recorded_twice".into(), json!(sum(|r| r.recorded_twice)));
         lost += sum(|r| r.lost);
         twice += sum(|r| r.recorded_twice);
+        if w.workload != Workload::Crash {
+            reran += sum(|r| r.ran_twice);
+        }
         workloads.insert(w.name(), Value::Object(entry));
     }
     let marks: BTreeMap<String, &Vec<Mark>> = marks.iter().map(|(w, m)| (w.name(), m)).collect();
@@ -381,6 +388,7 @@ fn report_json(
         "anomalies": anomalies,
         "lost": lost,
         "recorded_twice": twice,
+        "ran_twice_without_a_fault": if chaos.is_empty() { reran } else { 0 },
     })
 }
 
