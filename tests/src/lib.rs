@@ -182,6 +182,8 @@ pub struct Sim {
     pub changed: Vec<(usize, TaskId)>,
     /// Tasks acknowledged, or whose stored record a peer deleted, since the last check.
     pub unstored: Vec<TaskId>,
+    /// Attempts started since the last check: (peer, task, epoch).
+    pub started: Vec<(usize, TaskId, u64)>,
     /// Tasks some peer has a final record of.
     pub finals: BTreeSet<TaskId>,
     /// Bytes of load reports delivered, over all peers.
@@ -259,6 +261,7 @@ impl Sim {
             watch: invariants::Watch::default(),
             changed: Vec::new(),
             unstored: Vec::new(),
+            started: Vec::new(),
             finals: BTreeSet::new(),
             gossip_bytes: 0,
             messages: 0,
@@ -413,19 +416,42 @@ impl Sim {
 
     /// Crashes peer `i`: its memory is gone, its disk stays.
     pub fn crash(&mut self, i: usize) {
-        self.peers[i].scheduler = None;
-        self.peers[i].incarnation += 1;
         // A killed process loses what still waited in its send queues: of the messages on their
         // way from it, every other one (by a hash of its place in the queue of events, so the
         // simulator's random stream is not disturbed) is lost.
-        let lost: Vec<(Millis, u64)> = self
+        self.crash_losing(i, |seq, _| {
+            seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63 == 1
+        });
+    }
+
+    /// Crashes peer `i` right after it placed tasks: of the messages on their way from it, only
+    /// placements arrive. Its grants reach their holders; the replication of them reaches no
+    /// other member, which then grants from the record it had.
+    pub fn crash_after_placing(&mut self, i: usize) {
+        self.crash_losing(i, |_, message| !matches!(message, Message::Place { .. }));
+    }
+
+    /// Whether a placement from peer `i` is on its way.
+    pub fn placing(&self, i: usize) -> bool {
+        self.events.values().any(|e| {
+            matches!(e, Event::Deliver { from, message: Message::Place { .. }, .. } if *from == i)
+        })
+    }
+
+    /// Crashes peer `i`, losing the messages on their way from it for which `lost` holds (given
+    /// each one's place in the queue of events).
+    fn crash_losing(&mut self, i: usize, lost: impl Fn(u64, &Message) -> bool) {
+        self.peers[i].scheduler = None;
+        self.peers[i].incarnation += 1;
+        let gone: Vec<(Millis, u64)> = self
             .events
             .iter()
-            .filter(|(_, e)| matches!(e, Event::Deliver { from, .. } if *from == i))
+            .filter(|((_, seq), e)| {
+                matches!(e, Event::Deliver { from, message, .. } if *from == i && lost(*seq, message))
+            })
             .map(|(key, _)| *key)
-            .filter(|(_, seq)| seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63 == 1)
             .collect();
-        for key in lost {
+        for key in gone {
             self.events.remove(&key);
         }
     }
@@ -504,6 +530,7 @@ impl Sim {
                 task, epoch, spec, ..
             } => {
                 self.peers[i].executed.push((task, epoch));
+                self.started.push((i, task, epoch));
                 let (at, outcome) = self.run(&spec);
                 let incarnation = self.peers[i].incarnation;
                 self.schedule(

@@ -161,7 +161,7 @@ impl Holding {
             }
             None => {
                 let priority = task.spec.priority;
-                if epoch >> 32 > 1 {
+                if crate::lease::major(epoch) > 1 {
                     self.ready.push_front(task.id, priority, now);
                 } else {
                     self.ready.push(task.id, priority, now);

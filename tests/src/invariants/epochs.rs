@@ -1,4 +1,8 @@
 //! Invariant 3: for a task, epochs only grow, and at most one holder is valid per epoch.
+//!
+//! Checked on every record (no record names two holders for one epoch) and on every attempt any
+//! peer started (no two peers ever ran one epoch of a task, even when no record heard of one of
+//! them: a primary that died before its grant was replicated).
 
 use taskswarm_protocol::TaskId;
 
@@ -35,6 +39,18 @@ pub fn check_one(sim: &mut Sim, i: usize, id: TaskId) -> Result<(), String> {
                 record.epoch
             ));
         }
+    }
+    Ok(())
+}
+
+/// Peer `i` started an attempt of `id` under `epoch`: no other peer ever ran that epoch.
+pub fn check_start(sim: &mut Sim, i: usize, id: TaskId, epoch: u64) -> Result<(), String> {
+    let first = *sim.watch.ran_under.entry((id, epoch)).or_insert(i);
+    if first != i {
+        return Err(format!(
+            "{id:?} epoch {} was run by two holders: peers {first} and {i}",
+            taskswarm_protocol::lease::show_epoch(epoch)
+        ));
     }
     Ok(())
 }

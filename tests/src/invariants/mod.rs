@@ -26,6 +26,9 @@ pub struct Watch {
     pub epoch_seen: BTreeMap<(usize, TaskId), u64>,
     /// The holder each epoch of each task was given, as any record showed it.
     pub holder_of: BTreeMap<(TaskId, u64), PeerKey>,
+    /// The peer that ran each epoch of each task: every holder the swarm ever had, whether or
+    /// not any record heard of it.
+    pub ran_under: BTreeMap<(TaskId, u64), usize>,
     /// The first final result seen for each task: (state, attempt epoch, who ran it).
     pub result_of: BTreeMap<TaskId, (String, u64, Option<PeerKey>)>,
     /// Each acknowledged task's home set, once learned.
@@ -67,6 +70,9 @@ pub fn check_step(sim: &mut Sim) -> Result<(), String> {
     }
     for id in std::mem::take(&mut sim.unstored) {
         lost::check_one(sim, id)?;
+    }
+    for (i, id, epoch) in std::mem::take(&mut sim.started) {
+        epochs::check_start(sim, i, id, epoch)?;
     }
     Ok(())
 }

@@ -112,7 +112,8 @@ impl Home {
                 continue;
             };
             let record = &mut entry.record;
-            record.epoch = crate::lease::next_major(record.epoch);
+            let rank = record.home().iter().position(|m| *m == ctx.me).unwrap_or(0);
+            record.epoch = crate::lease::next_major(record.epoch, rank);
             record.holder = Some(peer);
             let note = if record.state == TaskState::Unschedulable {
                 "placed on a peer that can run it"
