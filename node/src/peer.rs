@@ -3,7 +3,8 @@
 //! `spawn` loads or creates the key, builds the swarm, starts listening, starts the event loop and
 //! (if asked) the HTTP API, and returns once the peer listens. With a data directory it writes
 //! `peer.json` there (peer id, listen addresses, API address) so scripts can find it.
-//! [`Peer::shutdown`] stops the API and the event loop.
+//! [`Peer::shutdown`] leaves the swarm (the others take over its tasks at once), then stops the
+//! API and the event loop.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -611,7 +612,9 @@ impl Peer {
         self.api_access.replace(tokens)
     }
 
-    /// Stops the API and the event loop, and waits for both.
+    /// Leaves the swarm (the others take over what this peer held and led at once, see
+    /// [`Scheduler::leave`](taskswarm_protocol::Scheduler::leave)), stops the API and the event
+    /// loop, and waits for both.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         if let Some(api) = self.api {

@@ -39,6 +39,8 @@ use crate::view::{ClusterView, CountersView, PeerInfo, TaskView};
 const TICK: Duration = Duration::from_millis(20);
 /// How often bootstrap peers are dialled again while none is connected.
 const REDIAL: Duration = Duration::from_secs(2);
+/// How long a peer that is shutting down runs on after it said goodbye, so the goodbye leaves.
+const LEAVE_GRACE: Duration = Duration::from_millis(300);
 
 /// An attempt that ended.
 #[derive(Debug)]
@@ -151,12 +153,27 @@ impl EventLoop {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_redial = Instant::now();
+        // Set when shutdown was asked for: the peer has left (see `leave`) and runs on until then.
+        let mut leaving_until: Option<tokio::time::Instant> = None;
+        let mut commands_open = true;
         loop {
+            let grace_over = async move {
+                match leaving_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(&mut state, event),
-                command = self.commands.recv() => match command {
+                command = self.commands.recv(), if commands_open => match command {
                     Some(command) => self.on_command(&mut state, command),
-                    None => break,
+                    // Every handle to the peer is gone: it shuts down as if asked to.
+                    None => {
+                        commands_open = false;
+                        if leaving_until.is_none() {
+                            leaving_until = Some(self.leave(&mut state));
+                        }
+                    }
                 },
                 Some(done) = finished_rx.recv() => self.on_finished(&mut state, done),
                 _ = tick.tick() => {
@@ -169,7 +186,10 @@ impl EventLoop {
                     }
                 }
                 _ = self.committer.changed() => self.release_committed(&mut state),
-                _ = self.shutdown.changed() => break,
+                _ = self.shutdown.changed(), if leaving_until.is_none() => {
+                    leaving_until = Some(self.leave(&mut state));
+                }
+                _ = grace_over => break,
             }
             self.take_ready(&mut state, &mut finished_rx);
             self.apply_actions(&mut state);
@@ -183,6 +203,17 @@ impl EventLoop {
         }
         self.committer.close().await;
         tracing::info!("event loop stopped");
+    }
+
+    /// Leaves the swarm on shutdown: the scheduler stops what it holds and says goodbye in a
+    /// signed load report, so the others take over its tasks now rather than after a lease TTL.
+    /// Returns until when the loop runs on: long enough for the goodbye to leave (gossip does not
+    /// confirm delivery; a lost goodbye costs the others a TTL, as a crash does).
+    fn leave(&mut self, state: &mut State) -> tokio::time::Instant {
+        let now = state.now();
+        tracing::info!("leaving the swarm");
+        self.scheduler.leave(now, &mut state.rng);
+        tokio::time::Instant::now() + LEAVE_GRACE
     }
 
     fn dial_bootstrap(&mut self) {

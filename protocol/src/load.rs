@@ -62,6 +62,9 @@ pub struct LoadReport {
     pub capabilities: Capabilities,
     /// Where it listens, as transport addresses the node understands (opaque to the protocol).
     pub addrs: Vec<Vec<u8>>,
+    /// The peer is leaving (shutting down): it has stopped everything it held and will send
+    /// nothing more in this run, so the others take it for dead now rather than after a TTL.
+    pub leaving: bool,
 }
 
 impl LoadReport {

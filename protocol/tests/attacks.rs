@@ -36,6 +36,7 @@ fn report(from: &Keypair, seq: u64, exec: bool) -> Vec<u8> {
             offer: Default::default(),
         },
         addrs: vec![],
+        leaving: false,
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }

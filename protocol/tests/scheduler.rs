@@ -114,6 +114,7 @@ fn report(from: &Keypair, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
             offer: Default::default(),
         },
         addrs: vec![b"addr".to_vec()],
+        leaving: false,
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }
@@ -1086,6 +1087,7 @@ fn a_load_report_with_a_bad_signature_is_counted_and_dropped() {
         slots: 1,
         capabilities: Capabilities::default(),
         addrs: vec![],
+        leaving: false,
     };
     // Signed by key 3 while claiming to be key 2.
     let forged = Signed::<LoadReport>::from_parts(
@@ -1624,4 +1626,71 @@ fn a_member_the_dead_primary_left_behind_is_brought_level_by_the_next() {
     assert_eq!(c.task(&id).unwrap().state, TaskState::Completed);
     assert_eq!(b.task(&id).unwrap().state, TaskState::Completed);
     assert_eq!(b.task(&id).unwrap().attempts.len(), 1, "it ran once");
+}
+
+/// The load reports among `actions`, encoded as gossip travels.
+fn broadcasts(actions: &[Action]) -> Vec<Vec<u8>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast { gossip } => Some(wire::encode(gossip)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_that_leaves_has_its_tasks_taken_over_at_once() {
+    let (mut a, mut b) = (peer(1, 1, true), peer(2, 1, true));
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
+    drain(&mut a);
+    drain(&mut b);
+    // A's only slot takes the first task; the second goes to B, which queues or runs it.
+    let ids: Vec<TaskId> = (1..=2)
+        .map(|n| {
+            *a.submit(0, &mut rng, vec![spec(&key(1), n)])[0]
+                .as_ref()
+                .unwrap()
+        })
+        .collect();
+    let placed = drain(&mut a);
+    deliver(&mut b, a.me(), &placed, 10);
+    let on_b = ids
+        .into_iter()
+        .find(|id| a.task(id).unwrap().holder == Some(b.me()))
+        .expect("one task is placed on B");
+    assert_eq!(b.held().count(), 1);
+
+    // A primary acts once it has been up a TTL (1.5 s); B was last heard at 1.4 s.
+    a.handle_gossip(1_400, &mut rng, &report(&key(2), 2, 0, true));
+    b.leave(1_600, &mut rng);
+    let goodbye = drain(&mut b);
+    assert_eq!(b.held().count(), 0, "B stopped what it held");
+    assert!(b.is_leaving());
+    let goodbye = broadcasts(&goodbye);
+    assert_eq!(goodbye.len(), 1, "B says goodbye in a load report");
+    for bytes in &goodbye {
+        a.handle_gossip(1_650, &mut rng, bytes);
+    }
+    // Long before B's lease runs out (at 2.9 s), A takes the task back.
+    a.tick(1_700, &mut rng);
+    drain(&mut a);
+    assert_eq!(a.peers().count(), 0, "B is out of A's view");
+    let record = a.task(&on_b).unwrap();
+    assert_eq!(record.holder, Some(a.me()), "re-claimed and placed on A");
+    assert_eq!(record.epoch, E2);
+
+    // B takes no more work, and its later reports keep it out of the view.
+    let more = b.submit(1_800, &mut rng, vec![spec(&key(2), 9)]);
+    assert!(more[0].is_err());
+    b.tick(1_900, &mut rng);
+    for bytes in broadcasts(&drain(&mut b)) {
+        a.handle_gossip(1_950, &mut rng, &bytes);
+    }
+    assert_eq!(a.peers().count(), 0);
+    // A new run of B (another boot number) is B back.
+    a.handle_gossip(2_000, &mut rng, &report(&key(2), 1, 0, true));
+    assert_eq!(a.peers().count(), 1);
 }

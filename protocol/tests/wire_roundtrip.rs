@@ -250,6 +250,7 @@ fn arb_gossip() -> impl Strategy<Value = Gossip> {
                 slots,
                 capabilities,
                 addrs,
+                leaving: seq % 2 == 1,
             };
             Gossip::Load(Signed::sign(&report, &k))
         })

@@ -488,3 +488,55 @@ async fn a_killed_peers_task_processes_die_with_it() {
     // The kernel signals the supervisors at once; a second is what an operator may rely on.
     assert!(after <= 1.0, "gone only {after:.3} s after the kill");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stopped_with_sigterm_hands_its_tasks_over_without_a_ttl_wait() {
+    let (mut cluster, dir) = cluster("leave", 3).await;
+    // A peer takes others for dead only once it has been up for a lease TTL (before that it may
+    // not have heard everyone): a swarm that just started is not what this test is about.
+    tokio::time::sleep(TTL).await;
+    let log = dir.path().join("runs.log");
+    // Fewer tasks than slots, so the others have room for what the stopped peer was running.
+    let specs: Vec<Value> = (0..4).map(|_| logged(&log, "2")).collect();
+    let ids = cluster.submit(0, &specs).await.unwrap();
+    let until = deadline(20);
+    let leaving = loop {
+        if let Some(i) = [2, 1].into_iter().find(|i| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains(cluster.peers[*i].peer_id.as_str())
+        }) {
+            break i;
+        }
+        assert!(
+            Instant::now() < until,
+            "neither peer 2 nor peer 3 ran anything"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let leaver = cluster.peers[leaving].peer_id.clone();
+    let stopped_at = now_ns();
+    cluster.stop_peer(leaving).unwrap();
+
+    let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
+    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+    // Each task the stopped peer was running started again elsewhere: how long after the stop?
+    let reruns: Vec<f64> = starts(&log)
+        .values()
+        .filter(|s| s.iter().any(|r| r.peer == leaver && r.at_ns <= stopped_at))
+        .filter_map(|s| s.iter().map(|r| r.at_ns).find(|at| *at > stopped_at))
+        .map(|at| (at - stopped_at) as f64 / 1e9)
+        .collect();
+    assert!(!reruns.is_empty(), "the stopped peer was running tasks");
+    let last = reruns.iter().copied().fold(0.0, f64::max);
+    println!(
+        "peer {} stopped with SIGTERM while running {}: all started again within {last:.2} s (lease TTL {:.1} s)",
+        leaving + 1,
+        reruns.len(),
+        TTL.as_secs_f64()
+    );
+    // Without the goodbye the others would wait out the lease TTL after its last heartbeat.
+    assert!(
+        last < TTL.as_secs_f64(),
+        "re-run {last:.2} s after the stop: the lease TTL was waited out"
+    );
+}

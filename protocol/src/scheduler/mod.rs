@@ -613,6 +613,10 @@ impl Scheduler {
         submissions: Vec<crate::task::Submission>,
     ) -> Vec<Result<TaskId, WireError>> {
         self.boot(now);
+        if self.peers.leaving() {
+            let leaving = WireError::Unauthorized("this peer is leaving the swarm");
+            return submissions.iter().map(|_| Err(leaving.clone())).collect();
+        }
         let results = self.accept(now, rng, submissions);
         self.finish_input(now, rng);
         results
@@ -633,6 +637,10 @@ impl Scheduler {
 
     /// One message, checked and handled; the caller ends the input.
     fn on_message(&mut self, now: Millis, rng: &mut dyn RngCore, from: PeerKey, bytes: &[u8]) {
+        if self.peers.leaving() {
+            // It said goodbye: it takes no more work and changes no more records.
+            return;
+        }
         let message = match wire::decode::<Message>(bytes) {
             Ok(message) => message,
             Err(error) => return self.counters.count(&error),
@@ -806,6 +814,16 @@ impl Scheduler {
         if report.peer == self.me {
             return;
         }
+        if report.leaving {
+            // A signed goodbye: what it held and led is taken over now, not after a TTL.
+            let (peer, boot) = (report.peer, report.boot);
+            let known = self.peers.alive(&peer);
+            self.peers.left(peer, boot);
+            if known {
+                self.take_for_dead(now, &[peer]);
+            }
+            return;
+        }
         let (peer, addrs) = (report.peer, report.addrs.clone());
         if self.peers.observe(report, now) == Observed::New {
             self.actions
@@ -891,9 +909,34 @@ impl Scheduler {
         }
     }
 
+    /// Leaves the swarm (the peer is shutting down): stops everything it holds, as if it had
+    /// been cut off, and says so in a signed load report, on which the others take it for dead
+    /// at once: the tasks it held are re-claimed and placed elsewhere, and the next member leads
+    /// what it led, without waiting for its lease TTL. From then on it takes no work, leads
+    /// nothing and answers no peer; its later reports say it is leaving too.
+    pub fn leave(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        self.boot(now);
+        self.peers.leave();
+        self.abandon_all();
+        self.report(now, rng);
+        self.finish_input(now, rng);
+    }
+
+    /// Whether this peer is leaving (see [`Scheduler::leave`]).
+    pub fn is_leaving(&self) -> bool {
+        self.peers.leaving()
+    }
+
     /// Time passes: report load, forget silent peers, re-claim, retry, resend, steal, dispatch.
+    /// A peer that is leaving only reports, every interval, that it is.
     pub fn tick(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.boot(now);
+        if self.peers.leaving() {
+            if self.peers.report_due(now, self.config.report_interval_ms) {
+                self.report(now, rng);
+            }
+            return self.finish_input(now, rng);
+        }
         self.peers.ticked(now);
         if self.peers.report_due(now, self.config.report_interval_ms) {
             self.report(now, rng);
@@ -1203,6 +1246,7 @@ impl Scheduler {
             slots: self.config.slots,
             capabilities: self.config.capabilities.clone(),
             addrs: self.config.addrs.clone(),
+            leaving: self.peers.leaving(),
         };
         let signed = Signed::sign(&report, &self.key);
         if self.config.report_fanout == 0 {

@@ -28,6 +28,11 @@ pub(super) struct Peers {
     heard: BTreeMap<PeerKey, Millis>,
     /// Peers heard of (in others' reports) but not in the view: introduced to in fanout mode.
     candidates: BTreeSet<PeerKey>,
+    /// Peers that said they were leaving, with the run (`boot`) that left: nothing more from
+    /// that run makes them alive again; a report from a new run does.
+    left: BTreeMap<PeerKey, u64>,
+    /// This peer is leaving: it leads nothing and holds nothing any more.
+    leaving: bool,
     booted_at: Option<Millis>,
     /// Set when this peer was away (restarted from its store, or frozen): it does not lead any
     /// home set until it has been back for a lease TTL.
@@ -46,6 +51,8 @@ impl Peers {
             members: Membership::default(),
             heard: BTreeMap::new(),
             candidates: BTreeSet::new(),
+            left: BTreeMap::new(),
+            leaving: false,
             booted_at: None,
             rejoined: false,
             last_tick_at: None,
@@ -83,6 +90,16 @@ impl Peers {
     /// This peer restarted from its store.
     pub(super) fn rejoin(&mut self) {
         self.rejoined = true;
+    }
+
+    /// This peer is leaving.
+    pub(super) fn leave(&mut self) {
+        self.leaving = true;
+    }
+
+    /// Whether this peer is leaving.
+    pub(super) fn leaving(&self) -> bool {
+        self.leaving
     }
 
     /// Whether this peer has been up for `ttl`, long enough to have heard every live peer, so
@@ -130,7 +147,7 @@ impl Peers {
     /// has just restarted has heard nobody yet and must not take every task it keeps for its own.
     pub(super) fn is_primary(&self, home: &[PeerKey], now: Millis, ttl: Millis) -> bool {
         let leads = home.first() == Some(&self.me) && !self.rejoined;
-        self.primary_of(home) == Some(self.me) && (leads || self.settled(now, ttl))
+        !self.leaving && self.primary_of(home) == Some(self.me) && (leads || self.settled(now, ttl))
     }
 
     /// The first live member of a home set.
@@ -153,16 +170,38 @@ impl Peers {
         self.members.iter().map(|(k, _)| *k).collect()
     }
 
-    /// `peer` sent a message: it is alive.
+    /// `peer` sent a message: it is alive (unless it left, and has not come back).
     pub(super) fn heard_from(&mut self, peer: PeerKey, now: Millis) {
+        if self.left.contains_key(&peer) {
+            return;
+        }
         self.members.touch(&peer, now);
         self.heard.insert(peer, now);
     }
 
-    /// Takes a verified load report; says whether its peer is new (or restarted).
+    /// Takes a verified load report; says whether its peer is new (or restarted). A report of a
+    /// run that left is ignored ([`Observed::Stale`]); one of a new run is that peer back.
     pub(super) fn observe(&mut self, report: LoadReport, now: Millis) -> Observed {
+        match self.left.get(&report.peer) {
+            Some(boot) if *boot == report.boot => return Observed::Stale,
+            Some(_) => {
+                self.left.remove(&report.peer);
+            }
+            None => {}
+        }
         self.candidates.remove(&report.peer);
         self.members.observe(report, now)
+    }
+
+    /// `peer`'s run `boot` said it is leaving: it is dead from now on, until a new run reports.
+    pub(super) fn left(&mut self, peer: PeerKey, boot: u64) {
+        self.members.remove(&peer);
+        self.heard.remove(&peer);
+        self.candidates.remove(&peer);
+        if self.left.len() >= MAX_CANDIDATES {
+            self.left.pop_first();
+        }
+        self.left.insert(peer, boot);
     }
 
     /// Forgets the peers not heard from for `ttl`.
