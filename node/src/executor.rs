@@ -2,8 +2,8 @@
 //!
 //! Two kinds of task: **process tasks** (a program with arguments, environment and standard
 //! input, in its own process group so a timeout kills everything it started, and that group is
-//! killed too when the peer dies (the `reaper` module); stdout and stderr are captured up to a cap while the
-//! rest is drained and dropped) and **handler tasks** (an async Rust
+//! killed too when the peer dies (the `reaper` module); stdout and stderr are captured up to a
+//! cap while the rest is drained and dropped) and **handler tasks** (an async Rust
 //! function registered by name: bytes in, bytes out). Every run sees its task id and lease epoch
 //! (`TASKSWARM_TASK_ID` and `TASKSWARM_EPOCH` for processes, [`HandlerContext`] for handlers) so it
 //! can fence its own side effects. The executor never decides what to run: the scheduler does.
