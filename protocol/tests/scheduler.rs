@@ -1694,3 +1694,59 @@ fn a_peer_that_leaves_has_its_tasks_taken_over_at_once() {
     a.handle_gossip(2_000, &mut rng, &report(&key(2), 1, 0, true));
     assert_eq!(a.peers().count(), 1);
 }
+
+#[test]
+fn a_victim_does_not_take_back_a_task_it_handed_on_when_its_placement_comes_again() {
+    // C places 5 tasks on B; B gives two to A under epoch 1.1, and their held rows leave its
+    // store before the grant leaves it.
+    let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
+    let mut rng = rng();
+    c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
+    for s in [&mut a, &mut b, &mut c] {
+        drain(s);
+    }
+    let specs = (0..5).map(|n| spec(&key(3), n)).collect();
+    c.submit(0, &mut rng, specs);
+    let to_b = sent_to(&drain(&mut c), b.me());
+    deliver_bytes(&mut b, c.me(), &to_b, 1);
+    a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
+    let request = sent_to(&drain(&mut a), b.me());
+    let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
+    let grant_at = from_b
+        .iter()
+        .position(|x| {
+            matches!(
+                x,
+                Action::Send {
+                    message: Message::StealGrant { .. },
+                    ..
+                }
+            )
+        })
+        .expect("B grants tasks to A");
+    let deleted = from_b[..grant_at]
+        .iter()
+        .filter(|x| {
+            matches!(
+                x,
+                Action::Write {
+                    table: Table::Held,
+                    value: None,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        deleted, 2,
+        "the given tasks leave B's store before the grant"
+    );
+    assert_eq!(b.queued(), 2);
+
+    // The placement comes to B again (a late copy): B must not queue those tasks again, or a
+    // later thief would get epoch 1.1 a second time.
+    deliver_bytes(&mut b, c.me(), &to_b, 4);
+    assert_eq!(b.queued(), 2, "the tasks handed on are not taken again");
+}

@@ -37,7 +37,15 @@ pub(super) struct Holding {
     /// What the running tasks need, summed: a task starts only if it fits in what is left.
     in_use: Resources,
     outbox: BTreeMap<TaskId, Pending>,
+    /// Tasks this peer gave to a thief, with the epoch it held each at, oldest first (at most
+    /// [`HANDED_OVER_KEPT`]): a placement at that epoch or older arriving late, or twice, is not
+    /// taken again, or this peer could hand the task on under an epoch it already granted.
+    handed_over: BTreeMap<TaskId, u64>,
+    handed_over_order: std::collections::VecDeque<TaskId>,
 }
+
+/// How many tasks given to thieves a holder remembers.
+const HANDED_OVER_KEPT: usize = 4096;
 
 /// A task this peer holds a lease on.
 #[derive(Clone, Debug)]
@@ -62,6 +70,8 @@ impl Holding {
             running: 0,
             in_use: Resources::default(),
             outbox: BTreeMap::new(),
+            handed_over: BTreeMap::new(),
+            handed_over_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -119,24 +129,23 @@ impl Holding {
 
     /// Gives up queued tasks (to a thief): they leave the queue and the lease table.
     pub(super) fn give_up(&mut self, ids: &[TaskId]) -> Vec<Held> {
-        ids.iter()
+        let given: Vec<Held> = ids
+            .iter()
             .filter_map(|id| {
                 self.ready.remove(id);
                 self.held.remove(id)
             })
-            .collect()
-    }
-
-    /// Takes back a task given up whose grant never arrived, at the front of the queue.
-    pub(super) fn take_back(&mut self, held: Held, now: Millis) {
-        let Held { task, epoch, .. } = held;
-        self.ready.push_front(task.id, task.spec.priority, now);
-        let held = Held {
-            task,
-            epoch,
-            running: false,
-        };
-        self.held.insert(held.task.id, held);
+            .collect();
+        for held in &given {
+            if self.handed_over_order.len() >= HANDED_OVER_KEPT
+                && let Some(oldest) = self.handed_over_order.pop_front()
+            {
+                self.handed_over.remove(&oldest);
+            }
+            self.handed_over.insert(held.task.id, held.epoch);
+            self.handed_over_order.push_back(held.task.id);
+        }
+        given
     }
 }
 
@@ -149,6 +158,10 @@ impl Holding {
     /// retried) goes to the front of the queue: it is older than anything queued behind it, and
     /// its recovery should not wait for the queue to drain.
     fn hold(&mut self, ctx: &mut Ctx<'_>, task: Task, epoch: u64, now: Millis) {
+        if self.handed_over.get(&task.id).is_some_and(|e| *e >= epoch) {
+            // A late or repeated placement of a task this peer has since handed on.
+            return;
+        }
         match self.held.get_mut(&task.id) {
             Some(held) if held.epoch >= epoch => {}
             Some(held) => {

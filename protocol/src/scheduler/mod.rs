@@ -881,8 +881,8 @@ impl Scheduler {
                 home.on_placement_failed(&mut ctx, &mut others, now, rng, to, &tasks);
             }
             Message::StealGrant { tasks, .. } => {
-                let (stealing, holding, _, _) = self.thief();
-                stealing.grant_undelivered(holding, &tasks, now);
+                let (stealing, _, peers, mut ctx) = self.thief();
+                stealing.grant_undelivered(&mut ctx, peers, &tasks);
             }
             // A hand-over notice must arrive, or the home set would wait for it forever (it
             // holds later transfers and the completion back until it has every link): send it
@@ -902,8 +902,8 @@ impl Scheduler {
     pub fn handle_delivered(&mut self, now: Millis, rng: &mut dyn RngCore, message: &Message) {
         self.boot(now);
         if let Message::StealGrant { tasks, grant } = message {
-            let (stealing, _, _, mut ctx) = self.thief();
-            let members = stealing.grant_delivered(&mut ctx, tasks);
+            let (stealing, _, _, _) = self.thief();
+            let members = stealing.grant_delivered(tasks);
             self.relay_transfer(now, rng, members, grant);
             self.finish_input(now, rng);
         }

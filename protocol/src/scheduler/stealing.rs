@@ -113,7 +113,8 @@ impl Stealing {
 
     /// The victim: gives `thief` up to half of its queue that `capabilities` can run, under
     /// leases at the next minor epoch that this peer signs, or says it has nothing. The tasks
-    /// are kept aside until the grant is known to have arrived.
+    /// leave its store before the grant leaves it, and are kept aside in memory until the grant
+    /// is known to have arrived (or not: see [`Stealing::grant_undelivered`]).
     pub(super) fn give(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -131,6 +132,9 @@ impl Stealing {
         let mut leases = Vec::with_capacity(chosen.len());
         for held in holding.give_up(&chosen) {
             let id = held.task.id;
+            // Off the disk before the grant leaves (the grant waits for this write): a victim that
+            // restarts must not find the task held at its old epoch and grant the next one again.
+            ctx.write::<HeldEntry>(Table::Held, id, None);
             leases.push(Lease {
                 task: id,
                 epoch: crate::lease::next_minor(held.epoch),
@@ -153,32 +157,43 @@ impl Stealing {
     }
 
     /// The thief has the grant: the tasks are its now. Returns the home members to tell.
-    pub(super) fn grant_delivered(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        tasks: &[Envelope],
-    ) -> BTreeSet<PeerKey> {
+    pub(super) fn grant_delivered(&mut self, tasks: &[Envelope]) -> BTreeSet<PeerKey> {
         let mut members: BTreeSet<PeerKey> = BTreeSet::new();
         for envelope in tasks {
             if self.given.remove(&envelope.id).is_some() {
-                ctx.write::<HeldEntry>(Table::Held, envelope.id, None);
                 members.extend(envelope.home.iter().copied());
             }
         }
         members
     }
 
-    /// The grant never reached the thief: keep the tasks under their old leases.
+    /// The grant may not have reached the thief: its send failed, but a copy may still arrive,
+    /// and then the thief holds the tasks under the epochs granted. Keeping them under their old
+    /// leases would let a later steal grant those epochs again, to another thief: two holders of
+    /// one epoch. So this peer gives them back to their primaries instead (`Missing`), which
+    /// re-claim them under a new major epoch (a primary that is this peer finds them neither held
+    /// nor given at its next scan). At worst a task runs twice; it has one result.
     pub(super) fn grant_undelivered(
         &mut self,
-        holding: &mut Holding,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
         tasks: &[Envelope],
-        now: Millis,
     ) {
+        let mut back: BTreeMap<PeerKey, Vec<(TaskId, u64)>> = BTreeMap::new();
         for envelope in tasks {
-            if let Some(held) = self.given.remove(&envelope.id) {
-                holding.take_back(held, now);
+            let Some(held) = self.given.remove(&envelope.id) else {
+                continue;
+            };
+            if let Some(primary) = peers.primary_of(&envelope.home)
+                && primary != ctx.me
+            {
+                back.entry(primary)
+                    .or_default()
+                    .push((envelope.id, held.epoch));
             }
+        }
+        for (primary, tasks) in back {
+            ctx.send(primary, Message::Missing { tasks });
         }
     }
 
