@@ -496,9 +496,9 @@ fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
     assert_eq!(c.counters().completions_duplicate, 1);
 }
 
-/// C (no exec) submits 5 tasks, which it places on B (one slot); A (4 slots) asks B for work.
-/// Returns the three peers, the RNG, and what B did in answer: its grant to A.
-fn a_steals_from_b() -> (Scheduler, Scheduler, Scheduler, ChaCha8Rng, Vec<Action>) {
+/// C (no exec) submits 5 tasks, which it places on B (one slot); A has 4 slots. Returns the
+/// three peers, the RNG, and C's messages to B (the placement).
+fn c_places_five_on_b() -> (Scheduler, Scheduler, Scheduler, ChaCha8Rng, Vec<Vec<u8>>) {
     let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
     let mut rng = rng();
     c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
@@ -511,6 +511,13 @@ fn a_steals_from_b() -> (Scheduler, Scheduler, Scheduler, ChaCha8Rng, Vec<Action
     c.submit(0, &mut rng, specs);
     let to_b = sent_to(&drain(&mut c), b.me());
     deliver_bytes(&mut b, c.me(), &to_b, 1);
+    (a, b, c, rng, to_b)
+}
+
+/// As [`c_places_five_on_b`], then A asks B for work. Returns the three peers, the RNG, and what
+/// B did in answer: its grant to A.
+fn a_steals_from_b() -> (Scheduler, Scheduler, Scheduler, ChaCha8Rng, Vec<Action>) {
+    let (mut a, mut b, c, mut rng, _) = c_places_five_on_b();
     a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
     let request = sent_to(&drain(&mut a), b.me());
     let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
@@ -1699,18 +1706,7 @@ fn a_peer_that_leaves_has_its_tasks_taken_over_at_once() {
 fn a_victim_does_not_take_back_a_task_it_handed_on_when_its_placement_comes_again() {
     // C places 5 tasks on B; B gives two to A under epoch 1.1, and their held rows leave its
     // store before the grant leaves it.
-    let (mut a, mut b, mut c) = (peer(1, 4, true), peer(2, 1, true), peer(3, 1, false));
-    let mut rng = rng();
-    c.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
-    b.handle_gossip(0, &mut rng, &report(&key(3), 1, 0, false));
-    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
-    for s in [&mut a, &mut b, &mut c] {
-        drain(s);
-    }
-    let specs = (0..5).map(|n| spec(&key(3), n)).collect();
-    c.submit(0, &mut rng, specs);
-    let to_b = sent_to(&drain(&mut c), b.me());
-    deliver_bytes(&mut b, c.me(), &to_b, 1);
+    let (mut a, mut b, c, mut rng, to_b) = c_places_five_on_b();
     a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
     let request = sent_to(&drain(&mut a), b.me());
     let from_b = deliver_bytes(&mut b, a.me(), &request, 3);

@@ -16,22 +16,35 @@ fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
     }
 }
 
-/// One run: 5 peers, 100 tasks of 50 ms submitted to peer 0; one peer (maybe peer 0) crashes at a
-/// random moment and restarts a random while later; another crashes for good.
-fn crash_run(seed: u64) {
-    let mut chaos = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-    let mut sim = Sim::new(seed, 5, 2, NetConfig::default());
+/// 5 peers of `slots` slots that know each other, and `count` tasks of `ms` ms submitted to
+/// peer 0, acknowledged within `within` ms.
+fn five_peers_with_sleeps(
+    seed: u64,
+    slots: u32,
+    count: usize,
+    ms: u64,
+    within: Millis,
+) -> (Sim, Vec<taskswarm_protocol::TaskId>) {
+    let mut sim = Sim::new(seed, 5, slots, NetConfig::default());
     assert!(sim.run_until(3_000, |s| {
         (0..5).all(|i| s.scheduler(i).unwrap().peers().count() == 4)
     }));
-    let ids = sim.submit_sleeps(0, 100, 50);
-    let accepted_by = sim.now + 200;
+    let ids = sim.submit_sleeps(0, count, ms);
+    let accepted_by = sim.now + within;
     assert!(
         sim.run_until(accepted_by, |s| ids
             .iter()
             .all(|id| s.accepted.contains(id))),
         "seed {seed}: submissions not acknowledged"
     );
+    (sim, ids)
+}
+
+/// One run: 5 peers, 100 tasks of 50 ms submitted to peer 0; one peer (maybe peer 0) crashes at a
+/// random moment and restarts a random while later; another crashes for good.
+fn crash_run(seed: u64) {
+    let mut chaos = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let (mut sim, ids) = five_peers_with_sleeps(seed, 2, 100, 50, 200);
 
     let restarting = chaos.random_range(0..5);
     let crash_at = sim.now + chaos.random_range(0..400);
@@ -173,18 +186,7 @@ fn the_task_a_dead_holder_was_running_starts_again_at_the_next_free_slot() {
 /// result.
 /// Returns whether the run came to the case (a task was held by another peer than the primary).
 fn primary_dies_before_its_placement_is_replicated(seed: u64) -> bool {
-    let mut sim = Sim::new(seed, 5, 1, NetConfig::default());
-    assert!(sim.run_until(3_000, |s| {
-        (0..5).all(|i| s.scheduler(i).unwrap().peers().count() == 4)
-    }));
-    let ids = sim.submit_sleeps(0, 12, 300);
-    let accepted_by = sim.now + 500;
-    assert!(
-        sim.run_until(accepted_by, |s| ids
-            .iter()
-            .all(|id| s.accepted.contains(id))),
-        "seed {seed}: submissions not acknowledged"
-    );
+    let (mut sim, ids) = five_peers_with_sleeps(seed, 1, 12, 300, 500);
     // A holder other than the primary dies; the primary re-claims its tasks and places them
     // again, and dies as its placements leave.
     let me = sim.peers[0].me();
