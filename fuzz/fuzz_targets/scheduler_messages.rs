@@ -93,6 +93,7 @@ fn report(from: &Keypair, exec: bool) -> Vec<u8> {
             offer: Default::default(),
         },
         addrs: vec![],
+        leaving: false,
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }
