@@ -6,7 +6,7 @@
 //! and the bound on a wait follows from it: a task queued at `t0` with priority `p` can only be
 //! passed by tasks queued before `t0 + (P − p) · ageing_ms`, `P` being the highest priority
 //! submitted, so it waits at most for those to start. Ties go first-in, first-out. A task pushed
-//! to the front (recovered, retried or given back) ranks as if queued at time 0: it goes ahead of
+//! to the front (placed again: recovered or retried) ranks as if queued at time 0: it goes ahead of
 //! its priority's tasks, first-in, first-out among such tasks.
 //!
 //! Owns the order and nothing else: what fits the peer's free resources, and when to start, is
@@ -81,10 +81,10 @@ impl ReadyQueue {
 
     /// Queues `id` as if it had waited since the start of time: ahead of every task of its
     /// priority queued the usual way, behind the ones pushed to the front before it. For a task
-    /// recovered from a lost holder, retried, or given back: it is older than anything queued
+    /// placed again (recovered from a lost holder, or retried): it is older than anything queued
     /// here, and it should start at the next free slot, not when the queue has drained. (It can
     /// still be passed by higher priorities, as the ageing rule allows.)
-    pub fn push_front(&mut self, id: TaskId, priority: i32, _now: Millis) {
+    pub fn push_front(&mut self, id: TaskId, priority: i32) {
         self.front_seq += 1;
         let place = Place {
             neg_rank: self.rank(priority, 0).saturating_neg(),
@@ -143,7 +143,7 @@ mod tests {
         q.push(id(2), 0, 100);
         q.push(id(3), 9, 101);
         q.push(id(4), 1, 102);
-        q.push_front(id(5), 0, 103);
+        q.push_front(id(5), 0);
         assert_eq!(
             q.iter().collect::<Vec<_>>(),
             vec![id(3), id(4), id(5), id(1), id(2)]
@@ -166,10 +166,10 @@ mod tests {
         for n in 0..100 {
             q.push(id(n), 0, u64::from(n));
         }
-        // Recovered a minute later, in this order: they start next, in this order.
-        q.push_front(id(200), 0, 60_000);
-        q.push_front(id(201), 0, 60_000);
-        q.push_front(id(202), 0, 60_001);
+        // Recovered later, in this order: they start next, in this order.
+        q.push_front(id(200), 0);
+        q.push_front(id(201), 0);
+        q.push_front(id(202), 0);
         let order: Vec<TaskId> = q.iter().take(4).collect();
         assert_eq!(order, vec![id(200), id(201), id(202), id(0)]);
     }

@@ -175,7 +175,7 @@ impl Holding {
             None => {
                 let priority = task.spec.priority;
                 if crate::lease::major(epoch) > 1 {
-                    self.ready.push_front(task.id, priority, now);
+                    self.ready.push_front(task.id, priority);
                 } else {
                     self.ready.push(task.id, priority, now);
                 }

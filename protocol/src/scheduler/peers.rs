@@ -18,6 +18,8 @@ use crate::membership::{Membership, Observed, PeerView};
 
 /// The most peers kept as heard of but not yet heard from.
 const MAX_CANDIDATES: usize = 64;
+/// The most peers kept as having left (past it, one is forgotten to make room).
+const MAX_LEFT: usize = 64;
 
 /// The view of the other peers, and this peer's standing.
 #[derive(Clone, Debug)]
@@ -198,7 +200,7 @@ impl Peers {
         self.members.remove(&peer);
         self.heard.remove(&peer);
         self.candidates.remove(&peer);
-        if self.left.len() >= MAX_CANDIDATES {
+        if self.left.len() >= MAX_LEFT {
             self.left.pop_first();
         }
         self.left.insert(peer, boot);
