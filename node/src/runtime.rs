@@ -345,7 +345,7 @@ impl EventLoop {
                     state.answered(&to);
                     for message in &messages {
                         self.scheduler
-                            .handle_delivered(now, &mut state.rng, message);
+                            .handle_delivered(now, &mut state.rng, to, message);
                     }
                 }
             }

@@ -6,7 +6,8 @@
 //! part of the spec it hashes). The set is fixed when the task is accepted and signed with its
 //! spec, so every peer agrees on it without asking and no peer can rewrite it. The *primary* of a task is the first member, in rank order, that a
 //! peer believes alive: it places the task, re-claims it when its holder dies, retries it, and
-//! replicates its record to the other members. Owns only the choice of members and of the primary.
+//! replicates its record to the other members. Owns only the choice of members and of the primary,
+//! and the size of a majority of them ([`quorum`]).
 
 use sha2::{Digest, Sha256};
 
@@ -15,6 +16,16 @@ use crate::task::TaskId;
 
 /// The default number of peers that keep each task's record.
 pub const DEFAULT_REPLICAS: usize = 3;
+
+/// How many members of a home set of `members` peers make a majority: a primary acts, a holder
+/// keeps running and a result counts only with this many. A set of three or more needs more than
+/// half, so two sides of a partition never both have one. A set of one or two (a swarm of one or
+/// two peers) needs one: there is no majority of two that survives the loss of either, and such
+/// a swarm chooses to keep running over a partition (both sides may then act; see
+/// docs/protocol.md, "Partitions").
+pub fn quorum(members: usize) -> usize {
+    if members >= 3 { members / 2 + 1 } else { 1 }
+}
 
 /// The rendezvous key of a submission: what [`home_set`] ranks peers by.
 pub fn key(submitter: &PeerKey, nonce: u64) -> TaskId {
@@ -76,6 +87,16 @@ mod tests {
 
     fn peer(n: u8) -> PeerKey {
         PeerKey::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn a_majority_is_more_than_half_of_three_or_more_and_one_of_fewer() {
+        let majorities: Vec<usize> = (1..=7).map(quorum).collect();
+        assert_eq!(majorities, [1, 1, 2, 3, 3, 4, 4]);
+        // Two sides of a set of three or more never both have one.
+        for n in 3..=7 {
+            assert!(2 * quorum(n) > n, "{n}");
+        }
     }
 
     #[test]

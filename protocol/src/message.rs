@@ -122,6 +122,14 @@ pub enum Message {
         /// Peers the sender knows.
         peers: Vec<crate::identity::PeerKey>,
     },
+    /// A peer that has just met the receiver, or hears it again after taking it for dead → the
+    /// receiver: send me the records of the home sets we share (the sender sends its own the same
+    /// way). Across a one-way cut, only one side took the other for dead; this brings the other
+    /// side's records level too.
+    CatchUp,
+    /// A peer → one it could not reach lately (a message to it was not delivered): nothing to
+    /// do; that it is delivered tells the sender the way is open again.
+    Probe,
     /// Any peer → any peer: do you keep the record of this task?
     Query {
         /// The asker's number for the question.
@@ -158,6 +166,8 @@ impl Message {
             Message::Cancel { .. } => "cancel",
             Message::Abort { .. } => "abort",
             Message::Load { .. } => "load",
+            Message::CatchUp => "catch-up",
+            Message::Probe => "probe",
             Message::Query { .. } => "query",
             Message::Answer { .. } => "answer",
         }

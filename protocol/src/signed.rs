@@ -86,7 +86,8 @@ impl<T: Signable> Signed<T> {
 
     /// Decodes the value without checking its signature: only for a value whose signature was
     /// checked when it came in (a record this peer keeps, or one in an answer the scheduler
-    /// verified), to show it to people. Never for a decision.
+    /// verified), to show it to people, or for one this peer signed itself (a grant of its own
+    /// that could not be delivered). Never for a decision on bytes received.
     pub fn decode_verified_earlier(&self) -> Result<T, WireError> {
         wire::decode_canonical(&self.bytes)
     }

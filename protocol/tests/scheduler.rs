@@ -265,10 +265,17 @@ fn a_new_peer_is_announced_once() {
     a.handle_gossip(0, &mut rng(), &report(&key(2), 1, 0, true));
     assert_eq!(
         drain(&mut a),
-        vec![Action::PeerDiscovered {
-            peer: key(2).public(),
-            addrs: vec![b"addr".to_vec()]
-        }]
+        vec![
+            Action::PeerDiscovered {
+                peer: key(2).public(),
+                addrs: vec![b"addr".to_vec()]
+            },
+            // Met anew: asked for the records the two share (none yet).
+            Action::Send {
+                to: key(2).public(),
+                message: Message::CatchUp
+            }
+        ]
     );
     a.handle_gossip(1, &mut rng(), &report(&key(2), 2, 0, true));
     assert!(drain(&mut a).is_empty());
@@ -441,7 +448,11 @@ fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
 
     a.handle_gossip(2, &mut rng, &report(&key(2), 5, 4, true));
     let request = sent_to(&drain(&mut a), b.me());
-    assert_eq!(request.len(), 1);
+    let asked: Vec<&str> = request
+        .iter()
+        .map(|bytes| wire::decode::<Message>(bytes).unwrap().kind())
+        .collect();
+    assert_eq!(asked, ["catch-up", "steal-request"], "met anew, then asked");
     let from_b = deliver_bytes(&mut b, a.me(), &request, 3);
     assert_eq!(b.queued(), 2, "half of 4 queued tasks go");
     let Some(Action::Send { message: grant, .. }) = from_b.iter().find(|a| {
@@ -471,7 +482,7 @@ fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
     assert_eq!(executed.len(), 2);
     assert!(executed.iter().all(|(_, epoch)| *epoch == E1 + 1));
     assert_eq!(a.counters().tasks_stolen, 2);
-    b.handle_delivered(5, &mut rng, grant);
+    b.handle_delivered(5, &mut rng, a.me(), grant);
     let notice = sent_to(&drain(&mut b), c.me());
     assert_eq!(notice.len(), 1);
 
@@ -634,7 +645,7 @@ fn the_thief_relays_the_hand_over_so_the_home_set_follows_without_the_victim() {
 /// member is taken for dead.
 #[test]
 fn an_undelivered_hand_over_notice_is_sent_again_on_the_timer_while_its_member_lives() {
-    let (_a, mut b, c, mut rng, from_b) = a_steals_from_b();
+    let (a, mut b, c, mut rng, from_b) = a_steals_from_b();
     let grant = from_b
         .iter()
         .find_map(|a| match a {
@@ -645,7 +656,7 @@ fn an_undelivered_hand_over_notice_is_sent_again_on_the_timer_while_its_member_l
             _ => None,
         })
         .unwrap();
-    b.handle_delivered(5, &mut rng, &grant);
+    b.handle_delivered(5, &mut rng, a.me(), &grant);
     let notice = drain(&mut b)
         .into_iter()
         .find_map(|a| match a {

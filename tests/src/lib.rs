@@ -108,6 +108,7 @@ enum Event {
     },
     Delivered {
         from: usize,
+        to: usize,
         incarnation: u32,
         message: Message,
     },
@@ -184,6 +185,8 @@ pub struct Sim {
     pub unstored: Vec<TaskId>,
     /// Attempts started since the last check: (peer, task, epoch).
     pub started: Vec<(usize, TaskId, u64)>,
+    /// Every attempt any peer started, kept for the run: (when, peer, task, epoch).
+    pub start_log: Vec<(Millis, usize, TaskId, u64)>,
     /// Tasks some peer has a final record of.
     pub finals: BTreeSet<TaskId>,
     /// Bytes of load reports delivered, over all peers.
@@ -195,6 +198,8 @@ pub struct Sim {
     pub answers: BTreeMap<(usize, u64), Option<taskswarm_protocol::TaskState>>,
     trace: u64,
     side: Vec<u32>,
+    /// One-way cuts: nothing `from` sends reaches `to` (see [`Sim::cut_one_way`]).
+    one_way: BTreeSet<(usize, usize)>,
     net: NetConfig,
     rng: ChaCha8Rng,
     index: BTreeMap<PeerKey, usize>,
@@ -262,12 +267,14 @@ impl Sim {
             changed: Vec::new(),
             unstored: Vec::new(),
             started: Vec::new(),
+            start_log: Vec::new(),
             finals: BTreeSet::new(),
             gossip_bytes: 0,
             messages: 0,
             answers: BTreeMap::new(),
             trace: FNV_OFFSET,
             side: vec![0; n],
+            one_way: BTreeSet::new(),
             net,
             rng,
             index,
@@ -332,9 +339,27 @@ impl Sim {
         }
     }
 
+    /// Cuts the network one way: nothing a peer in `from` sends reaches a peer in `to`, while
+    /// what `to` sends `from` arrives. As over TCP, where the acknowledgements of what arrives
+    /// cannot come back, a peer of `to` that sends to one of `from` is told its message was not
+    /// delivered (after the send timeout), though it was.
+    pub fn cut_one_way(&mut self, from: &[usize], to: &[usize]) {
+        for &i in from {
+            for &j in to {
+                self.one_way.insert((i, j));
+            }
+        }
+    }
+
     /// Heals every cut.
     pub fn heal(&mut self) {
         self.side = vec![0; self.peers.len()];
+        self.one_way.clear();
+    }
+
+    /// Whether what `i` sends reaches `j` (cuts aside from loss).
+    fn reaches(&self, i: usize, j: usize) -> bool {
+        self.side[i] == self.side[j] && !self.one_way.contains(&(i, j))
     }
 
     fn chance(&mut self, permille: u32) -> bool {
@@ -506,7 +531,7 @@ impl Sim {
             Action::Broadcast { gossip } => {
                 let bytes = wire::encode(&gossip);
                 for j in (0..self.peers.len()).filter(|&j| j != i) {
-                    if self.side[i] != self.side[j] || self.chance(self.net.loss_permille) {
+                    if !self.reaches(i, j) || self.chance(self.net.loss_permille) {
                         continue;
                     }
                     let copies = if self.chance(self.net.duplicate_permille) {
@@ -531,6 +556,7 @@ impl Sim {
             } => {
                 self.peers[i].executed.push((task, epoch));
                 self.started.push((i, task, epoch));
+                self.start_log.push((self.now, i, task, epoch));
                 let (at, outcome) = self.run(&spec);
                 let incarnation = self.peers[i].incarnation;
                 self.schedule(
@@ -585,7 +611,7 @@ impl Sim {
     /// off by a partition; the sender hears so after the send timeout), held back, or doubled.
     fn send(&mut self, i: usize, j: usize, message: Message) {
         let incarnation = self.peers[i].incarnation;
-        if self.side[i] != self.side[j] || self.chance(self.net.loss_permille) {
+        if !self.reaches(i, j) || self.chance(self.net.loss_permille) {
             let at = self.now + self.net.send_timeout_ms;
             let to = j;
             self.schedule(
@@ -661,14 +687,16 @@ impl Sim {
             } => self.deliver(from, to, message, copy),
             Event::Delivered {
                 from,
+                to,
                 incarnation,
                 message,
             } => {
                 let now = self.clock(from);
+                let to = self.peers[to].me();
                 if self.peers[from].incarnation == incarnation
                     && let Some(s) = self.peers[from].scheduler.as_mut()
                 {
-                    s.handle_delivered(now, &mut self.rng, &message);
+                    s.handle_delivered(now, &mut self.rng, to, &message);
                     self.drain(from);
                 }
             }
@@ -730,7 +758,7 @@ impl Sim {
 
     fn deliver(&mut self, from: usize, to: usize, message: Message, copy: bool) {
         let incarnation = self.peers[from].incarnation;
-        if !self.peers[to].is_up() || self.side[from] != self.side[to] {
+        if !self.peers[to].is_up() || !self.reaches(from, to) {
             if !copy {
                 let at = self.now + self.net.send_timeout_ms;
                 self.schedule(
@@ -760,17 +788,33 @@ impl Sim {
             s.handle_batch(now, &mut self.rng, sender, &bytes);
         }
         self.drain(to);
-        if !copy {
-            let back = self.now + self.delay();
+        if copy {
+            return;
+        }
+        if !self.reaches(to, from) {
+            // The acknowledgement cannot come back: the sender takes it as lost.
+            let at = self.now + self.net.send_timeout_ms;
             self.schedule(
-                back,
-                Event::Delivered {
+                at,
+                Event::Undelivered {
                     from,
+                    to,
                     incarnation,
                     message,
                 },
             );
+            return;
         }
+        let back = self.now + self.delay();
+        self.schedule(
+            back,
+            Event::Delivered {
+                from,
+                to,
+                incarnation,
+                message,
+            },
+        );
     }
 
     /// Steps until `done` holds or the virtual clock passes `deadline`, checking the safety

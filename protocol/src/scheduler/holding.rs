@@ -209,15 +209,25 @@ impl Holding {
 
     /// Starts ready tasks while slots are free, highest priority first, each only if what it
     /// needs fits in what the running tasks leave of this peer's capacity (a task that does not
-    /// fit yet lets one behind it start). Returns what started, with each task's home set.
-    fn dispatch(&mut self, ctx: &mut Ctx<'_>) -> Vec<(TaskId, u64, Vec<PeerKey>)> {
+    /// fit yet lets one behind it start), and only if this peer heard a majority of its home set
+    /// within half a lease TTL (one it does not hear is about to be cut off: see
+    /// [`Holding::cut_off`]). Returns what started, with each task's home set.
+    fn dispatch(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+    ) -> Vec<(TaskId, u64, Vec<PeerKey>)> {
         let mut started = Vec::new();
+        let lately = Millis::from(ctx.config.lease_ttl_ms) / 2;
         while self.running < ctx.config.slots {
             let free = ctx.config.capabilities.offer.capacity.minus(&self.in_use);
             let held = &self.held;
             let fits = |id: TaskId| {
-                held.get(&id)
-                    .is_none_or(|h| h.task.spec.needs.resources.fits_in(&free))
+                held.get(&id).is_none_or(|h| {
+                    h.task.spec.needs.resources.fits_in(&free)
+                        && peers.hears_quorum(&h.task.home, now, lately)
+                })
             };
             let Some(id) = self.ready.pop_first_fitting(FIT_WINDOW, fits) else {
                 break;
@@ -350,18 +360,15 @@ impl Holding {
         }
     }
 
-    /// Stops held tasks none of whose home members was heard from within `window`: the home set
-    /// is about to re-claim them, and their results could not be reported.
+    /// Stops held tasks of which this peer has not heard a majority of the home set within
+    /// `window` (itself included if it is a member): it is on the minority side of a partition,
+    /// or most of the set is down. The majority side is about to re-claim them, and their
+    /// results could not be recorded. (A home set of one or two needs one member heard.)
     fn cut_off(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis, window: Millis) {
         let cut_off: Vec<TaskId> = self
             .held
             .iter()
-            .filter(|(_, h)| {
-                !h.task
-                    .home
-                    .iter()
-                    .any(|m| peers.heard_within(m, now, window))
-            })
+            .filter(|(_, h)| !peers.hears_quorum(&h.task.home, now, window))
             .map(|(id, _)| *id)
             .collect();
         for id in cut_off {
@@ -425,8 +432,8 @@ impl Scheduler {
     /// Starts what fits, and tells the tasks' primaries (this peer's own record, or a `Started`
     /// to each other primary).
     pub(super) fn dispatch(&mut self, now: Millis) {
-        let (holding, _, _, mut ctx) = self.holder();
-        let started = holding.dispatch(&mut ctx);
+        let (holding, peers, _, mut ctx) = self.holder();
+        let started = holding.dispatch(&mut ctx, peers, now);
         let mut to_others: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
             std::collections::BTreeMap::new();
         for (id, epoch, home) in started {

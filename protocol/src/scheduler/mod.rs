@@ -738,6 +738,15 @@ impl Scheduler {
             Message::Abort { task, epoch } => self.on_abort(from, task, epoch),
             // A report signed by its sender.
             Message::Load { report, peers } => self.on_load(now, from, report, peers),
+            // From any member: it is sent only records of home sets it is in, and a member
+            // already being caught up is not caught up again.
+            Message::CatchUp => {
+                if !self.home.is_catching_up(&from) {
+                    self.catch_up(from, now);
+                }
+            }
+            // From any member: it asks for nothing.
+            Message::Probe => {}
             // From any member: records are not secret among members.
             Message::Query { query, task } => {
                 let record = self
@@ -828,8 +837,19 @@ impl Scheduler {
         if self.peers.observe(report, now) == Observed::New {
             self.actions
                 .push_back(Action::PeerDiscovered { peer, addrs });
-            let (home, _, ctx) = self.member();
-            home.catch_up(&ctx, peer, now);
+            self.catch_up(peer, now);
+            self.send(peer, Message::CatchUp);
+        }
+    }
+
+    /// Sends `peer` the records of the home sets they share (it has just been met, or heard or
+    /// reached again after a cut): until it has them, it does not count towards a majority here.
+    fn catch_up(&mut self, peer: PeerKey, now: Millis) {
+        self.peers.met(peer, now);
+        let (home, _, ctx) = self.member();
+        home.catch_up(&ctx, peer, now);
+        if self.home.is_catching_up(&peer) {
+            self.peers.syncing(peer);
         }
     }
 
@@ -861,7 +881,9 @@ impl Scheduler {
         self.finish_input(now, rng);
     }
 
-    /// A message this peer sent could not be delivered.
+    /// A message this peer sent could not be delivered (or its acknowledgement did not come
+    /// back). Until something sent to `to` is delivered again, `to` does not count towards a
+    /// majority of any home set here: across a one-way cut, hearing a peer is not reaching it.
     pub fn handle_send_failed(
         &mut self,
         now: Millis,
@@ -870,15 +892,25 @@ impl Scheduler {
         message: Message,
     ) {
         self.boot(now);
+        self.peers.unreachable(to, now);
         match message {
             Message::StealRequest { .. } => {
                 self.stealing.undelivered(&to);
                 self.take_for_dead(now, &[to]);
             }
-            Message::Place { tasks, .. } => {
+            Message::Place { grant, .. } => {
                 self.take_for_dead(now, &[to]);
+                // Our own grant: its bytes were signed here.
+                let leases = grant.decode_verified_earlier().map(|g| g.leases);
                 let (home, mut others, mut ctx) = self.primary();
-                home.on_placement_failed(&mut ctx, &mut others, now, rng, to, &tasks);
+                home.on_placement_failed(
+                    &mut ctx,
+                    &mut others,
+                    now,
+                    rng,
+                    to,
+                    &leases.unwrap_or_default(),
+                );
             }
             Message::StealGrant { tasks, .. } => {
                 let (stealing, _, peers, mut ctx) = self.thief();
@@ -898,9 +930,19 @@ impl Scheduler {
         self.finish_input(now, rng);
     }
 
-    /// A message this peer sent was delivered (the receiver acknowledged the bytes).
-    pub fn handle_delivered(&mut self, now: Millis, rng: &mut dyn RngCore, message: &Message) {
+    /// A message this peer sent to `to` was delivered (the receiver acknowledged the bytes).
+    pub fn handle_delivered(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn RngCore,
+        to: PeerKey,
+        message: &Message,
+    ) {
         self.boot(now);
+        if self.peers.reached(&to) {
+            // The way to `to` is open again: bring it level before counting on it.
+            self.catch_up(to, now);
+        }
         if let Message::StealGrant { tasks, grant } = message {
             let (stealing, _, _, _) = self.thief();
             let members = stealing.grant_delivered(tasks);
@@ -958,6 +1000,9 @@ impl Scheduler {
         }
         self.evict_ended(now);
         self.resend_due(now, rng);
+        for peer in self.peers.due_probes(now, self.config.resend_after_ms) {
+            self.send(peer, Message::Probe);
+        }
         let (asking, peers, mut ctx) = self.asker();
         asking.expire(&mut ctx, now);
         asking.ask_watched(&mut ctx, peers, now, rng);
@@ -983,6 +1028,8 @@ impl Scheduler {
     /// Runs first in every input: notes the start, and notices a freeze.
     fn boot(&mut self, now: Millis) {
         self.last_now = self.last_now.max(now);
+        let home = &self.home;
+        self.peers.retain_syncing(|p| home.is_catching_up(p));
         let frozen_after = Millis::from(self.config.lease_ttl_ms) * 2 / 3;
         if self.peers.wake(now, frozen_after) {
             // The driver ticks every few tens of milliseconds; a gap this long means this peer

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::RngCore;
 
 use crate::Millis;
+use crate::home::quorum;
 use crate::identity::PeerKey;
 use crate::load::LoadReport;
 use crate::membership::{Membership, Observed, PeerView};
@@ -20,6 +21,18 @@ use crate::membership::{Membership, Observed, PeerView};
 const MAX_CANDIDATES: usize = 64;
 /// The most peers kept as having left (past it, one is forgotten to make room).
 const MAX_LEFT: usize = 64;
+
+/// A peer this one could not reach lately (see [`Peers::unreachable`]).
+#[derive(Clone, Copy, Debug)]
+struct Unreachable {
+    /// When a message to it last failed.
+    failed_at: Millis,
+    /// When this peer last probed it.
+    probed_at: Option<Millis>,
+}
+
+/// The most peers kept as unreachable (past it, one is forgotten to make room).
+const MAX_UNREACHABLE: usize = 1_024;
 
 /// The view of the other peers, and this peer's standing.
 #[derive(Clone, Debug)]
@@ -33,6 +46,17 @@ pub(super) struct Peers {
     /// Peers that said they were leaving, with the run (`boot`) that left: nothing more from
     /// that run makes them alive again; a report from a new run does.
     left: BTreeMap<PeerKey, u64>,
+    /// Peers a message to which was not delivered (or not acknowledged) since the last one
+    /// that was, with when the last such message failed and when this peer last asked to be
+    /// caught up by them: they do not count towards a majority (see [`Peers::hears_quorum`]).
+    unreachable: BTreeMap<PeerKey, Unreachable>,
+    /// When this peer last met each other peer anew: first heard it, heard it again after
+    /// taking it for dead, or reached it again after failing to.
+    met_at: BTreeMap<PeerKey, Millis>,
+    /// Peers this one is bringing level (sending the records they share, after meeting them
+    /// or hearing them again): they do not count towards a majority until it has, so that this
+    /// peer does not act on records the other side of a healed cut has moved past.
+    syncing: BTreeSet<PeerKey>,
     /// This peer is leaving: it leads nothing and holds nothing any more.
     leaving: bool,
     booted_at: Option<Millis>,
@@ -54,6 +78,9 @@ impl Peers {
             heard: BTreeMap::new(),
             candidates: BTreeSet::new(),
             left: BTreeMap::new(),
+            unreachable: BTreeMap::new(),
+            syncing: BTreeSet::new(),
+            met_at: BTreeMap::new(),
             leaving: false,
             booted_at: None,
             rejoined: false,
@@ -134,22 +161,120 @@ impl Peers {
         *peer == self.me || self.members.get(peer).is_some() || self.heard.contains_key(peer)
     }
 
-    /// Whether `peer` was heard from within `window` ms (this peer always was).
+    /// Whether `peer` was heard from within `window` ms (this peer always was): by its load
+    /// reports, or by any message (with partial views, a peer may send before it is in the view).
     pub(super) fn heard_within(&self, peer: &PeerKey, now: Millis, window: Millis) -> bool {
-        *peer == self.me
-            || self
-                .members
-                .get(peer)
-                .is_some_and(|v| now.saturating_sub(v.heard_at) <= window)
+        if *peer == self.me {
+            return true;
+        }
+        let reported = self.members.get(peer).map(|v| v.heard_at);
+        let messaged = self.heard.get(peer).copied();
+        reported
+            .max(messaged)
+            .is_some_and(|at| now.saturating_sub(at) <= window)
+    }
+
+    /// Whether this peer is in touch with a majority of a home set ([`quorum`]), itself
+    /// included if it is a member: it heard each within `window` ms, what it last sent each was
+    /// delivered, and it is not bringing it level.
+    pub(super) fn hears_quorum(&self, home: &[PeerKey], now: Millis, window: Millis) -> bool {
+        self.in_touch_with(home, now, window, 0) >= quorum(home.len())
+    }
+
+    /// How many members of `home` this peer is in touch with (see [`Peers::hears_quorum`]),
+    /// counting only those it met (anew) at least `steady` ms ago.
+    fn in_touch_with(
+        &self,
+        home: &[PeerKey],
+        now: Millis,
+        window: Millis,
+        steady: Millis,
+    ) -> usize {
+        home.iter()
+            .filter(|m| {
+                self.heard_within(m, now, window)
+                    && !self.unreachable.contains_key(m)
+                    && !self.syncing.contains(m)
+                    && (steady == 0
+                        || **m == self.me
+                        || self
+                            .met_at
+                            .get(m)
+                            .is_some_and(|at| now.saturating_sub(*at) >= steady))
+            })
+            .count()
+    }
+
+    /// This peer met `peer` anew (see [`Peers::met_at`]).
+    pub(super) fn met(&mut self, peer: PeerKey, now: Millis) {
+        self.met_at.insert(peer, now);
+    }
+
+    /// A message to `peer` was not delivered: it is unreachable until one is.
+    pub(super) fn unreachable(&mut self, peer: PeerKey, now: Millis) {
+        if peer == self.me {
+            return;
+        }
+        if self.unreachable.len() >= MAX_UNREACHABLE && !self.unreachable.contains_key(&peer) {
+            self.unreachable.pop_first();
+        }
+        let entry = self.unreachable.entry(peer).or_insert(Unreachable {
+            failed_at: now,
+            probed_at: None,
+        });
+        entry.failed_at = now;
+    }
+
+    /// A message to `peer` was delivered. Returns whether it was unreachable until now.
+    pub(super) fn reached(&mut self, peer: &PeerKey) -> bool {
+        self.unreachable.remove(peer).is_some()
+    }
+
+    /// This peer is bringing `peer` level: it does not count towards a majority until then.
+    pub(super) fn syncing(&mut self, peer: PeerKey) {
+        self.syncing.insert(peer);
+    }
+
+    /// Keeps as being brought level only the peers for which `still` holds.
+    pub(super) fn retain_syncing(&mut self, still: impl Fn(&PeerKey) -> bool) {
+        if !self.syncing.is_empty() {
+            self.syncing.retain(|p| still(p));
+        }
+    }
+
+    /// The unreachable peers still heard from (so alive, it seems) that are due a probe: one
+    /// every `every` ms, marked as probed now. (One that is not alive stays unreachable until
+    /// something sent to it arrives: when it is met again, it is sent a `CatchUp`.)
+    pub(super) fn due_probes(&mut self, now: Millis, every: Millis) -> Vec<PeerKey> {
+        let mut due = Vec::new();
+        for (peer, u) in &mut self.unreachable {
+            let last = u.probed_at.unwrap_or(u.failed_at);
+            let alive = self.members.get(peer).is_some() || self.heard.contains_key(peer);
+            if alive && now.saturating_sub(last) >= every {
+                u.probed_at = Some(now);
+                due.push(*peer);
+            }
+        }
+        due
     }
 
     /// Whether this peer acts as the primary of a task with this home set: it is the first live
-    /// member in its view, and either leads the set (rank 0, so nobody else can be primary while
-    /// it lives) or has been up for `ttl`, long enough for that view to be trusted. A peer that
-    /// has just restarted has heard nobody yet and must not take every task it keeps for its own.
+    /// member in its view; it heard a majority of the set within half a lease TTL (so on the
+    /// minority side of a partition it stops acting before the majority side, which waits a
+    /// whole TTL of silence, takes over); and either it leads the set (rank 0, so nobody else
+    /// can be primary while it lives) or has been up for `ttl`, long enough for its view to be
+    /// trusted. A peer that has just restarted has heard nobody yet and must not take every task
+    /// it keeps for its own.
     pub(super) fn is_primary(&self, home: &[PeerKey], now: Millis, ttl: Millis) -> bool {
         let leads = home.first() == Some(&self.me) && !self.rejoined;
-        !self.leaving && self.primary_of(home) == Some(self.me) && (leads || self.settled(now, ttl))
+        // One that takes over counts only members it has been in touch with for a TTL: one that
+        // has just met a member again after a cut would otherwise act before it hears that an
+        // earlier member is back too (whom that member never stopped hearing).
+        let steady = if leads { 0 } else { ttl };
+        !self.leaving
+            && self.primary_of(home) == Some(self.me)
+            && (leads || self.settled(now, ttl))
+            && self.in_touch_with(home, now, ttl / 2, steady) >= quorum(home.len())
     }
 
     /// The first live member of a home set.
@@ -197,6 +322,7 @@ impl Peers {
 
     /// `peer`'s run `boot` said it is leaving: it is dead from now on, until a new run reports.
     pub(super) fn left(&mut self, peer: PeerKey, boot: u64) {
+        self.met_at.remove(&peer);
         self.members.remove(&peer);
         self.heard.remove(&peer);
         self.candidates.remove(&peer);
@@ -214,6 +340,9 @@ impl Peers {
         known.sort();
         known.dedup();
         known.retain(|peer| !self.alive(peer));
+        for peer in &known {
+            self.met_at.remove(peer);
+        }
         known
     }
 

@@ -89,8 +89,25 @@ pub(super) struct Home {
     /// end rather than at the next scan.
     waiting_on: BTreeMap<TaskId, BTreeSet<TaskId>>,
     ended_now: Vec<TaskId>,
+    /// For a task that ended here one way while other members say it ended another way: the
+    /// members known to hold each other ending (see [`Home::on_store`]). Filled only by such
+    /// conflicts (a partition's minority recorded an end no majority stored), and bounded.
+    other_endings: BTreeMap<TaskId, Vec<(Ending3, BTreeSet<PeerKey>)>>,
     /// What this input handed to the other roles, for the scheduler to route at its end.
     handoffs: Vec<Handoff>,
+}
+
+/// The most tasks kept in [`Home::other_endings`].
+const MAX_OTHER_ENDINGS: usize = 4_096;
+
+/// How a final record says its task ended: its state, the epoch of the attempt it ended with
+/// (or of the record, if none ran), and who ran that attempt. Two final records with the same
+/// ending agree, whatever their versions.
+type Ending3 = (&'static str, u64, Option<PeerKey>);
+
+fn ending_of(record: &TaskRecord) -> Ending3 {
+    let epoch = record.attempts.last().map_or(record.epoch, |a| a.epoch);
+    (record.state.as_str(), epoch, record.executed_by)
 }
 
 /// Work the home role hands to another role: it never changes their rooms itself.
@@ -139,6 +156,7 @@ impl Home {
             lookups: BTreeMap::new(),
             waiting_on: BTreeMap::new(),
             ended_now: Vec::new(),
+            other_endings: BTreeMap::new(),
             handoffs: Vec::new(),
         }
     }
@@ -343,11 +361,9 @@ impl Home {
         entry.seal = None;
         let version = entry.record.version;
         let is_final = entry.record.state.is_final();
+        let members = entry.record.home().len();
         if is_final {
-            if self.waiting_on.contains_key(&id) {
-                self.ended_now.push(id);
-            }
-            self.handoffs.push(Handoff::Ended(id));
+            self.await_end(id, version, home::quorum(members));
             self.set_active(ctx.me, id, false);
             self.retry_at.remove(&id);
             self.confirmed_at.remove(&id);
@@ -473,14 +489,26 @@ impl Home {
                 ctx.reject("store", &error);
                 continue;
             }
+            let conflict = self.other_ending(ctx.me, from, &record, seal.signer);
+            if conflict == Some(false) {
+                self.other_endings.remove(&id);
+            }
             let rank = |r: &TaskRecord| (r.state.is_final(), r.version);
             let ours = self
                 .records
                 .get(&id)
                 .map(|e| (rank(&e.record), e.record.epoch));
             let theirs = rank(&record);
+            // With two different endings, the majority's wins whatever the versions.
+            let keep_ours = |mine| conflict.unwrap_or(mine >= theirs);
             match ours {
-                Some((mine, _)) if mine >= theirs => {
+                Some(_) if conflict == Some(true) => {
+                    // Ours goes back, and no acknowledgement: the sender's ending is not stored
+                    // here, whatever the versions say.
+                    self.out_store.entry(from).or_default().insert(id);
+                    continue;
+                }
+                Some((mine, _)) if keep_ours(mine) => {
                     self.acknowledge(from, id, mine > theirs);
                     continue;
                 }
@@ -502,6 +530,60 @@ impl Home {
             }
             self.acknowledge(from, id, false);
         }
+    }
+
+    /// When a member sends a final record whose ending differs from the final record this peer
+    /// keeps (each side of a partition recorded an end; at most one of them was stored by a
+    /// majority of the home set, and only that one was told to anyone): whether to keep ours
+    /// (`Some(true)`) or take theirs (`Some(false)`); `None` when the two do not conflict.
+    ///
+    /// Each member that is known to hold an ending counts for it: the sender, and the member
+    /// that sealed the version sent (it held it when it sealed it). Theirs is taken once a
+    /// majority of the set is known to hold it: then ours cannot have been stored by a majority.
+    /// Until then, ours is kept and sent back, so the sender learns of it in turn. A set of one or
+    /// two, where one member is a majority and both sides may have recorded an end, keeps the
+    /// ending of the later attempt (then the higher version), so every member settles on the
+    /// same one.
+    fn other_ending(
+        &mut self,
+        me: PeerKey,
+        from: PeerKey,
+        theirs: &TaskRecord,
+        sealer: PeerKey,
+    ) -> Option<bool> {
+        let ours = &self.records.get(&theirs.id())?.record;
+        if !ours.state.is_final() || !theirs.state.is_final() {
+            return None;
+        }
+        let (mine, other) = (ending_of(ours), ending_of(theirs));
+        if mine == other {
+            return None;
+        }
+        let members = ours.home();
+        let majority = home::quorum(members.len());
+        if majority <= 1 {
+            return Some((mine.1, ours.version) >= (other.1, theirs.version));
+        }
+        if self.other_endings.len() >= MAX_OTHER_ENDINGS
+            && !self.other_endings.contains_key(&theirs.id())
+        {
+            self.other_endings.pop_first();
+        }
+        let endings = self.other_endings.entry(theirs.id()).or_default();
+        let at = match endings.iter().position(|(e, _)| *e == other) {
+            Some(at) => at,
+            None => {
+                endings.push((other, BTreeSet::new()));
+                endings.len() - 1
+            }
+        };
+        let holders = &mut endings[at].1;
+        for member in [from, sealer] {
+            if member != me && members.contains(&member) {
+                holders.insert(member);
+            }
+        }
+        Some(holders.len() < majority)
     }
 
     /// The sender rule of `Store` (see [`Self::on_store`]); returns the record's spec.

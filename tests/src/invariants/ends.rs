@@ -33,8 +33,9 @@ pub fn check(sim: &Sim) -> Result<(), String> {
 }
 
 /// Once a run has settled, every live member of an ended task's home set that keeps its record
-/// (in memory or on disk) keeps it ended: none is left behind with an older version, which would
-/// leave a client waiting there unanswered, and which it would act on if it led the task later.
+/// (in memory or on disk) keeps it ended, and ended the same way: none is left behind with an
+/// older version, which would leave a client waiting there unanswered, and which it would act on
+/// if it led the task later, and none keeps an end the others gave up.
 pub fn check_agreed(sim: &Sim) -> Result<(), String> {
     let mut behind = Vec::new();
     for id in &sim.accepted {
@@ -50,6 +51,16 @@ pub fn check_agreed(sim: &Sim) -> Result<(), String> {
                     "peer {i}: {id:?} {} at version {}",
                     record.state.as_str(),
                     record.version
+                ));
+            }
+            if let (Some(record), Some(agreed)) = (scheduler.task(id), sim.record(id))
+                && record.state.is_final()
+                && super::results::ending_of(record) != super::results::ending_of(&agreed)
+            {
+                behind.push(format!(
+                    "peer {i}: {id:?} ended {:?}, another member {:?}",
+                    super::results::ending_of(record),
+                    super::results::ending_of(&agreed)
                 ));
             }
         }

@@ -4,7 +4,8 @@
 //! 2. [`ends`]: every acknowledged task ends (checked when a run is over), and once a run has
 //!    settled, every live member of its home set keeps it ended ([`ends::check_agreed`]).
 //! 3. [`epochs`]: a task's epochs only grow, and at most one holder is valid per epoch.
-//! 4. [`results`]: a result is recorded once; never from a stale or forged lease.
+//! 4. [`results`]: a result is recorded once (held by a majority of the home set); never from a
+//!    stale or forged lease.
 //!
 //! The fifth (bad messages never panic a peer) is checked by the protocol's own tests.
 
@@ -29,7 +30,8 @@ pub struct Watch {
     /// The peer that ran each epoch of each task: every holder the swarm ever had, whether or
     /// not any record heard of it.
     pub ran_under: BTreeMap<(TaskId, u64), usize>,
-    /// The first final result seen for each task: (state, attempt epoch, who ran it).
+    /// The first final result a majority of the home set held, for each task: (state, attempt
+    /// epoch, who ran it).
     pub result_of: BTreeMap<TaskId, (String, u64, Option<PeerKey>)>,
     /// Each acknowledged task's home set, once learned.
     pub home_of: BTreeMap<TaskId, Vec<PeerKey>>,

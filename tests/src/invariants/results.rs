@@ -1,14 +1,29 @@
 //! Invariant 4: a result is recorded once, and a completion from a stale or forged lease is never
-//! recorded. Every final record of a task, at every peer and at every step, shows the same result;
-//! a completed result comes from the peer that held the lease at the epoch it ran under.
+//! recorded.
+//!
+//! A result counts once a majority of the task's home set holds it: only then is anyone told of
+//! it (the holder that ran it, a client waiting, the task's dependents). A primary writes the
+//! end to its own store first, so for a moment one peer holds an end no other has; if it then
+//! crashes, or finds itself on the minority side of a cut, that end may give way to the one the
+//! others record. So the check is that no two different results are ever each held by a
+//! majority of the home set (checked after every step, over the live peers' records), and (with
+//! [`super::ends::check_agreed`]) that every member keeps the same one once the run settles. And
+//! any final record's completed result comes from the peer that held the lease at the epoch it
+//! ran under.
 
-use taskswarm_protocol::{TaskId, TaskState};
+use taskswarm_protocol::{PeerKey, TaskId, TaskRecord, TaskState, home};
 
 use crate::Sim;
 
-/// Every final record of every task, at every live peer, agrees with the first one seen.
+/// No two results of a task are each held by a majority of its home set.
 pub fn check(sim: &mut Sim) -> Result<(), String> {
     super::every_record(sim, check_one)
+}
+
+/// How a final record says its task ended: (state, attempt epoch, who ran it).
+pub fn ending_of(record: &TaskRecord) -> (String, u64, Option<PeerKey>) {
+    let epoch = record.attempts.last().map_or(record.epoch, |a| a.epoch);
+    (record.state.as_str().to_string(), epoch, record.executed_by)
 }
 
 /// Peer `i`'s record of task `id`, if final: checked whenever it changes.
@@ -19,8 +34,26 @@ pub fn check_one(sim: &mut Sim, i: usize, id: TaskId) -> Result<(), String> {
     if !record.state.is_final() {
         return Ok(());
     }
-    let epoch = record.attempts.last().map_or(record.epoch, |a| a.epoch);
-    let result = (record.state.as_str().to_string(), epoch, record.executed_by);
+    let result = ending_of(record);
+    let epoch = result.1;
+    let held_by_majority = {
+        let members = record.home();
+        let holders = members
+            .iter()
+            .filter_map(|m| sim.index_of(m))
+            .filter(|j| {
+                sim.peers[*j]
+                    .scheduler
+                    .as_ref()
+                    .and_then(|s| s.task(&id))
+                    .is_some_and(|r| r.state.is_final() && ending_of(r) == result)
+            })
+            .count();
+        holders >= home::quorum(members.len())
+    };
+    if !held_by_majority {
+        return check_holder(sim, id, record.state, epoch, record.executed_by);
+    }
     let first = sim
         .watch
         .result_of
@@ -51,12 +84,23 @@ pub fn check_one(sim: &mut Sim, i: usize, id: TaskId) -> Result<(), String> {
             histories.join("; ")
         ));
     }
-    if record.state == TaskState::Completed {
+    let (state, by) = (record.state, record.executed_by);
+    check_holder(sim, id, state, epoch, by)
+}
+
+/// A completed result comes from the peer that held the lease at the epoch it ran under.
+fn check_holder(
+    sim: &Sim,
+    id: TaskId,
+    state: TaskState,
+    epoch: u64,
+    executed_by: Option<PeerKey>,
+) -> Result<(), String> {
+    if state == TaskState::Completed {
         let holder = sim.watch.holder_of.get(&(id, epoch));
-        if holder.is_some_and(|h| Some(*h) != record.executed_by) {
+        if holder.is_some_and(|h| Some(*h) != executed_by) {
             return Err(format!(
-                "{id:?} recorded a result from {:?} under epoch {epoch}, held by {holder:?}",
-                record.executed_by
+                "{id:?} recorded a result from {executed_by:?} under epoch {epoch}, held by {holder:?}"
             ));
         }
     }

@@ -172,16 +172,22 @@ impl Home {
         now: Millis,
         rng: &mut dyn RngCore,
         to: PeerKey,
-        tasks: &[Envelope],
+        leases: &[Lease],
     ) {
-        let ids: Vec<TaskId> = tasks
+        // Only a placement that still stands, by a peer that still leads the task: since it
+        // was sent, the task may have been placed again (here, or by another primary whose
+        // record this peer took).
+        let ids: Vec<TaskId> = leases
             .iter()
-            .map(|t| t.id)
-            .filter(|id| {
-                self.records
-                    .get(id)
-                    .is_some_and(|e| e.record.holder == Some(to) && !e.record.state.is_final())
+            .filter(|lease| {
+                self.records.get(&lease.task).is_some_and(|e| {
+                    e.record.holder == Some(to)
+                        && e.record.epoch == lease.epoch
+                        && !e.record.state.is_final()
+                        && ctx.is_primary(others.peers, e.record.home(), now)
+                })
             })
+            .map(|lease| lease.task)
             .collect();
         for id in &ids {
             if let Some(entry) = self.records.get_mut(id) {

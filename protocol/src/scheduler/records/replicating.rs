@@ -1,7 +1,8 @@
 //! Replication, as the primary runs it: every change it makes to a record goes to the other live
 //! members of the task's home set, in one `Store` per member per flush, and is sent again until
 //! each acknowledges the version; the submitting client is told its tasks are accepted, and a
-//! holder that its result is recorded, only once every live member stored the version they need.
+//! holder that its result is recorded, only once every live member, and a majority of the set,
+//! stored the version they need.
 //! Also the members' side of it: acknowledging what was stored, sending a member that was away
 //! the records it shares (a page at a time, the next once it acknowledged the last, so what waits
 //! for one member is bounded however many records they share), and sealing the changes of one
@@ -16,6 +17,7 @@ use super::super::peers::Peers;
 use super::super::{Action, Ctx};
 use super::{Entry, Home};
 use crate::Millis;
+use crate::home::quorum;
 use crate::identity::PeerKey;
 use crate::message::Message;
 use crate::seal::SealedRecord;
@@ -51,6 +53,10 @@ pub(super) struct Replication {
     /// Holders waiting to hear that their completion is settled: `(holder, epoch, version)`,
     /// told once every live member has `version`.
     holders: Vec<(PeerKey, u64, u64)>,
+    /// The version at which the task ended here, until a majority of its home set stored it:
+    /// only then are the clients watching it here told, and its dependents here released (an
+    /// end that only this side of a partition stored may yet give way to the other side's).
+    ended: Option<u64>,
 }
 
 impl Home {
@@ -67,6 +73,25 @@ impl Home {
             Some(rep) => rep.client_waits = Some(rep.client_waits.unwrap_or(1)),
             None => self.out_accepted.push((id, 0)),
         }
+    }
+
+    /// The task ended here at `version`: its watchers and dependents here hear of it once a
+    /// majority of its home set (`quorum` members, this peer included) stored that version; at
+    /// once where one member is a majority.
+    pub(in crate::scheduler) fn await_end(&mut self, id: TaskId, version: u64, quorum: usize) {
+        if quorum <= 1 {
+            self.ended_here(id);
+        } else {
+            self.replication.entry(id).or_default().ended = Some(version);
+        }
+    }
+
+    /// Tells the clients watching a task here, and its dependents here, that it ended.
+    fn ended_here(&mut self, id: TaskId) {
+        if self.waiting_on.contains_key(&id) {
+            self.ended_now.push(id);
+        }
+        self.handoffs.push(super::Handoff::Ended(id));
     }
 
     /// A holder waits to hear its result for `epoch` is recorded until every live member has
@@ -137,14 +162,30 @@ impl Home {
             return;
         };
         let version = entry.record.version;
-        let stored_everywhere = entry
-            .record
-            .home()
+        let home = entry.record.home();
+        let on_live_members = home
             .iter()
             .filter(|m| **m != me && peers.alive(m))
             .map(|m| rep.acked.get(m).copied().unwrap_or(0))
             .min()
             .unwrap_or(u64::MAX);
+        // And on a majority of the set, this peer included (a member taken for dead across a
+        // partition must not make a version settled that only one side stored).
+        let mut others: Vec<u64> = home
+            .iter()
+            .filter(|m| **m != me)
+            .map(|m| rep.acked.get(m).copied().unwrap_or(0))
+            .collect();
+        others.sort_unstable_by(|a, b| b.cmp(a));
+        let on_quorum = match quorum(home.len()).saturating_sub(1) {
+            0 => u64::MAX,
+            k => others.get(k - 1).copied().unwrap_or(0),
+        };
+        let stored_everywhere = on_live_members.min(on_quorum);
+        let ended = rep.ended.filter(|v| on_quorum >= *v);
+        if ended.is_some() {
+            rep.ended = None;
+        }
         if let Some(waited) = rep.client_waits.filter(|v| stored_everywhere >= *v) {
             rep.client_waits = None;
             self.out_accepted.push((id, waited));
@@ -153,8 +194,10 @@ impl Home {
             .into_iter()
             .partition(|(_, _, v)| stored_everywhere >= *v);
         rep.holders = waiting;
-        let done =
-            rep.holders.is_empty() && rep.client_waits.is_none() && stored_everywhere >= version;
+        let done = rep.holders.is_empty()
+            && rep.client_waits.is_none()
+            && rep.ended.is_none()
+            && stored_everywhere >= version;
         for (holder, epoch, _) in ready {
             self.out_recorded
                 .entry(holder)
@@ -163,6 +206,9 @@ impl Home {
         }
         if done {
             self.replication.remove(&id);
+        }
+        if ended.is_some() {
+            self.ended_here(id);
         }
     }
 
@@ -259,6 +305,11 @@ impl Home {
         };
         self.catching_up.insert(peer, catch_up);
         self.send_catch_up_page(ctx, peer, now);
+    }
+
+    /// Whether `peer` is being sent the records it shares with this peer.
+    pub(in crate::scheduler) fn is_catching_up(&self, peer: &PeerKey) -> bool {
+        self.catching_up.contains_key(peer)
     }
 
     /// Members were taken for dead: for each record this peer now leads whose primary was one of
