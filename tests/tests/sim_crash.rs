@@ -1,6 +1,7 @@
 //! Crash and restart in the simulator: peers die at random moments (memory gone, disk kept) and
 //! come back, while the invariants are checked after every step. Every run names its seed;
-//! `SEED=n cargo test -p taskswarm-tests --test sim_crash` replays one.
+//! `SEED=n cargo test -p taskswarm-tests --test sim_crash` replays one, and `SEEDS=n` runs the
+//! first n of each test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -9,9 +10,13 @@ use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::Millis;
 use taskswarm_tests::{NetConfig, Sim, invariants};
 
+/// `SEED=n` runs one seed; `SEEDS=n` runs the first n.
 fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var("SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(seed) => vec![seed],
+    if let Some(seed) = std::env::var("SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    match std::env::var("SEEDS").ok().and_then(|s| s.parse().ok()) {
+        Some(n) => (0..n).collect(),
         None => default.collect(),
     }
 }
