@@ -94,6 +94,7 @@ fn report(from: &Keypair, exec: bool) -> Vec<u8> {
         },
         addrs: vec![],
         leaving: false,
+        draining: false,
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }

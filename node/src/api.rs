@@ -158,6 +158,7 @@ fn needed(method: &Method, path: &str) -> Option<Role> {
     Some(match *method {
         Method::DELETE => Role::Cancel,
         Method::POST if path == "/v1/tasks/wait" => Role::Read,
+        Method::POST if path == "/v1/drain" => Role::Admin,
         Method::POST => Role::Submit,
         _ => Role::Read,
     })
@@ -248,6 +249,7 @@ pub fn router_with(client: Client, access: Access) -> Router {
         .route("/v1/jobs", post(post_job))
         .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/v1/tasks/{id}/proof", get(get_proof))
+        .route("/v1/drain", post(drain))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz")
         })
@@ -288,6 +290,25 @@ fn parse_state(text: &str) -> Result<TaskState, ApiError> {
 async fn healthz(State(client): State<Client>) -> ApiResult<serde_json::Value> {
     let cluster = client.cluster().await?;
     Ok(Json(json!({ "ok": true, "peer_id": cluster.me.peer_id })))
+}
+
+/// The deadline a drain gets when its request names none.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `POST /v1/drain` (admin): drains this peer; answers at once, and the peer stops once drained.
+async fn drain(
+    State(client): State<Client>,
+    body: Option<Json<crate::api_client::DrainRequest>>,
+) -> Result<Response, ApiError> {
+    let deadline = body
+        .and_then(|Json(b)| b.deadline_ms)
+        .map_or(DRAIN_DEADLINE, std::time::Duration::from_millis);
+    client.drain(deadline).await?;
+    let body = crate::api_client::Draining {
+        draining: true,
+        deadline_ms: deadline.as_millis().try_into().unwrap_or(u64::MAX),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 async fn cluster(State(client): State<Client>) -> ApiResult<crate::view::ClusterView> {

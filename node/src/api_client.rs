@@ -82,6 +82,24 @@ pub struct Cancelling {
     pub cancelling: bool,
 }
 
+/// The body of `POST /v1/drain`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    /// How long the tasks the peer runs may take to finish before it leaves anyway, in
+    /// milliseconds [default: 60,000].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+/// The answer to `POST /v1/drain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draining {
+    /// Always true: the peer is draining.
+    pub draining: bool,
+    /// The deadline it was given, in milliseconds.
+    pub deadline_ms: u64,
+}
+
 /// What the API says when it refuses a request.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -252,6 +270,16 @@ impl ApiClient {
             None => "/v1/tasks".to_string(),
         };
         self.call(self.http.get(self.url(&path))).await
+    }
+
+    /// Drains the peer (see [`crate::Peer::drain`]): it answers at once; the peer stops once it
+    /// is drained.
+    pub async fn drain(&self, deadline: Option<Duration>) -> Result<Draining, ApiClientError> {
+        let body = DrainRequest {
+            deadline_ms: deadline.map(|d| d.as_millis().try_into().unwrap_or(u64::MAX)),
+        };
+        self.call(self.http.post(self.url("/v1/drain")).json(&body))
+            .await
     }
 
     /// The peer and the peers it knows.

@@ -39,6 +39,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take a peer out of service: it takes no new work, hands its queued tasks and what it led
+    /// to other peers at once, lets the tasks it runs finish (up to --deadline), then leaves the
+    /// swarm and stops. Waits until it has stopped (needs an admin token).
+    Drain {
+        #[command(flatten)]
+        api: ApiArg,
+        /// How long the tasks it runs may take to finish before it leaves anyway (what still
+        /// runs is then taken over by the others at once), such as 10m.
+        #[arg(long, value_parser = taskswarm::spec::parse_duration_or_zero, default_value = "60s")]
+        deadline: Duration,
+        /// Return once the drain has begun, without waiting for the peer to stop.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Inspect tasks.
     #[command(subcommand)]
     Task(TaskCmd),
@@ -148,6 +162,11 @@ struct NodeArgs {
     /// ended task back.
     #[arg(long, value_parser = parse_duration, default_value = "7d")]
     retention: Duration,
+    /// On SIGTERM or Ctrl-C the peer drains (as `taskswarm drain`): how long the tasks it runs
+    /// may take to finish before it leaves anyway, such as 30s; 0s leaves at once (what it runs is
+    /// then taken over by the others at once). A second Ctrl-C leaves at once.
+    #[arg(long, value_parser = taskswarm::spec::parse_duration_or_zero, default_value = "10s")]
+    stop_deadline: Duration,
     /// Where this peer places the tasks it leads: random, round-robin, weighted (random by free
     /// capacity), least-loaded, or p2c (the less loaded of two at random).
     #[arg(long, default_value = "p2c")]
@@ -366,6 +385,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Node(node) => run_node(node).await,
         Cmd::Submit(submit) => run_submit(submit).await,
         Cmd::Status { api, json } => run_status(&api.client()?, json).await,
+        Cmd::Drain {
+            api,
+            deadline,
+            no_wait,
+        } => run_drain(&api.client()?, deadline, no_wait).await,
         Cmd::Token(command) => run_token(command),
         Cmd::Swarm(SwarmCmd::Init { out, force }) => {
             let key = taskswarm::admission::generate_key();
@@ -523,11 +547,61 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
             r = tokio::signal::ctrl_c() => { r?; break; }
             _ = term.recv() => break,
             _ = hangup.recv() => reload(&args, &peer).await,
+            // Drained through the API (`taskswarm drain`).
+            _ = peer.stopped() => {
+                println!("drained; stopped");
+                peer.shutdown().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    println!(
+        "draining: up to {:?} for the tasks it runs (Ctrl-C again to leave now)",
+        args.stop_deadline
+    );
+    if peer.drain(args.stop_deadline).await.is_ok() {
+        tokio::select! {
+            _ = peer.stopped() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
     }
     println!("stopping");
     peer.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Drains the peer behind `api`, and (unless `no_wait`) waits until it has stopped answering.
+async fn run_drain(api: &Api, deadline: Duration, no_wait: bool) -> anyhow::Result<ExitCode> {
+    let me = api.cluster().await?.me.peer_id;
+    let answer = api.drain(Some(deadline)).await?;
+    println!(
+        "draining {me}: up to {:?} for the tasks it runs",
+        Duration::from_millis(answer.deadline_ms)
+    );
+    if no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // It leaves at the deadline at the latest; give it that, and a little to stop.
+    let give_up = std::time::Instant::now() + deadline + Duration::from_secs(30);
+    let mut last = None;
+    while std::time::Instant::now() < give_up {
+        match api.cluster().await {
+            Ok(view) => {
+                let now = (view.me.running, view.me.queued);
+                if last != Some(now) {
+                    println!("  running {}, queued {}", now.0, now.1);
+                    last = Some(now);
+                }
+            }
+            Err(_) => {
+                println!("stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("{me} still answers {deadline:?} after its drain began")
 }
 
 /// The allowlist from `--allow-peer` and the `--allow-peers` file, if either is given.

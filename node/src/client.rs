@@ -43,6 +43,10 @@ pub(crate) enum Command {
         state: Option<TaskState>,
         reply: oneshot::Sender<Vec<TaskView>>,
     },
+    Drain {
+        deadline: std::time::Duration,
+        reply: oneshot::Sender<()>,
+    },
     Cancel {
         id: TaskId,
         client: Option<String>,
@@ -146,6 +150,11 @@ impl Client {
     pub async fn cancel_as(&self, id: TaskId, client: Option<String>) -> Result<bool, ClientError> {
         self.ask(|reply| Command::Cancel { id, client, reply })
             .await
+    }
+
+    /// Drains this peer (see [`crate::Peer::drain`]).
+    pub async fn drain(&self, deadline: std::time::Duration) -> Result<(), ClientError> {
+        self.ask(|reply| Command::Drain { deadline, reply }).await
     }
 
     /// The tasks whose records this peer keeps, optionally only those in one state.

@@ -443,7 +443,11 @@ impl PeerBuilder {
             bootstrap: self.bootstrap,
             shutdown: shutdown_rx.clone(),
         };
-        let event_loop = tokio::spawn(event_loop.run());
+        let (stopped_tx, stopped) = watch::channel(false);
+        let event_loop = tokio::spawn(async move {
+            event_loop.run().await;
+            let _ = stopped_tx.send(true);
+        });
         let client = Client::new(command_tx);
         let wait = listen_rx.wait_for(|addrs| !addrs.is_empty());
         let listen_addrs = match tokio::time::timeout(LISTEN_DEADLINE, wait).await {
@@ -465,6 +469,7 @@ impl PeerBuilder {
             api_addr,
             client,
             shutdown: shutdown_tx,
+            stopped,
             event_loop,
             api,
         };
@@ -540,6 +545,8 @@ pub struct Peer {
     client: Client,
     api_access: crate::api::Access,
     shutdown: watch::Sender<bool>,
+    /// Set when the event loop has stopped (a drain ended, or shutdown).
+    stopped: watch::Receiver<bool>,
     event_loop: JoinHandle<()>,
     api: Option<JoinHandle<()>>,
 }
@@ -610,6 +617,24 @@ impl Peer {
     /// its API is open.
     pub fn set_api_tokens(&self, tokens: crate::tokens::Tokens) -> bool {
         self.api_access.replace(tokens)
+    }
+
+    /// Drains this peer: it takes no new work (submissions are refused, placements handed back),
+    /// hands its queued tasks back to their primaries, which place them elsewhere at once, lets
+    /// the next member of each home set lead what it led, and lets the tasks it runs finish for
+    /// up to `deadline`, delivering their results; then it leaves the swarm (what still runs is
+    /// stopped and taken over at once) and its event loop stops. Returns once the drain has
+    /// begun; [`Peer::stopped`] resolves when it is over. See
+    /// [`Scheduler::drain`](taskswarm_protocol::Scheduler::drain).
+    pub async fn drain(&self, deadline: std::time::Duration) -> Result<(), crate::ClientError> {
+        self.client.drain(deadline).await
+    }
+
+    /// Resolves once the peer's event loop has stopped: a drain ended, or the peer was shut
+    /// down.
+    pub async fn stopped(&self) {
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|s| *s).await;
     }
 
     /// Leaves the swarm (the others take over what this peer held and led at once, see

@@ -105,6 +105,8 @@ struct SendQueue {
 
 struct State {
     rng: StdRng,
+    /// Set while draining: when the drain gives up on what still runs.
+    drain_until: Option<tokio::time::Instant>,
     started: Instant,
     finished_tx: mpsc::Sender<Finished>,
     /// Requests sent and not yet answered: the peer and the messages they carry.
@@ -147,6 +149,7 @@ impl EventLoop {
             nonce,
             network: crate::view::NetworkView::default(),
             held: VecDeque::new(),
+            drain_until: None,
         };
         self.scheduler.set_wall_offset(wall_clock_ms() as i64);
         self.dial_bootstrap();
@@ -193,6 +196,18 @@ impl EventLoop {
             }
             self.take_ready(&mut state, &mut finished_rx);
             self.apply_actions(&mut state);
+            // A drain ends when what this peer ran is done and reported, or at its deadline
+            // (what still runs is then stopped and taken over at once, as on a plain leave).
+            if let Some(until) = state.drain_until
+                && leaving_until.is_none()
+                && (self.scheduler.is_drained() || tokio::time::Instant::now() >= until)
+            {
+                if !self.scheduler.is_drained() {
+                    tracing::warn!("drain deadline passed with tasks still running");
+                }
+                leaving_until = Some(self.leave(&mut state));
+                self.apply_actions(&mut state);
+            }
             if let Some(error) = self.committer.progress().failed {
                 tracing::error!(%error, "the store failed; stopping this peer");
                 break;
@@ -407,6 +422,14 @@ impl EventLoop {
                 reply,
             } => {
                 let _ = reply.send(self.list(wanted));
+            }
+            Command::Drain { deadline, reply } => {
+                if state.drain_until.is_none() && !self.scheduler.is_leaving() {
+                    tracing::info!(?deadline, "draining");
+                    state.drain_until = Some(tokio::time::Instant::now() + deadline);
+                    self.scheduler.drain(now, &mut state.rng);
+                }
+                let _ = reply.send(());
             }
             Command::Cancel { id, client, reply } => {
                 let ticket = self.scheduler.cancel(now, &mut state.rng, id, client);

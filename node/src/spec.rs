@@ -38,6 +38,14 @@ pub struct NewTask {
 /// index of the same submission, which must come earlier in it (`After::Earlier(i)`).
 pub use taskswarm_protocol::Dependency as After;
 
+/// Parses a duration that may be zero (`0s`), as [`parse_duration`] otherwise.
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 /// Parses 250ms, 3s, 2m, 1h or 7d (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
@@ -632,5 +640,9 @@ mod tests {
         assert!(parse_duration("3 s").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration_or_zero("-1s").is_err());
     }
 }

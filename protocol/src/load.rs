@@ -65,6 +65,10 @@ pub struct LoadReport {
     /// The peer is leaving (shutting down): it has stopped everything it held and will send
     /// nothing more in this run, so the others take it for dead now rather than after a TTL.
     pub leaving: bool,
+    /// The peer is draining (`taskswarm drain`): it takes no new work and leads nothing; it
+    /// finishes what it runs, then leaves. The others place nothing on it and lead the tasks it
+    /// led.
+    pub draining: bool,
 }
 
 impl LoadReport {

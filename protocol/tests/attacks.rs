@@ -37,6 +37,7 @@ fn report(from: &Keypair, seq: u64, exec: bool) -> Vec<u8> {
         },
         addrs: vec![],
         leaving: false,
+        draining: false,
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }

@@ -115,6 +115,7 @@ fn report(from: &Keypair, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
         },
         addrs: vec![b"addr".to_vec()],
         leaving: false,
+        draining: false,
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }
@@ -1106,6 +1107,7 @@ fn a_load_report_with_a_bad_signature_is_counted_and_dropped() {
         capabilities: Capabilities::default(),
         addrs: vec![],
         leaving: false,
+        draining: false,
     };
     // Signed by key 3 while claiming to be key 2.
     let forged = Signed::<LoadReport>::from_parts(
@@ -1271,7 +1273,7 @@ fn an_unreachable_peer_gets_its_placement_back() {
         None,
         "nobody else can run it: it waits"
     );
-    assert_eq!(a.peers().count(), 0);
+    assert_eq!(a.peers().count(), 1, "unreachable, not taken for dead");
     // When an exec peer appears, the task is placed on it (at the next scan).
     let ttl = u64::from(Config::default().lease_ttl_ms);
     a.handle_gossip(ttl, &mut rng, &report(&key(3), 1, 0, true));
@@ -1756,4 +1758,79 @@ fn a_victim_does_not_take_back_a_task_it_handed_on_when_its_placement_comes_agai
     // later thief would get epoch 1.1 a second time.
     deliver_bytes(&mut b, c.me(), &to_b, 4);
     assert_eq!(b.queued(), 2, "the tasks handed on are not taken again");
+}
+
+#[test]
+fn a_draining_peer_hands_its_queue_back_finishes_what_it_runs_and_takes_nothing_new() {
+    let (mut a, mut b) = (peer(1, 1, true), peer(2, 1, true));
+    let mut rng = rng();
+    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
+    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
+    drain(&mut a);
+    drain(&mut b);
+    // B's one slot runs a task and queues another (A leads both, with B in their home sets).
+    let ids: Vec<TaskId> = (1..=4)
+        .map(|n| {
+            *a.submit(0, &mut rng, vec![spec(&key(1), n)])[0]
+                .as_ref()
+                .unwrap()
+        })
+        .collect();
+    deliver(&mut b, a.me(), &drain(&mut a), 10);
+    let on_b: Vec<TaskId> = ids
+        .iter()
+        .copied()
+        .filter(|id| a.task(id).unwrap().holder == Some(b.me()))
+        .collect();
+    assert!(on_b.len() >= 2, "B holds {} of 4", on_b.len());
+    let (running, queued) = (b.running(), b.queued());
+    assert!(
+        running == 1 && queued >= 1,
+        "running {running}, queued {queued}"
+    );
+
+    b.drain(100, &mut rng);
+    assert!(b.is_draining() && !b.is_drained());
+    let out = drain(&mut b);
+    assert_eq!((b.running(), b.queued()), (1, 0), "the queue went back");
+    let (run_id, run_epoch) = b.held().next().unwrap();
+    let missing: Vec<Message> = sent_to(&out, a.me())
+        .iter()
+        .map(|bytes| wire::decode::<Message>(bytes).unwrap())
+        .filter(|m| m.kind() == "missing")
+        .collect();
+    let [Message::Missing { tasks }] = missing.as_slice() else {
+        panic!("{:?}", kinds(&out));
+    };
+    assert_eq!(tasks.len(), queued);
+    // Its report says it is draining: A places nothing more on it and takes the queue back.
+    for bytes in broadcasts(&out) {
+        a.handle_gossip(110, &mut rng, &bytes);
+    }
+    deliver(&mut a, b.me(), &out, 120);
+    for (id, _) in tasks {
+        let record = a.task(id).unwrap();
+        assert_ne!(record.holder, Some(b.me()), "{id:?} placed back on B");
+        assert!(record.epoch >= E2, "re-claimed at a new major epoch");
+    }
+    // No new work: a submission is refused.
+    assert!(b.submit(130, &mut rng, vec![spec(&key(2), 9)])[0].is_err());
+
+    // What it runs finishes there, and is recorded by A; then B is drained.
+    b.handle_finished(
+        200,
+        &mut rng,
+        run_id,
+        run_epoch,
+        Outcome::Returned { output: vec![] },
+    );
+    let done = drain(&mut b);
+    let recorded = deliver(&mut a, b.me(), &done, 210);
+    assert_eq!(a.task(&run_id).unwrap().state, TaskState::Completed);
+    // A tells B once B (a member too) stored the result.
+    let stored = deliver(&mut b, a.me(), &recorded, 220);
+    let told = deliver(&mut a, b.me(), &stored, 230);
+    assert!(!b.is_drained(), "its result is not acknowledged yet");
+    deliver(&mut b, a.me(), &told, 240);
+    assert!(b.is_drained(), "held {:?}", b.held().collect::<Vec<_>>());
 }

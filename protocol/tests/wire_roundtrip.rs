@@ -251,6 +251,7 @@ fn arb_gossip() -> impl Strategy<Value = Gossip> {
                 capabilities,
                 addrs,
                 leaving: seq % 2 == 1,
+                draining: seq % 3 == 1,
             };
             Gossip::Load(Signed::sign(&report, &k))
         })

@@ -66,7 +66,7 @@ pub(crate) struct BenchArgs {
     tasks: Option<usize>,
     /// Faults to inject during every run (repeatable): `kill-every=DUR[,restart-after=DUR]`,
     /// `stop=DUR[,stop-every=DUR]`, `partition=A|B:DUR` (A, B: peer numbers like 1,2; needs
-    /// --netns).
+    /// --netns), `drain-every=DUR` (drain each peer in turn and start it again).
     #[arg(long)]
     chaos: Vec<String>,
     /// The placement policy of every peer: random, round-robin, weighted, least-loaded or p2c.

@@ -6,9 +6,12 @@
 //!   `stop-every` (default DUR + 2 s).
 //! - `partition=A|B:DUR`: cut the swarm between peer groups A and B (1-based peer numbers, comma
 //!   separated) one second into the workload, and heal it DUR later. Needs `--netns` (root).
+//! - `drain-every=DUR`: every DUR, drain the next peer in turn (peer 1, 2, … and round again) as
+//!   `taskswarm drain` does, wait for it to stop, and start it again with its data directory: a
+//!   rolling restart of the whole swarm.
 //!
-//! Chaos never picks peer 1 (everyone's bootstrap peer: a restarted peer finds the swarm through
-//! it) and never takes a peer down while fewer than three are up.
+//! Kill and stop never pick peer 1 (everyone's bootstrap peer: a restarted peer finds the swarm
+//! through it); no chaos takes a peer down while fewer than three are up.
 
 use std::time::Duration;
 
@@ -38,6 +41,12 @@ pub(crate) enum Chaos {
         /// How long it is paused.
         #[serde(serialize_with = "as_ms")]
         pause: Duration,
+        /// How often.
+        #[serde(serialize_with = "as_ms")]
+        every: Duration,
+    },
+    /// Drain the next peer in turn every `every`, and start it again once it stopped.
+    Drain {
         /// How often.
         #[serde(serialize_with = "as_ms")]
         every: Duration,
@@ -113,6 +122,7 @@ impl Chaos {
             "stop",
             "stop-every",
             "partition",
+            "drain-every",
         ];
         if let Some((key, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
             bail!("unknown chaos `{key}`; expected one of {known:?}");
@@ -155,7 +165,12 @@ impl Chaos {
                 length: duration("partition", length)?,
             });
         }
-        bail!("a chaos spec needs kill-every=, stop= or partition=")
+        if let Some(every) = get("drain-every") {
+            let every = duration("drain-every", every)?;
+            anyhow::ensure!(!every.is_zero(), "drain-every must be more than 0");
+            return Ok(Chaos::Drain { every });
+        }
+        bail!("a chaos spec needs kill-every=, stop=, partition= or drain-every=")
     }
 
     /// Whether it needs the peers in network namespaces.
@@ -163,6 +178,9 @@ impl Chaos {
         matches!(self, Chaos::Partition { .. })
     }
 }
+
+/// How long a drained peer's running tasks may take to finish.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Sleeps `d`, or less if `stop` turns true; whether to go on.
 async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
@@ -234,6 +252,19 @@ pub(crate) async fn run(
                 control.pause(i).await?;
                 tokio::time::sleep(pause).await;
                 control.resume(i).await?;
+            }
+            Ok(())
+        }
+        Chaos::Drain { every } => {
+            let mut next = 0;
+            while sleep_or_stop(every, &mut stop).await {
+                if control.live().len() < 3 {
+                    continue;
+                }
+                let i = next % control.peer_ids.len();
+                next += 1;
+                control.drain(i, DRAIN_DEADLINE).await?;
+                control.restart(i).await?;
             }
             Ok(())
         }

@@ -417,13 +417,14 @@ impl Cluster {
         Ok(i)
     }
 
-    /// Stops peer `i` cleanly (SIGTERM, waiting up to 10 s for it to exit, then SIGKILL), so that
-    /// it can be [`restart`](Self::restart)ed.
+    /// Stops peer `i` cleanly (SIGTERM, on which it drains for up to its `--stop-deadline`,
+    /// 10 s by default; waiting up to 15 s for it to exit, then SIGKILL), so that it can be
+    /// [`restart`](Self::restart)ed.
     pub fn stop_peer(&mut self, i: usize) -> anyhow::Result<()> {
         self.note_cpu_of(i);
         self.signal(i, Signal::SIGTERM)?;
         let peer = &mut self.peers[i];
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if peer.child.try_wait()?.is_some() {
                 peer.killed = true;

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use taskswarm::TaskView;
 use taskswarm::api_client::{ApiClient, ApiClientError};
@@ -283,6 +283,39 @@ impl Control {
         self.swarm.set_api(i, None);
         cluster.kill(i)?;
         Ok(self.mark("kill", vec![i]))
+    }
+
+    /// Drains peer `i` through its API (as `taskswarm drain`) and waits until its process has
+    /// exited (up to `deadline` and 30 s more); fails if it does not exit, or not with status 0.
+    pub(crate) async fn drain(&self, i: usize, deadline: Duration) -> anyhow::Result<()> {
+        let mut cluster = self.cluster.lock().await;
+        self.swarm.set_api(i, None);
+        let api = cluster.peers[i]
+            .client
+            .clone()
+            .context("the peer has no API client")?;
+        self.mark("drain", vec![i]);
+        api.drain(Some(deadline)).await?;
+        let give_up = Instant::now() + deadline + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = cluster.peers[i].child.try_wait()? {
+                break status;
+            }
+            anyhow::ensure!(
+                Instant::now() < give_up,
+                "peer {} still runs {deadline:?} after its drain began",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        cluster.peers[i].killed = true;
+        self.mark("drained", vec![i]);
+        anyhow::ensure!(
+            status.success(),
+            "peer {} exited with {status} after its drain",
+            i + 1
+        );
+        Ok(())
     }
 
     /// Starts killed peer `i` again with its data directory.

@@ -18,6 +18,11 @@ use taskswarm_testnet::{Cluster, Options, taskswarm_binary};
 const TTL: Duration = Duration::from_millis(1500);
 
 async fn cluster(name: &str, peers: usize) -> (Cluster, tempfile::TempDir) {
+    cluster_with(name, peers, &[]).await
+}
+
+/// As [`cluster`], with more arguments for every `taskswarm node`.
+async fn cluster_with(name: &str, peers: usize, args: &[&str]) -> (Cluster, tempfile::TempDir) {
     let mut dir = tempfile::Builder::new().prefix(name).tempdir().unwrap();
     // TASKSWARM_TEST_KEEP=1 keeps the peers' data directories and logs for a look after the run.
     if std::env::var_os("TASKSWARM_TEST_KEEP").is_some() {
@@ -25,7 +30,8 @@ async fn cluster(name: &str, peers: usize) -> (Cluster, tempfile::TempDir) {
         println!("peers' logs and data: {}", dir.path().display());
     }
     let binary = taskswarm_binary("debug").unwrap();
-    let options = Options::local(peers, binary, dir.path().to_path_buf());
+    let mut options = Options::local(peers, binary, dir.path().to_path_buf());
+    options.node_args = args.iter().map(|a| a.to_string()).collect();
     (Cluster::start(options).await.unwrap(), dir)
 }
 
@@ -491,7 +497,8 @@ async fn a_killed_peers_task_processes_die_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_stopped_with_sigterm_hands_its_tasks_over_without_a_ttl_wait() {
-    let (mut cluster, dir) = cluster("leave", 3).await;
+    // With no time to finish what it runs, a stopped peer leaves at once.
+    let (mut cluster, dir) = cluster_with("leave", 3, &["--stop-deadline", "0s"]).await;
     // A peer takes others for dead only once it has been up for a lease TTL (before that it may
     // not have heard everyone): a swarm that just started is not what this test is about.
     tokio::time::sleep(TTL).await;
@@ -538,5 +545,88 @@ async fn a_peer_stopped_with_sigterm_hands_its_tasks_over_without_a_ttl_wait() {
     assert!(
         last < TTL.as_secs_f64(),
         "re-run {last:.2} s after the stop: the lease TTL was waited out"
+    );
+}
+
+/// `taskswarm drain` takes a peer out of service without a second run: the tasks it runs finish
+/// there, its queued tasks go to the others at once, and it stops with exit status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_peer_finishes_what_it_runs_hands_its_queue_over_and_exits() {
+    let (mut cluster, dir) = cluster("drain", 3).await;
+    tokio::time::sleep(TTL).await;
+    let log = dir.path().join("runs.log");
+    // More tasks than the 6 slots, so each peer holds some queued.
+    let specs: Vec<Value> = (0..12).map(|_| logged(&log, "2")).collect();
+    let ids = cluster.submit(0, &specs).await.unwrap();
+    let until = deadline(20);
+    let drained = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(i) = [2, 1]
+            .into_iter()
+            .find(|i| text.contains(cluster.peers[*i].peer_id.as_str()))
+        {
+            break i;
+        }
+        assert!(Instant::now() < until, "neither peer 2 nor 3 ran anything");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let name = cluster.peers[drained].peer_id.clone();
+    let running_there: Vec<String> = starts(&log)
+        .into_iter()
+        .filter(|(_, s)| s.iter().any(|r| r.peer == name))
+        .map(|(task, _)| task)
+        .collect();
+    let binary = taskswarm_binary("debug").unwrap();
+    let mut drain = std::process::Command::new(binary);
+    drain.args([
+        "drain",
+        "--api",
+        &cluster.peers[drained].api,
+        "--deadline",
+        "30s",
+    ]);
+    if let Some(file) = cluster.token_file() {
+        drain.arg("--token-file").arg(file);
+    }
+    let began = Instant::now();
+    let out = drain.output().unwrap();
+    let took = began.elapsed();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("stopped"), "{said}");
+    let until = deadline(10);
+    let status = loop {
+        if let Some(status) = cluster.peers[drained].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < until, "the drained peer is still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    cluster.peers[drained].killed = true;
+    assert!(status.success(), "the drained peer exited with {status}");
+
+    let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
+    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+    let runs = starts(&log);
+    let twice: Vec<_> = runs.iter().filter(|(_, s)| s.len() > 1).collect();
+    assert!(twice.is_empty(), "ran twice: {twice:?}");
+    // What it was running when the drain began finished there.
+    for task in &running_there {
+        let view = tasks.iter().find(|t| t.id == *task).unwrap();
+        assert_eq!(
+            view.executed_by.as_deref(),
+            Some(name.as_str()),
+            "{view:#?}"
+        );
+    }
+    println!(
+        "peer {} drained in {:.2} s: {} tasks it was running finished there, 12 of 12 completed, none ran twice",
+        drained + 1,
+        took.as_secs_f64(),
+        running_there.len()
     );
 }

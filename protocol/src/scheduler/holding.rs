@@ -81,6 +81,31 @@ impl Holding {
     }
 
     /// Tasks running in this peer's slots.
+    /// Whether this peer holds nothing: no task queued or running, and no result waiting for its
+    /// primary's acknowledgement.
+    pub(super) fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.outbox.is_empty()
+    }
+
+    /// Forgets the queued tasks (not the running ones) whose home set `to_whom` names a peer to
+    /// hand them to, and returns them with their epochs and that peer.
+    fn take_queued(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        to_whom: impl Fn(&[PeerKey]) -> Option<PeerKey>,
+    ) -> Vec<(TaskId, u64, PeerKey)> {
+        let queued: Vec<(TaskId, PeerKey)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| !h.running)
+            .filter_map(|(id, h)| Some((*id, to_whom(&h.task.home)?)))
+            .collect();
+        queued
+            .into_iter()
+            .filter_map(|(id, to)| Some((id, self.release(ctx, id)?.epoch, to)))
+            .collect()
+    }
+
     pub(super) fn running(&self) -> u32 {
         self.running
     }
@@ -493,7 +518,8 @@ impl Scheduler {
                 self.reject(kind, &error);
                 continue;
             }
-            if !self.config.capabilities.can_run(&task.spec) {
+            // A draining peer takes no new work: it hands the task back as one it cannot run.
+            if self.peers.draining() || !self.config.capabilities.can_run(&task.spec) {
                 let refusal = Message::Refused {
                     task: task.id,
                     epoch: lease.epoch,
@@ -565,6 +591,24 @@ impl Scheduler {
         let window = Millis::from(self.config.lease_ttl_ms) * 2 / 3;
         let (holding, peers, _, mut ctx) = self.holder();
         holding.cut_off(&mut ctx, peers, now, window);
+    }
+
+    /// Hands the queued tasks back to their primaries (this peer is draining): each is forgotten
+    /// here and reported `Missing` to the primary, which places it elsewhere at once. One whose
+    /// home set has no other live member to lead it stays, and runs here.
+    pub(super) fn give_back_queued(&mut self) {
+        let me = self.me;
+        let (holding, peers, _, mut ctx) = self.holder();
+        let primary = |home: &[PeerKey]| peers.primary_of(home).filter(|p| *p != me);
+        let queued = holding.take_queued(&mut ctx, primary);
+        let mut back: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
+            std::collections::BTreeMap::new();
+        for (id, epoch, primary) in queued {
+            back.entry(primary).or_default().push((id, epoch));
+        }
+        for (primary, tasks) in back {
+            self.send(primary, Message::Missing { tasks });
+        }
     }
 
     /// Stops everything held (this peer was frozen).

@@ -613,7 +613,7 @@ impl Scheduler {
         submissions: Vec<crate::task::Submission>,
     ) -> Vec<Result<TaskId, WireError>> {
         self.boot(now);
-        if self.peers.leaving() {
+        if self.peers.leaving() || self.peers.draining() {
             let leaving = WireError::Unauthorized("this peer is leaving the swarm");
             return submissions.iter().map(|_| Err(leaving.clone())).collect();
         }
@@ -894,12 +894,14 @@ impl Scheduler {
         self.boot(now);
         self.peers.unreachable(to, now);
         match message {
+            // A failed send is not a death: the peer may be restarting, or the connection may
+            // have dropped with the acknowledgement. It is unreachable (above) until a message
+            // to it arrives, and taken for dead only after a TTL of silence; taking it for dead
+            // at once re-claimed the tasks it was running, and ran them twice.
             Message::StealRequest { .. } => {
                 self.stealing.undelivered(&to);
-                self.take_for_dead(now, &[to]);
             }
             Message::Place { grant, .. } => {
-                self.take_for_dead(now, &[to]);
                 // Our own grant: its bytes were signed here.
                 let leases = grant.decode_verified_earlier().map(|g| g.leases);
                 let (home, mut others, mut ctx) = self.primary();
@@ -962,6 +964,33 @@ impl Scheduler {
         self.abandon_all();
         self.report(now, rng);
         self.finish_input(now, rng);
+    }
+
+    /// Drains this peer: it takes no new work (submissions are refused, placements handed back,
+    /// nothing stolen), leads nothing (its load report says it is draining, and the next member
+    /// of each home set it led leads it), and hands its queued tasks back to their primaries
+    /// (`Missing`), which place them elsewhere at once; it finishes the tasks it runs and
+    /// delivers their results. [`Scheduler::is_drained`] then says it may leave
+    /// ([`Scheduler::leave`]).
+    pub fn drain(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        self.boot(now);
+        if !self.peers.leaving() && !self.peers.draining() {
+            self.peers.drain();
+            self.report(now, rng);
+            self.give_back_queued();
+        }
+        self.finish_input(now, rng);
+    }
+
+    /// Whether this peer is draining (see [`Scheduler::drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.peers.draining()
+    }
+
+    /// Whether a draining peer is done: it runs nothing, holds nothing queued, and every result
+    /// it kept was acknowledged by its primary.
+    pub fn is_drained(&self) -> bool {
+        self.peers.draining() && self.holding.is_empty()
     }
 
     /// Whether this peer is leaving (see [`Scheduler::leave`]).
@@ -1080,7 +1109,7 @@ impl Scheduler {
             if *m == self.me {
                 !self.is_primary(home, now)
             } else {
-                !self.heard_within(m, now, lately)
+                !self.heard_within(m, now, lately) || self.peers.is_draining(m)
             }
         })
     }
@@ -1294,6 +1323,7 @@ impl Scheduler {
             capabilities: self.config.capabilities.clone(),
             addrs: self.config.addrs.clone(),
             leaving: self.peers.leaving(),
+            draining: self.peers.draining(),
         };
         let signed = Signed::sign(&report, &self.key);
         if self.config.report_fanout == 0 {

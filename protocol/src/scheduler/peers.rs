@@ -59,6 +59,8 @@ pub(super) struct Peers {
     syncing: BTreeSet<PeerKey>,
     /// This peer is leaving: it leads nothing and holds nothing any more.
     leaving: bool,
+    /// This peer is draining: it leads nothing and takes no new work.
+    draining: bool,
     booted_at: Option<Millis>,
     /// Set when this peer was away (restarted from its store, or frozen): it does not lead any
     /// home set until it has been back for a lease TTL.
@@ -82,6 +84,7 @@ impl Peers {
             syncing: BTreeSet::new(),
             met_at: BTreeMap::new(),
             leaving: false,
+            draining: false,
             booted_at: None,
             rejoined: false,
             last_tick_at: None,
@@ -129,6 +132,24 @@ impl Peers {
     /// Whether this peer is leaving.
     pub(super) fn leaving(&self) -> bool {
         self.leaving
+    }
+
+    /// This peer is draining.
+    pub(super) fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether this peer is draining.
+    pub(super) fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Whether `peer` is draining (this peer, or another by its last report).
+    pub(super) fn is_draining(&self, peer: &PeerKey) -> bool {
+        if *peer == self.me {
+            return self.draining;
+        }
+        self.members.get(peer).is_some_and(|v| v.report.draining)
     }
 
     /// Whether this peer has been up for `ttl`, long enough to have heard every live peer, so
@@ -225,6 +246,11 @@ impl Peers {
         entry.failed_at = now;
     }
 
+    /// Whether a message to `peer` failed lately (see [`Peers::unreachable`]).
+    pub(super) fn is_unreachable(&self, peer: &PeerKey) -> bool {
+        self.unreachable.contains_key(peer)
+    }
+
     /// A message to `peer` was delivered. Returns whether it was unreachable until now.
     pub(super) fn reached(&mut self, peer: &PeerKey) -> bool {
         self.unreachable.remove(peer).is_some()
@@ -277,9 +303,12 @@ impl Peers {
             && self.in_touch_with(home, now, ttl / 2, steady) >= quorum(home.len())
     }
 
-    /// The first live member of a home set.
+    /// The first live member of a home set that is not draining (a draining member hands what
+    /// it led to the next).
     pub(super) fn primary_of(&self, home: &[PeerKey]) -> Option<PeerKey> {
-        home.iter().find(|m| self.alive(m)).copied()
+        home.iter()
+            .find(|m| self.alive(m) && !self.is_draining(m))
+            .copied()
     }
 
     /// The view of `peer` (its last load report), if it is in the view.

@@ -82,11 +82,13 @@ impl Stealing {
         rng: &mut dyn RngCore,
     ) {
         let free = ctx.config.slots.saturating_sub(holding.running());
-        if free == 0 || holding.queued() > 0 || self.pending.is_some() {
+        if free == 0 || holding.queued() > 0 || self.pending.is_some() || peers.draining() {
             return;
         }
+        // Not a peer a message to which failed lately: the request would only time out.
         let queues: Vec<(PeerKey, u32)> = peers
             .iter()
+            .filter(|(peer, _)| !peers.is_unreachable(peer))
             .map(|(peer, view)| (*peer, view.estimated_queued))
             .collect();
         let Some(victim) = steal::choose_victim(rng, &queues) else {

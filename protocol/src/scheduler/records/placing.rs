@@ -205,12 +205,21 @@ fn candidates(ctx: &Ctx<'_>, others: &Others<'_>) -> Vec<Candidate> {
         load: others.holding.queued() as u32 + others.holding.running(),
         slots: ctx.config.slots,
     };
+    // A draining peer (this one, or another by its report) takes no new work; nor does one a
+    // message to which failed lately.
     std::iter::once(mine)
-        .chain(others.peers.iter().map(|(peer, view)| Candidate {
-            peer: *peer,
-            load: view.estimated_load,
-            slots: view.report.slots,
-        }))
+        .filter(|_| !others.peers.draining())
+        .chain(
+            others
+                .peers
+                .iter()
+                .filter(|(peer, view)| !view.report.draining && !others.peers.is_unreachable(peer))
+                .map(|(peer, view)| Candidate {
+                    peer: *peer,
+                    load: view.estimated_load,
+                    slots: view.report.slots,
+                }),
+        )
         .collect()
 }
 
