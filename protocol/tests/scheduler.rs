@@ -1659,22 +1659,29 @@ fn broadcasts(actions: &[Action]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn a_peer_that_leaves_has_its_tasks_taken_over_at_once() {
+/// A and B, of one slot each, know each other; A takes `n` tasks (submitted one at a time), and
+/// places some on B.
+fn a_takes_tasks_that_b_can_run(n: u64) -> (Scheduler, Scheduler, ChaCha8Rng, Vec<TaskId>) {
     let (mut a, mut b) = (peer(1, 1, true), peer(2, 1, true));
     let mut rng = rng();
     a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
     b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
     drain(&mut a);
     drain(&mut b);
-    // A's only slot takes the first task; the second goes to B, which queues or runs it.
-    let ids: Vec<TaskId> = (1..=2)
+    let ids: Vec<TaskId> = (1..=n)
         .map(|n| {
             *a.submit(0, &mut rng, vec![spec(&key(1), n)])[0]
                 .as_ref()
                 .unwrap()
         })
         .collect();
+    (a, b, rng, ids)
+}
+
+#[test]
+fn a_peer_that_leaves_has_its_tasks_taken_over_at_once() {
+    // A's only slot takes the first task; the second goes to B, which queues or runs it.
+    let (mut a, mut b, mut rng, ids) = a_takes_tasks_that_b_can_run(2);
     let placed = drain(&mut a);
     deliver(&mut b, a.me(), &placed, 10);
     let on_b = ids
@@ -1762,20 +1769,8 @@ fn a_victim_does_not_take_back_a_task_it_handed_on_when_its_placement_comes_agai
 
 #[test]
 fn a_draining_peer_hands_its_queue_back_finishes_what_it_runs_and_takes_nothing_new() {
-    let (mut a, mut b) = (peer(1, 1, true), peer(2, 1, true));
-    let mut rng = rng();
-    a.handle_gossip(0, &mut rng, &report(&key(2), 1, 0, true));
-    b.handle_gossip(0, &mut rng, &report(&key(1), 1, 0, true));
-    drain(&mut a);
-    drain(&mut b);
     // B's one slot runs a task and queues another (A leads both, with B in their home sets).
-    let ids: Vec<TaskId> = (1..=4)
-        .map(|n| {
-            *a.submit(0, &mut rng, vec![spec(&key(1), n)])[0]
-                .as_ref()
-                .unwrap()
-        })
-        .collect();
+    let (mut a, mut b, mut rng, ids) = a_takes_tasks_that_b_can_run(4);
     deliver(&mut b, a.me(), &drain(&mut a), 10);
     let on_b: Vec<TaskId> = ids
         .iter()

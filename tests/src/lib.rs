@@ -30,6 +30,18 @@ const WALL_EPOCH_MS: i64 = 1_800_000_000_000;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
+/// The seeds a simulation test runs: `SEED=n` runs that one, `SEEDS=n` the first n, else
+/// `default`.
+pub fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
+    if let Some(seed) = std::env::var("SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    match std::env::var("SEEDS").ok().and_then(|s| s.parse().ok()) {
+        Some(n) => (0..n).collect(),
+        None => default.collect(),
+    }
+}
+
 /// The handler name the simulated executor understands: its input is the run time in
 /// milliseconds, as a little-endian u64.
 pub const SLEEP: &str = "sleep";

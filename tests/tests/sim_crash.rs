@@ -8,18 +8,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::Millis;
-use taskswarm_tests::{NetConfig, Sim, invariants};
-
-/// `SEED=n` runs one seed; `SEEDS=n` runs the first n.
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    if let Some(seed) = std::env::var("SEED").ok().and_then(|s| s.parse().ok()) {
-        return vec![seed];
-    }
-    match std::env::var("SEEDS").ok().and_then(|s| s.parse().ok()) {
-        Some(n) => (0..n).collect(),
-        None => default.collect(),
-    }
-}
+use taskswarm_tests::{NetConfig, Sim, invariants, seeds};
 
 /// 5 peers of `slots` slots that know each other, and `count` tasks of `ms` ms submitted to
 /// peer 0, acknowledged within `within` ms.

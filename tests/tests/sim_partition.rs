@@ -13,18 +13,7 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{Config, Millis, TaskId, home};
-use taskswarm_tests::{NetConfig, Sim, invariants};
-
-/// `SEED=n` runs one seed; `SEEDS=n` runs the first n.
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    if let Some(seed) = std::env::var("SEED").ok().and_then(|s| s.parse().ok()) {
-        return vec![seed];
-    }
-    match std::env::var("SEEDS").ok().and_then(|s| s.parse().ok()) {
-        Some(n) => (0..n).collect(),
-        None => default.collect(),
-    }
-}
+use taskswarm_tests::{NetConfig, Sim, invariants, seeds};
 
 fn ttl() -> Millis {
     Millis::from(Config::default().lease_ttl_ms)
