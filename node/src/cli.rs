@@ -993,6 +993,11 @@ async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
     );
     for (p, heard) in rows {
         let exec = if p.exec { "yes" } else { "no" };
+        let heard = if p.draining {
+            format!("{heard}; draining")
+        } else {
+            heard
+        };
         println!(
             "{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}",
             p.peer_id, p.slots, p.running, p.queued, exec, heard

@@ -594,6 +594,7 @@ impl EventLoop {
             exec: s.config().capabilities.exec,
             handlers: s.config().capabilities.handlers.clone(),
             last_heard_ms: 0,
+            draining: s.is_draining(),
         };
         let peers = s
             .peers()
@@ -605,6 +606,7 @@ impl EventLoop {
                 exec: view.report.capabilities.exec,
                 handlers: view.report.capabilities.handlers.clone(),
                 last_heard_ms: now.saturating_sub(view.heard_at),
+                draining: view.report.draining,
             })
             .collect();
         ClusterView {

@@ -271,6 +271,9 @@ pub struct PeerInfo {
     pub handlers: Vec<String>,
     /// Milliseconds since its last load report arrived (0 for this peer).
     pub last_heard_ms: u64,
+    /// Whether it is draining (`taskswarm drain`): it takes no new work and will leave.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// The rejection and work counters of one peer.
