@@ -69,6 +69,25 @@ fn starts(log: &Path) -> BTreeMap<String, Vec<Start>> {
     runs
 }
 
+/// Waits (up to 20 s) until peer 3 or peer 2 has started a task of `log`; returns its index.
+async fn peer_2_or_3_that_ran(cluster: &Cluster, log: &Path) -> usize {
+    let until = deadline(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(i) = [2, 1]
+            .into_iter()
+            .find(|i| text.contains(cluster.peers[*i].peer_id.as_str()))
+        {
+            return i;
+        }
+        assert!(
+            Instant::now() < until,
+            "neither peer 2 nor peer 3 ran anything"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -506,20 +525,7 @@ async fn a_peer_stopped_with_sigterm_hands_its_tasks_over_without_a_ttl_wait() {
     // Fewer tasks than slots, so the others have room for what the stopped peer was running.
     let specs: Vec<Value> = (0..4).map(|_| logged(&log, "2")).collect();
     let ids = cluster.submit(0, &specs).await.unwrap();
-    let until = deadline(20);
-    let leaving = loop {
-        if let Some(i) = [2, 1].into_iter().find(|i| {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains(cluster.peers[*i].peer_id.as_str())
-        }) {
-            break i;
-        }
-        assert!(
-            Instant::now() < until,
-            "neither peer 2 nor peer 3 ran anything"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let leaving = peer_2_or_3_that_ran(&cluster, &log).await;
     let leaver = cluster.peers[leaving].peer_id.clone();
     let stopped_at = now_ns();
     cluster.stop_peer(leaving).unwrap();
@@ -558,18 +564,7 @@ async fn a_drained_peer_finishes_what_it_runs_hands_its_queue_over_and_exits() {
     // More tasks than the 6 slots, so each peer holds some queued.
     let specs: Vec<Value> = (0..12).map(|_| logged(&log, "2")).collect();
     let ids = cluster.submit(0, &specs).await.unwrap();
-    let until = deadline(20);
-    let drained = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(i) = [2, 1]
-            .into_iter()
-            .find(|i| text.contains(cluster.peers[*i].peer_id.as_str()))
-        {
-            break i;
-        }
-        assert!(Instant::now() < until, "neither peer 2 nor 3 ran anything");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let drained = peer_2_or_3_that_ran(&cluster, &log).await;
     let name = cluster.peers[drained].peer_id.clone();
     let running_there: Vec<String> = starts(&log)
         .into_iter()

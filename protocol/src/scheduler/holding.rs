@@ -80,7 +80,6 @@ impl Holding {
         self.ready.len()
     }
 
-    /// Tasks running in this peer's slots.
     /// Whether this peer holds nothing: no task queued or running, and no result waiting for its
     /// primary's acknowledgement.
     pub(super) fn is_empty(&self) -> bool {
@@ -106,6 +105,7 @@ impl Holding {
             .collect()
     }
 
+    /// Tasks running in this peer's slots.
     pub(super) fn running(&self) -> u32 {
         self.running
     }

@@ -47,8 +47,8 @@ pub(super) struct Peers {
     /// that run makes them alive again; a report from a new run does.
     left: BTreeMap<PeerKey, u64>,
     /// Peers a message to which was not delivered (or not acknowledged) since the last one
-    /// that was, with when the last such message failed and when this peer last asked to be
-    /// caught up by them: they do not count towards a majority (see [`Peers::hears_quorum`]).
+    /// that was, with when the last such message failed and when this peer last probed them:
+    /// they do not count towards a majority (see [`Peers::hears_quorum`]).
     unreachable: BTreeMap<PeerKey, Unreachable>,
     /// When this peer last met each other peer anew: first heard it, heard it again after
     /// taking it for dead, or reached it again after failing to.
@@ -272,13 +272,18 @@ impl Peers {
     /// every `every` ms, marked as probed now. (One that is not alive stays unreachable until
     /// something sent to it arrives: when it is met again, it is sent a `CatchUp`.)
     pub(super) fn due_probes(&mut self, now: Millis, every: Millis) -> Vec<PeerKey> {
-        let mut due = Vec::new();
-        for (peer, u) in &mut self.unreachable {
-            let last = u.probed_at.unwrap_or(u.failed_at);
-            let alive = self.members.get(peer).is_some() || self.heard.contains_key(peer);
-            if alive && now.saturating_sub(last) >= every {
+        let due: Vec<PeerKey> = self
+            .unreachable
+            .iter()
+            .filter(|(peer, u)| {
+                let last = u.probed_at.unwrap_or(u.failed_at);
+                self.alive(peer) && now.saturating_sub(last) >= every
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in &due {
+            if let Some(u) = self.unreachable.get_mut(peer) {
                 u.probed_at = Some(now);
-                due.push(*peer);
             }
         }
         due

@@ -92,7 +92,7 @@ pub(super) struct Home {
     /// For a task that ended here one way while other members say it ended another way: the
     /// members known to hold each other ending (see [`Home::on_store`]). Filled only by such
     /// conflicts (a partition's minority recorded an end no majority stored), and bounded.
-    other_endings: BTreeMap<TaskId, Vec<(Ending3, BTreeSet<PeerKey>)>>,
+    other_endings: BTreeMap<TaskId, Vec<(EndingKey, BTreeSet<PeerKey>)>>,
     /// What this input handed to the other roles, for the scheduler to route at its end.
     handoffs: Vec<Handoff>,
 }
@@ -103,9 +103,9 @@ const MAX_OTHER_ENDINGS: usize = 4_096;
 /// How a final record says its task ended: its state, the epoch of the attempt it ended with
 /// (or of the record, if none ran), and who ran that attempt. Two final records with the same
 /// ending agree, whatever their versions.
-type Ending3 = (&'static str, u64, Option<PeerKey>);
+type EndingKey = (&'static str, u64, Option<PeerKey>);
 
-fn ending_of(record: &TaskRecord) -> Ending3 {
+fn ending_of(record: &TaskRecord) -> EndingKey {
     let epoch = record.attempts.last().map_or(record.epoch, |a| a.epoch);
     (record.state.as_str(), epoch, record.executed_by)
 }
@@ -500,7 +500,6 @@ impl Home {
                 .map(|e| (rank(&e.record), e.record.epoch));
             let theirs = rank(&record);
             // With two different endings, the majority's wins whatever the versions.
-            let keep_ours = |mine| conflict.unwrap_or(mine >= theirs);
             match ours {
                 Some(_) if conflict == Some(true) => {
                     // Ours goes back, and no acknowledgement: the sender's ending is not stored
@@ -508,7 +507,7 @@ impl Home {
                     self.out_store.entry(from).or_default().insert(id);
                     continue;
                 }
-                Some((mine, _)) if keep_ours(mine) => {
+                Some((mine, _)) if conflict.is_none() && mine >= theirs => {
                     self.acknowledge(from, id, mine > theirs);
                     continue;
                 }
