@@ -156,6 +156,11 @@ struct NodeArgs {
     /// How long a silent peer keeps its leases before its tasks are re-claimed, such as 1500ms.
     #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
     lease_ttl: Duration,
+    /// How long a home member must be gone (silent, or left) before the primaries of its tasks
+    /// copy their records to another peer in its place, such as 5m. A member back sooner (a
+    /// restart) keeps its place; one back later hands its copies over.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    repair_after: Duration,
     /// How long the records of ended tasks (results, histories, proofs) are kept on disk before
     /// they are deleted, such as 7d or 12h. They are not kept in memory: memory follows live
     /// work. Keep it longer than any partition lasts: a member cut off for longer may bring an
@@ -471,6 +476,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     if args.lease_ttl < args.heartbeat * 3 {
         bail!("--lease-ttl must be at least three heartbeats, or live peers lose their leases");
     }
+    if args.repair_after < args.lease_ttl {
+        bail!("--repair-after must be at least the lease TTL: a peer is gone only once it is dead");
+    }
     let mut builder = Peer::builder()
         .data_dir(&args.data_dir)
         .api(args.api)
@@ -478,6 +486,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         .replicas(args.replicas)
         .report_interval(args.heartbeat)
         .lease_ttl(args.lease_ttl)
+        .repair_after(args.repair_after)
         .retention(args.retention)
         .placement(args.placement);
     if let Some(cpus) = args.cpus {

@@ -316,6 +316,14 @@ impl PeerBuilder {
         self
     }
 
+    /// Sets how long a home member must be gone before the tasks' primaries replace it with
+    /// another peer, so every task has its full number of copies again (default 5 minutes).
+    /// A member back sooner (a restart) keeps its place. Keep it longer than a restart takes.
+    pub fn repair_after(mut self, grace: Duration) -> Self {
+        self.scheduler.repair_after_ms = (grace.as_millis() as u64).max(1);
+        self
+    }
+
     /// Sets how many peers keep each task's record, this one included (default 3).
     pub fn replicas(mut self, replicas: usize) -> Self {
         self.scheduler.replicas = replicas.max(1);

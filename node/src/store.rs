@@ -143,6 +143,39 @@ impl Store {
         Ok(row.map(|v| v.value().to_vec()))
     }
 
+    /// The ids of the ended records stored after `after` in id order (from the first with
+    /// `None`), at most `limit`.
+    pub fn ended_ids_after(
+        &self,
+        after: Option<&TaskId>,
+        limit: usize,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let ended = tx.open_table(ENDED).map_err(db)?;
+        let rows = match after {
+            Some(id) => ended
+                .range::<&[u8]>(id.as_bytes().as_slice()..)
+                .map_err(db)?,
+            None => ended.iter().map_err(db)?,
+        };
+        let mut ids = Vec::with_capacity(limit.min(1_024));
+        for row in rows {
+            let (key, _) = row.map_err(db)?;
+            let Ok(bytes) = <[u8; 32]>::try_from(key.value()) else {
+                continue;
+            };
+            let id = TaskId::from_bytes(bytes);
+            if Some(&id) == after {
+                continue;
+            }
+            if ids.len() >= limit {
+                break;
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
     /// The ended records stored most recently, newest first, at most `limit`.
     pub fn recent_ended(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(db)?;
@@ -293,6 +326,17 @@ impl taskswarm_protocol::Archive for StoreArchive {
             tracing::error!(%error, task = %id.short(), "cannot read an ended record");
             None
         })
+    }
+
+    /// The stored ones only: an ended record not yet committed was written this last moment,
+    /// with the home set its primary holds now.
+    fn ended_ids_after(&self, after: Option<&TaskId>, limit: usize) -> Vec<TaskId> {
+        self.store
+            .ended_ids_after(after, limit)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot list the ended records");
+                Vec::new()
+            })
     }
 }
 
@@ -595,6 +639,27 @@ mod tests {
         assert_eq!(archive.ended(&old), None);
         assert_eq!(archive.ended(&new), Some(new.as_bytes().to_vec()));
         assert_eq!(store.compact(5_000).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_ended_ids_are_listed_page_by_page_each_once_in_order() {
+        let store = Store::in_memory().unwrap();
+        let writes: Vec<Write> = (1..=7u8)
+            .map(|n| (Table::Ended, TaskId::from_bytes([n; 32]), Some(vec![n])))
+            .collect();
+        store.commit(&writes, 1).unwrap();
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.ended_ids_after(after.as_ref(), 3).unwrap();
+            seen.extend(page.iter().copied());
+            after = page.last().copied();
+            if page.len() < 3 {
+                break;
+            }
+        }
+        let all: Vec<TaskId> = writes.iter().map(|(_, id, _)| *id).collect();
+        assert_eq!(seen, all);
     }
 
     #[test]

@@ -53,12 +53,14 @@ pub struct TaskView {
     pub holder: Option<String>,
     /// The epoch of the current lease (the fencing token the run saw).
     pub lease_epoch: u64,
-    /// The peer the task was submitted through (first of its home set), which signed its spec.
+    /// The peer the task was submitted through, which signed its spec (the first of its home set
+    /// until a repair replaces it).
     pub origin: String,
     /// The client that asked for it (the name of its API token), if known.
     #[serde(default)]
     pub client: Option<String>,
-    /// The peers that keep its record, in rank order.
+    /// The peers that keep its record, in rank order (a member gone for good is replaced: see
+    /// `--repair-after`).
     pub home: Vec<String>,
     /// When it was accepted (milliseconds since the Unix epoch).
     pub submitted_ms: u64,
@@ -192,7 +194,11 @@ impl TaskView {
             executed_by: record.executed_by.as_ref().map(peer_name),
             holder: record.holder.as_ref().map(peer_name),
             lease_epoch: record.epoch,
-            origin: record.home().first().map(peer_name).unwrap_or_default(),
+            origin: spec
+                .as_ref()
+                .map(|s| peer_name(&s.submitter))
+                .or_else(|| record.home().first().map(peer_name))
+                .unwrap_or_default(),
             client: spec.as_ref().and_then(|s| s.client.clone()),
             home: record.home().iter().map(peer_name).collect(),
             submitted_ms: record.submitted_wall_ms,

@@ -26,6 +26,15 @@ pub trait Archive: Send + Sync + std::fmt::Debug {
     /// that a store written before this table existed keeps among the live ones is moved here
     /// when it is restored.)
     fn ended(&self, id: &TaskId) -> Option<Vec<u8>>;
+
+    /// The ids of the ended records stored, in id order, after `after` (from the first with
+    /// `None`), at most `limit`: how the primary walks them to repair their home sets (see
+    /// `records/rehoming.rs`). An archive that cannot list returns none, and its ended records
+    /// keep the home set they had.
+    fn ended_ids_after(&self, after: Option<&TaskId>, limit: usize) -> Vec<TaskId> {
+        let _ = (after, limit);
+        Vec::new()
+    }
 }
 
 /// No archive: a peer whose ended records stay in memory only until they are evicted (a
@@ -84,5 +93,15 @@ impl Archive for MemoryArchive {
     fn ended(&self, id: &TaskId) -> Option<Vec<u8>> {
         let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
         rows.get(id).cloned()
+    }
+
+    fn ended_ids_after(&self, after: Option<&TaskId>, limit: usize) -> Vec<TaskId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        let from = after.map_or(Unbounded, |id| Excluded(*id));
+        rows.range((from, Unbounded))
+            .take(limit)
+            .map(|(id, _)| *id)
+            .collect()
     }
 }

@@ -183,12 +183,12 @@ impl SealedRecord {
     }
 
     /// Checks everything a reader of this record can check on its own: the task's spec (its
-    /// submitter's signature, that the id is its hash, that the home set is the signed one) and
-    /// the seal (it covers this version, and a member of that home set signed it). Returns the
-    /// decoded spec.
+    /// submitter's signature, that the id is its hash, that the home set is the signed one or a
+    /// repair of it) and the seal (it covers this version, and a member of the record's home set
+    /// signed it). Returns the decoded spec.
     pub fn check(&self) -> Result<crate::task::TaskSpec, WireError> {
         let spec = crate::task::Task::from_envelope(self.record.envelope.clone())?.spec;
-        if !spec.home.contains(&self.seal.signer) {
+        if !self.record.home().contains(&self.seal.signer) {
             return Err(WireError::BadSeal("sealed by a peer outside the home set"));
         }
         self.verify()?;

@@ -299,7 +299,8 @@ impl Task {
     }
 
     /// Verifies an envelope: the spec's signature, that the id is the hash of the spec, and that
-    /// its home set is the one the spec names (a rewritten home set is refused).
+    /// its home set is the one the spec names or a repair of it (as many members, none twice; see
+    /// [`check_repaired_home`]). Who may repair a home set is the roles' rule, not this one.
     pub fn from_envelope(envelope: Envelope) -> Result<Self, WireError> {
         Self::from_envelope_cached(envelope, &mut crate::identity::KeyCache::default())
     }
@@ -314,9 +315,8 @@ impl Task {
             return Err(WireError::IdMismatch);
         }
         if envelope.home != task.spec.home {
-            return Err(WireError::Unauthorized(
-                "a home set other than the signed one",
-            ));
+            check_repaired_home(&task.spec.home, &envelope.home)?;
+            task.home = envelope.home;
         }
         task.inputs = envelope.inputs;
         Ok(task)
@@ -331,6 +331,26 @@ impl Task {
             inputs: self.inputs.clone(),
         }
     }
+}
+
+/// Checks the shape of a repaired home set against the one its spec signs: a repair replaces
+/// members gone for good one for one, so the set keeps its size and names no peer twice. (Whether
+/// the peer that sent it may have repaired it is the receiving role's rule.)
+pub fn check_repaired_home(signed: &[PeerKey], repaired: &[PeerKey]) -> Result<(), WireError> {
+    if repaired.len() != signed.len() {
+        return Err(WireError::Unauthorized(
+            "a repaired home set of another size than the signed one",
+        ));
+    }
+    let mut sorted = repaired.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != repaired.len() {
+        return Err(WireError::Unauthorized(
+            "a home set that names a peer twice",
+        ));
+    }
+    Ok(())
 }
 
 /// What one run of a task produced.

@@ -625,3 +625,96 @@ async fn a_drained_peer_finishes_what_it_runs_hands_its_queue_over_and_exits() {
         running_there.len()
     );
 }
+
+/// The copies of each task's record, by task: `(peer, state, home set)` for each.
+type Copies = BTreeMap<String, Vec<(usize, String, Vec<String>)>>;
+
+/// Every record each of `peers` keeps.
+async fn copies(cluster: &Cluster, peers: &[usize]) -> Copies {
+    let mut copies = Copies::new();
+    for &i in peers {
+        let listed: taskswarm::api_client::TaskList = cluster.get(i, "/v1/tasks").await.unwrap();
+        for task in listed.tasks {
+            copies
+                .entry(task.id)
+                .or_default()
+                .push((i, task.state, task.home));
+        }
+    }
+    copies
+}
+
+/// Why the tasks `ids` do not yet each have three copies on live peers that name the same home
+/// set, that set being those three peers (and, with `ended`, the same completed state); `None`
+/// once they do.
+fn unrepaired(copies: &Copies, ids: &[String], names: &[String], ended: bool) -> Option<String> {
+    for id in ids {
+        let Some(kept) = copies.get(id) else {
+            return Some(format!("{id} is kept by no live peer"));
+        };
+        let home = &kept[0].2;
+        let keepers: Vec<&String> = kept.iter().map(|(i, _, _)| &names[*i]).collect();
+        let agreed = kept
+            .iter()
+            .all(|(_, state, h)| h == home && (!ended || state == "completed"));
+        if kept.len() != 3 || !agreed || home.iter().any(|m| !keepers.contains(&m)) {
+            return Some(format!("{id}: copies {kept:?}"));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_lost_for_good_is_replaced_in_every_home_set_it_was_in() {
+    let grace = Duration::from_secs(5);
+    let (mut cluster, _dir) = cluster_with("repair", 5, &["--repair-after", "5s"]).await;
+    let noop = vec![json!({ "handler": "noop" }); 250];
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        for _ in 0..4 {
+            ids.extend(cluster.submit(i, &noop).await.unwrap());
+        }
+    }
+    assert_eq!(ids.len(), 5_000);
+    let lost = 3;
+    let names: Vec<String> = cluster.peers.iter().map(|p| p.peer_id.clone()).collect();
+    let before = copies(&cluster, &[0, 1, 2, 3, 4]).await;
+    let had_it = before
+        .values()
+        .filter(|kept| kept[0].2.contains(&names[lost]))
+        .count();
+    cluster.kill(lost).unwrap();
+    let killed_at = Instant::now();
+    let live = [0, 1, 2, 4];
+    // Taken for dead after a TTL, replaced after the grace period, one scan later repaired: the
+    // deadline leaves room for a slow machine; the time it took is printed.
+    let by = killed_at + TTL + grace + Duration::from_secs(20);
+    let mut took = None;
+    let mut why;
+    loop {
+        let now = copies(&cluster, &live).await;
+        why = unrepaired(&now, &ids, &names, false);
+        if why.is_none() && took.is_none() {
+            took = Some(killed_at.elapsed());
+        }
+        if why.is_none() {
+            why = unrepaired(&now, &ids, &names, true);
+        }
+        if why.is_none() || Instant::now() > by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(why.is_none(), "not repaired in time: {}", why.unwrap());
+    let took = took.unwrap();
+    println!(
+        "peer {lost} killed for good with 5,000 tasks submitted: the {had_it} home sets it was in \
+         were repaired {:.2} s after the kill (lease TTL {:.1} s + grace {} s); every task \
+         completed {:.2} s after it, with 3 copies on live peers naming the same set",
+        took.as_secs_f64(),
+        TTL.as_secs_f64(),
+        grace.as_secs(),
+        killed_at.elapsed().as_secs_f64()
+    );
+    assert!(took >= grace, "repaired before the grace period ended");
+}

@@ -65,6 +65,10 @@ fn run(seed: u64, shape: Shape) -> Run {
         slots: shape.slots,
         report_fanout: shape.fanout,
         report_interval_ms: shape.report_ms,
+        // Two lease TTLs: the crashed peers come back in time, and the majority side of a long
+        // partition repairs the home sets that lost members to the other side, which hand their
+        // copies over when the cut heals.
+        repair_after_ms: 3_000,
         ..Config::default()
     });
     let n = shape.peers;

@@ -454,6 +454,15 @@ impl Scheduler {
         holding.abort(&mut ctx, id);
     }
 
+    /// Whether this peer keeps the record of `id` and leads it. The record names the home set as
+    /// it stands (repaired since the task was placed here, maybe), so a holder that keeps the
+    /// record reads the set from it rather than from the envelope it was placed with.
+    fn leads_kept(&self, id: &TaskId, now: Millis) -> bool {
+        self.home
+            .entry(id)
+            .is_some_and(|e| self.is_primary(e.record.home(), now))
+    }
+
     /// Starts what fits, and tells the tasks' primaries (this peer's own record, or a `Started`
     /// to each other primary).
     pub(super) fn dispatch(&mut self, now: Millis) {
@@ -462,6 +471,10 @@ impl Scheduler {
         let mut to_others: std::collections::BTreeMap<PeerKey, Vec<(TaskId, u64)>> =
             std::collections::BTreeMap::new();
         for (id, epoch, home) in started {
+            let home = self
+                .home
+                .entry(&id)
+                .map_or(home, |e| e.record.home().to_vec());
             match self.peers.primary_of(&home) {
                 Some(primary) if primary == self.me => {
                     self.on_started(now, self.me, &[(id, epoch)])
@@ -553,7 +566,7 @@ impl Scheduler {
             return;
         };
         let (epoch, home) = (held.epoch, held.task.home);
-        if self.is_primary(&home, now) && self.home.keeps(&id) {
+        if self.leads_kept(&id, now) {
             self.on_completed(now, rng, self.me, id, epoch, outcome);
             return;
         }
@@ -623,7 +636,7 @@ impl Scheduler {
         let after = self.config.resend_after_ms;
         for entry in self.holding.due_results(now, after) {
             let id = entry.task;
-            if self.is_primary(&entry.home, now) && self.home.keeps(&id) {
+            if self.leads_kept(&id, now) {
                 let (holding, _, _, mut ctx) = self.holder();
                 holding.drop_result(&mut ctx, &id);
                 self.on_completed(now, rng, self.me, id, entry.epoch, entry.outcome);

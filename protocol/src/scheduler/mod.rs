@@ -113,6 +113,10 @@ pub struct Config {
     /// visits per tick; a pass over a larger backlog goes on over the next ticks, so a tick's cost
     /// does not grow with the backlog (a pass starts every [`Config::report_interval_ms`]).
     pub scan_per_tick: usize,
+    /// How long a home member must be gone (not heard from, or left) before the primary replaces
+    /// it with the next peer by rendezvous rank, so the task has its full home set again (see
+    /// `records/rehoming.rs`). A member back within it is a restart, not a departure.
+    pub repair_after_ms: Millis,
 }
 
 impl Default for Config {
@@ -138,6 +142,7 @@ impl Default for Config {
             record_bytes_per_origin: 512 * 1024 * 1024,
             ended_in_memory_ms: 5_000,
             scan_per_tick: 2_000,
+            repair_after_ms: 300_000,
         }
     }
 }
@@ -279,6 +284,10 @@ pub struct Counters {
     pub evicted: u64,
     /// Ended records read back from the archive.
     pub recalled: u64,
+    /// Home sets this peer repaired as primary (a member gone for good replaced).
+    pub rehomed: u64,
+    /// Records this peer dropped because it was replaced in their home sets while away.
+    pub handed_over: u64,
     /// Every rejected message (or part of one: a record, a task) by the kind of message it came
     /// in, whatever the reason: a bad signature or seal, a forged id, a sender without the role.
     pub rejected_by_kind: BTreeMap<&'static str, u64>,
@@ -827,7 +836,7 @@ impl Scheduler {
             // A signed goodbye: what it held and led is taken over now, not after a TTL.
             let (peer, boot) = (report.peer, report.boot);
             let known = self.peers.alive(&peer);
-            self.peers.left(peer, boot);
+            self.peers.left(peer, boot, now);
             if known {
                 self.take_for_dead(now, &[peer]);
             }
@@ -1042,7 +1051,7 @@ impl Scheduler {
 
     /// `gone` are taken for dead (already out of the peers' view, or taken out here): the records
     /// they led and this peer now leads are brought level on the other members (see
-    /// `Home::repair_after` for when).
+    /// `Home::level_after_deaths` for when).
     fn take_for_dead(&mut self, now: Millis, gone: &[PeerKey]) {
         if gone.is_empty() {
             return;
@@ -1051,7 +1060,7 @@ impl Scheduler {
             self.peers.remove(peer);
         }
         let (home, peers, ctx) = self.member();
-        home.repair_after(&ctx, peers, now, gone);
+        home.level_after_deaths(&ctx, peers, now, gone);
     }
 
     /// Runs first in every input: notes the start, and notices a freeze.

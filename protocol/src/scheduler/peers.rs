@@ -22,6 +22,10 @@ const MAX_CANDIDATES: usize = 64;
 /// The most peers kept as having left (past it, one is forgotten to make room).
 const MAX_LEFT: usize = 64;
 
+/// The most peers kept as gone (past it, the one gone longest is forgotten: it then counts as
+/// gone since this peer booted, which is never later).
+const MAX_GONE: usize = 1_024;
+
 /// A peer this one could not reach lately (see [`Peers::unreachable`]).
 #[derive(Clone, Copy, Debug)]
 struct Unreachable {
@@ -57,6 +61,9 @@ pub(super) struct Peers {
     /// or hearing them again): they do not count towards a majority until it has, so that this
     /// peer does not act on records the other side of a healed cut has moved past.
     syncing: BTreeSet<PeerKey>,
+    /// When each peer taken for dead (or that left) was last alive in this peer's view: how
+    /// long it has been gone decides when its home sets are repaired ([`Peers::gone_for`]).
+    gone_at: BTreeMap<PeerKey, Millis>,
     /// This peer is leaving: it leads nothing and holds nothing any more.
     leaving: bool,
     /// This peer is draining: it leads nothing and takes no new work.
@@ -83,6 +90,7 @@ impl Peers {
             unreachable: BTreeMap::new(),
             syncing: BTreeSet::new(),
             met_at: BTreeMap::new(),
+            gone_at: BTreeMap::new(),
             leaving: false,
             draining: false,
             booted_at: None,
@@ -180,6 +188,60 @@ impl Peers {
     /// Whether `peer` is alive in this peer's view (this peer always is).
     pub(super) fn alive(&self, peer: &PeerKey) -> bool {
         *peer == self.me || self.members.get(peer).is_some() || self.heard.contains_key(peer)
+    }
+
+    /// How long `peer` has been gone in this peer's view: `None` while it is alive; since it was
+    /// taken for dead or left; or, for a peer not heard from since this peer booted, since then
+    /// (a member that died while this peer was down is gone too, and no earlier than that).
+    pub(super) fn gone_for(&self, peer: &PeerKey, now: Millis) -> Option<Millis> {
+        if self.alive(peer) {
+            return None;
+        }
+        let since = self.gone_at.get(peer).copied().or(self.booted_at)?;
+        Some(now.saturating_sub(since))
+    }
+
+    /// The peers taken for dead (or that left) at least `grace` ms ago, in key order.
+    pub(super) fn gone_longer_than(&self, now: Millis, grace: Millis) -> Vec<PeerKey> {
+        self.gone_at
+            .iter()
+            .filter(|(peer, at)| now.saturating_sub(**at) >= grace && !self.alive(peer))
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
+    /// The peers that may take a departed member's place in a home set: alive in the view, not
+    /// draining, and reached by the last message sent to them.
+    pub(super) fn replacements(&self) -> impl Iterator<Item = PeerKey> + '_ {
+        self.members
+            .iter()
+            .map(|(peer, _)| *peer)
+            .filter(|peer| !self.is_draining(peer) && !self.unreachable.contains_key(peer))
+    }
+
+    /// Notes that `peers` stopped being alive at `now` (kept until they are alive again: see
+    /// [`Peers::back`]).
+    fn gone(&mut self, peers: &[PeerKey], now: Millis) {
+        for peer in peers {
+            if self.gone_at.len() >= MAX_GONE && !self.gone_at.contains_key(peer) {
+                let oldest = self
+                    .gone_at
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(p, _)| *p);
+                if let Some(oldest) = oldest {
+                    self.gone_at.remove(&oldest);
+                }
+            }
+            self.gone_at.entry(*peer).or_insert(now);
+        }
+    }
+
+    /// `peer` is alive again: it is not gone any more.
+    fn back(&mut self, peer: &PeerKey) {
+        if !self.gone_at.is_empty() {
+            self.gone_at.remove(peer);
+        }
     }
 
     /// Whether `peer` was heard from within `window` ms (this peer always was): by its load
@@ -338,6 +400,7 @@ impl Peers {
         }
         self.members.touch(&peer, now);
         self.heard.insert(peer, now);
+        self.back(&peer);
     }
 
     /// Takes a verified load report; says whether its peer is new (or restarted). A report of a
@@ -351,11 +414,12 @@ impl Peers {
             None => {}
         }
         self.candidates.remove(&report.peer);
+        self.back(&report.peer);
         self.members.observe(report, now)
     }
 
     /// `peer`'s run `boot` said it is leaving: it is dead from now on, until a new run reports.
-    pub(super) fn left(&mut self, peer: PeerKey, boot: u64) {
+    pub(super) fn left(&mut self, peer: PeerKey, boot: u64, now: Millis) {
         self.met_at.remove(&peer);
         self.members.remove(&peer);
         self.heard.remove(&peer);
@@ -364,6 +428,7 @@ impl Peers {
             self.left.pop_first();
         }
         self.left.insert(peer, boot);
+        self.gone(&[peer], now);
     }
 
     /// Forgets the peers not heard from for `ttl`.
@@ -377,6 +442,7 @@ impl Peers {
         for peer in &known {
             self.met_at.remove(peer);
         }
+        self.gone(&known, now);
         known
     }
 

@@ -10,7 +10,8 @@
 //! home member's seal.
 //!
 //! Owns the room [`Home`]; its children place tasks ([`placing`]), gate them on their
-//! dependencies ([`depending`]) and replicate each change ([`replicating`]), and share the room.
+//! dependencies ([`depending`]), replicate each change ([`replicating`]) and replace members gone
+//! for good ([`rehoming`]), and share the room.
 //! Its handlers borrow the room, the peers' view (and, as primary, what this peer holds or gave
 //! away: [`Others`]) and the context; never another role's room. What it decides for another role
 //! (hold a task placed here, stop one cancelled, answer the watches of one that ended, ask for a
@@ -37,6 +38,7 @@ use crate::wire::{self, WireError};
 
 mod depending;
 mod placing;
+mod rehoming;
 mod replicating;
 
 /// The home member's own state: the records of the tasks whose home set this peer is in, which
@@ -78,7 +80,7 @@ pub(super) struct Home {
     catching_up: BTreeMap<PeerKey, replicating::CatchUp>,
     /// Members taken for dead whose records this peer has yet to bring level on the others
     /// (it does once it has been up for a lease TTL).
-    unrepaired: BTreeSet<PeerKey>,
+    unlevelled: BTreeSet<PeerKey>,
     /// The first version of each record written since the last flush (those writes wait among
     /// the actions): an acknowledgement that needs an earlier version need not wait for them.
     written: BTreeMap<TaskId, u64>,
@@ -95,6 +97,8 @@ pub(super) struct Home {
     other_endings: BTreeMap<TaskId, Vec<(EndingKey, BTreeSet<PeerKey>)>>,
     /// What this input handed to the other roles, for the scheduler to route at its end.
     handoffs: Vec<Handoff>,
+    /// The walk of the archive for members gone for good (see [`rehoming`]).
+    rehoming: rehoming::Rehoming,
 }
 
 /// The most tasks kept in [`Home::other_endings`].
@@ -151,13 +155,14 @@ impl Home {
             out_recorded: BTreeMap::new(),
             out_accepted: Vec::new(),
             catching_up: BTreeMap::new(),
-            unrepaired: BTreeSet::new(),
+            unlevelled: BTreeSet::new(),
             written: BTreeMap::new(),
             lookups: BTreeMap::new(),
             waiting_on: BTreeMap::new(),
             ended_now: Vec::new(),
             other_endings: BTreeMap::new(),
             handoffs: Vec::new(),
+            rehoming: rehoming::Rehoming::default(),
         }
     }
 
@@ -463,7 +468,8 @@ impl Home {
     /// ours, so such a member learns the result as soon as it sends its own record.
     ///
     /// Who may send it (checked before anything else, for every record): a member of the task's
-    /// home set, to a member; the record must carry the home set its spec signs, and a seal that
+    /// home set, to a member (or to a member it replaced: see [`rehoming`]); the record must carry
+    /// the home set its spec signs or a repair of the one this peer keeps, and a seal that
     /// verifies, by a member of that home set. Anything else is counted and dropped.
     pub(in crate::scheduler) fn on_store(
         &mut self,
@@ -474,7 +480,7 @@ impl Home {
         records: Vec<SealedRecord>,
     ) {
         for sealed in records {
-            let spec = match self.check_store(ctx, from, &sealed) {
+            let spec = match self.check_store(ctx, peers, from, &sealed) {
                 Ok(spec) => spec,
                 Err(error) => {
                     ctx.reject("store", &error);
@@ -483,6 +489,10 @@ impl Home {
             };
             let SealedRecord { mut record, seal } = sealed;
             let id = record.id();
+            if !record.home().contains(&ctx.me) {
+                self.replaced(ctx, from, &record);
+                continue;
+            }
             let new = !self.records.contains_key(&id) && !record.state.is_final();
             if new && !self.within_quota(ctx, &spec.submitter, record.envelope.spec.bytes().len()) {
                 let error = WireError::Unauthorized("over what this peer keeps for one origin");
@@ -528,6 +538,22 @@ impl Home {
                 }
             }
             self.acknowledge(from, id, false);
+        }
+    }
+
+    /// A member of the set this peer keeps sent a record whose set no longer names this peer (see
+    /// [`Home::check_store`]): it hands the task over, unless its own copy has ended and the
+    /// sender's has not (then its copy goes back, so the new set learns the end).
+    fn replaced(&mut self, ctx: &mut Ctx<'_>, from: PeerKey, theirs: &TaskRecord) {
+        let id = theirs.id();
+        let ours_ended = self
+            .records
+            .get(&id)
+            .is_some_and(|e| e.record.state.is_final());
+        if ours_ended && !theirs.state.is_final() {
+            self.out_store.entry(from).or_default().insert(id);
+        } else {
+            self.hand_over(ctx, id);
         }
     }
 
@@ -589,14 +615,35 @@ impl Home {
     fn check_store(
         &self,
         ctx: &mut Ctx<'_>,
+        peers: &Peers,
         from: PeerKey,
         sealed: &SealedRecord,
     ) -> Result<TaskSpec, WireError> {
         let home = sealed.record.home();
-        if !home.contains(&ctx.me) || !home.contains(&from) {
+        let ours = self.records.get(&sealed.record.id()).map(|e| &e.record);
+        if !home.contains(&from) {
             return Err(WireError::Unauthorized(
-                "a record for a home set without us or the sender",
+                "a record for a home set without the sender",
             ));
+        }
+        // A set without this peer: a repair that replaced it while it was away, taken only from
+        // a member of the set it keeps (see `rehoming`).
+        if !home.contains(&ctx.me) && !ours.is_some_and(|r| r.home().contains(&from)) {
+            return Err(WireError::Unauthorized(
+                "a record for a home set without us",
+            ));
+        }
+        // A set other than ours, that would replace ours: it must be a repair of ours (see
+        // `rehoming::check_repair`).
+        let newer = |ours: &TaskRecord| {
+            (sealed.record.state.is_final(), sealed.record.version)
+                > (ours.state.is_final(), ours.version)
+        };
+        if let Some(ours) = ours
+            && ours.home() != home
+            && newer(ours)
+        {
+            rehoming::check_repair(ctx.me, peers, ours.home(), home, &sealed.seal.signer)?;
         }
         self.check_sealed(ctx, sealed)
     }
@@ -994,6 +1041,7 @@ impl Home {
             if !ctx.is_primary(others.peers, entry.record.home(), now) {
                 continue;
             }
+            self.rehome(ctx, others.peers, now, id);
             if any_early && self.has_early(&id) {
                 self.apply_early(ctx, others.peers, now, rng, id);
             }
@@ -1024,6 +1072,7 @@ impl Home {
         self.oldest_first(&mut to_place);
         self.place(ctx, others, now, rng, to_place);
         self.confirm_leases(ctx, now, held_elsewhere);
+        self.walk_ended(ctx, others, now);
     }
 
     /// Whether the scan is part-way through a pass.
@@ -1298,8 +1347,9 @@ impl Home {
             && kept.bytes + bytes as u64 <= ctx.config.record_bytes_per_origin
     }
 
-    /// Checks a sealed record: its spec (signature, id, signed home set) and its seal, which must
-    /// verify and be signed by a member of the task's home set. Returns the decoded spec.
+    /// Checks a sealed record: its spec (signature, id), its home set (the signed one, or a repair
+    /// of it: see [`crate::task::check_repaired_home`]) and its seal, which must verify and be
+    /// signed by a member of the record's home set. Returns the decoded spec.
     pub(in crate::scheduler) fn check_sealed(
         &self,
         ctx: &mut Ctx<'_>,
@@ -1311,13 +1361,17 @@ impl Home {
             .filter(|e| e.record.envelope.spec == sealed.record.envelope.spec)
             .map(|e| e.spec.clone());
         let spec = match known {
-            Some(spec) if sealed.record.envelope.home == spec.home => spec,
-            _ => {
+            Some(spec) => spec,
+            None => {
                 let envelope = sealed.record.envelope.clone();
                 Task::from_envelope_cached(envelope, ctx.verifier.keys())?.spec
             }
         };
-        if !spec.home.contains(&sealed.seal.signer) {
+        let home = sealed.record.home();
+        if home != spec.home {
+            crate::task::check_repaired_home(&spec.home, home)?;
+        }
+        if !home.contains(&sealed.seal.signer) {
             return Err(WireError::BadSeal("sealed by a peer outside the home set"));
         }
         ctx.verifier.verify(sealed)?;

@@ -1,6 +1,6 @@
 //! Invariant 1: an acknowledged task is never lost while at least one member of its home set
 //! survives. A crashed peer keeps its disk, so "survives" here means: its record is on the disk
-//! of some member of its home set.
+//! of some member of its home set (the set it was given, or a repair of it).
 
 use taskswarm_protocol::{SealedRecord, Table, TaskId};
 
@@ -35,11 +35,19 @@ pub fn check_one(sim: &mut Sim, id: TaskId) -> Result<(), String> {
             None => return Err(format!("acknowledged task {id:?} is on no disk")),
         }
     }
-    let home = &sim.watch.home_of[&id];
-    let stored = home.iter().any(|member| {
-        sim.index_of(member).is_some_and(|i| {
-            let disk = &sim.peers[i].disk;
-            disk.contains_key(&(Table::Records, id)) || disk.contains_key(&(Table::Ended, id))
+    // A repair may have replaced members of the set first learned: a peer counts as a member if
+    // the set first learned names it, or the copy it keeps does (a replaced member drops its copy
+    // only once it has the repaired record, which names its successor).
+    let first = &sim.watch.home_of[&id];
+    let stored = sim.peers.iter().any(|peer| {
+        let disk = &peer.disk;
+        let row = disk
+            .get(&(Table::Records, id))
+            .or_else(|| disk.get(&(Table::Ended, id)));
+        row.is_some_and(|bytes| {
+            first.contains(&peer.me())
+                || SealedRecord::from_bytes(bytes)
+                    .is_ok_and(|r| r.record.home().contains(&peer.me()))
         })
     });
     if !stored {

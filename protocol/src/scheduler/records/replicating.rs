@@ -318,28 +318,28 @@ impl Home {
     /// and only it tracked who had which: the next one brings them level (a member that has a
     /// newer version answers with it). A peer up for less than a lease TTL leads nothing yet: it
     /// does this once it does.
-    pub(in crate::scheduler) fn repair_after(
+    pub(in crate::scheduler) fn level_after_deaths(
         &mut self,
         ctx: &Ctx<'_>,
         peers: &Peers,
         now: Millis,
         gone: &[PeerKey],
     ) {
-        self.unrepaired.extend(gone);
-        self.repair_due(ctx, peers, now);
+        self.unlevelled.extend(gone);
+        self.level_due(ctx, peers, now);
     }
 
     /// Brings level the records of the members taken for dead, once this peer may lead.
-    fn repair_due(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis) {
-        if self.unrepaired.is_empty() || !peers.settled(now, Millis::from(ctx.config.lease_ttl_ms))
+    fn level_due(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis) {
+        if self.unlevelled.is_empty() || !peers.settled(now, Millis::from(ctx.config.lease_ttl_ms))
         {
             return;
         }
         // One back in the view is caught up as any returning member is; one still heard from
         // (a message, not yet a silent TTL) waits until it is not.
-        self.unrepaired.retain(|peer| peers.view(peer).is_none());
+        self.unlevelled.retain(|peer| peers.view(peer).is_none());
         let gone: Vec<PeerKey> = self
-            .unrepaired
+            .unlevelled
             .iter()
             .filter(|peer| !peers.alive(peer))
             .copied()
@@ -347,7 +347,7 @@ impl Home {
         if gone.is_empty() {
             return;
         }
-        self.unrepaired.retain(|peer| !gone.contains(peer));
+        self.unlevelled.retain(|peer| !gone.contains(peer));
         let mut lagging: BTreeMap<PeerKey, Vec<TaskId>> = BTreeMap::new();
         for (id, entry) in &self.records {
             let home = entry.record.home();
@@ -392,7 +392,7 @@ impl Home {
     /// went a resend interval ago (lost, or the member is slow: records it misses are sent again
     /// when it answers a newer version with an older one, or at its next catch-up).
     pub(in crate::scheduler) fn catch_up_due(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis) {
-        self.repair_due(ctx, peers, now);
+        self.level_due(ctx, peers, now);
         let after = ctx.config.resend_after_ms;
         self.catching_up.retain(|peer, _| peers.alive(peer));
         let due: Vec<PeerKey> = self
