@@ -244,7 +244,7 @@ impl Holding {
         now: Millis,
     ) -> Vec<(TaskId, u64, Vec<PeerKey>)> {
         let mut started = Vec::new();
-        let lately = Millis::from(ctx.config.lease_ttl_ms) / 2;
+        let lately = start_window(ctx);
         while self.running < ctx.config.slots {
             let free = ctx.config.capabilities.offer.capacity.minus(&self.in_use);
             let held = &self.held;
@@ -422,6 +422,15 @@ impl Holding {
             })
             .collect()
     }
+}
+
+/// How lately a holder must have heard a majority of a task's home set to start it: two load
+/// reports' time (every peer reports every interval), and never more than half a lease TTL. On
+/// the minority side of a fresh cut, what was queued stops starting this soon, so few tasks
+/// begin there that the majority will re-claim and run again.
+fn start_window(ctx: &Ctx<'_>) -> Millis {
+    let ttl = Millis::from(ctx.config.lease_ttl_ms);
+    (2 * ctx.config.report_interval_ms).min(ttl / 2)
 }
 
 /// Sends a kept result to every live home member (the primary records it; the others will need

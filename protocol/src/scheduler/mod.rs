@@ -654,7 +654,16 @@ impl Scheduler {
             Ok(message) => message,
             Err(error) => return self.counters.count(&error),
         };
+        // A peer heard again after it was taken for dead is met anew, whatever it sent first (a
+        // record, a placement, an answer may come before its next load report): it is brought
+        // level, and does not count towards a majority here until it is, so this peer does not
+        // act on records the other side of a healed cut has moved past.
+        let was_alive = self.peers.alive(&from);
         self.peers.heard_from(from, now);
+        if !was_alive && self.peers.alive(&from) {
+            self.catch_up(from, now);
+            self.send(from, Message::CatchUp);
+        }
         // A message about an ended task this peer keeps only on disk is answered as if the
         // record had never left memory.
         for id in recalled_for(&message) {
