@@ -5,7 +5,10 @@
 //! - `stop=DUR[,stop-every=DUR]`: SIGSTOP a random live peer for DUR, then SIGCONT it; again every
 //!   `stop-every` (default DUR + 2 s).
 //! - `partition=A|B:DUR`: cut the swarm between peer groups A and B (1-based peer numbers, comma
-//!   separated) one second into the workload, and heal it DUR later. Needs `--netns` (root).
+//!   separated) one second into the workload, and heal it DUR later; `A|B|C` cuts three groups
+//!   from each other. `partition=A>B:DUR` cuts one way: nothing A sends reaches B, while what B
+//!   sends still reaches A (over TCP, B's messages arrive but are not acknowledged). Needs
+//!   `--netns` (root). A run with a partition reads its report after the heal, from every peer.
 //! - `drain-every=DUR`: every DUR, drain the next peer in turn (peer 1, 2, … and round again) as
 //!   `taskswarm drain` does, wait for it to stop, and start it again with its data directory: a
 //!   rolling restart of the whole swarm.
@@ -51,12 +54,13 @@ pub(crate) enum Chaos {
         #[serde(serialize_with = "as_ms")]
         every: Duration,
     },
-    /// Cut groups `a` and `b` (0-based) apart for `length`.
+    /// Cut `groups` (0-based) apart for `length`: each from every other, or (`one_way`, two
+    /// groups) the first from the second only.
     Partition {
-        /// One side.
-        a: Vec<usize>,
-        /// The other side.
-        b: Vec<usize>,
+        /// The sides.
+        groups: Vec<Vec<usize>>,
+        /// Whether only what the first group sends to the second is dropped.
+        one_way: bool,
         /// How long the cut lasts.
         #[serde(serialize_with = "as_ms")]
         length: Duration,
@@ -151,17 +155,24 @@ impl Chaos {
             let (groups, length) = cut
                 .rsplit_once(':')
                 .context("partition=A|B:DUR needs a duration after `:`")?;
-            let (a, b) = groups
-                .split_once('|')
-                .context("partition=A|B:DUR needs two groups split by `|`")?;
-            let (a, b) = (group(a, peers)?, group(b, peers)?);
+            let one_way = groups.contains('>');
+            let split = if one_way { '>' } else { '|' };
+            let groups: Vec<Vec<usize>> = groups
+                .split(split)
+                .map(|g| group(g, peers))
+                .collect::<anyhow::Result<_>>()?;
             anyhow::ensure!(
-                a.iter().all(|x| !b.contains(x)),
-                "a peer cannot be on both sides of a partition"
+                groups.len() >= 2 && !(one_way && groups.len() > 2),
+                "partition=A|B:DUR needs two or more groups split by `|`, or two split by `>`"
+            );
+            let mut seen = std::collections::BTreeSet::new();
+            anyhow::ensure!(
+                groups.iter().flatten().all(|p| seen.insert(*p)),
+                "a peer cannot be on two sides of a partition"
             );
             return Ok(Chaos::Partition {
-                a,
-                b,
+                groups,
+                one_way,
                 length: duration("partition", length)?,
             });
         }
@@ -268,13 +279,17 @@ pub(crate) async fn run(
             }
             Ok(())
         }
-        Chaos::Partition { a, b, length } => {
+        Chaos::Partition {
+            groups,
+            one_way,
+            length,
+        } => {
             if !sleep_or_stop(Duration::from_secs(1), &mut stop).await {
                 return Ok(());
             }
-            control.partition(&a, &b).await?;
+            control.partition(&groups, one_way, true).await?;
             tokio::time::sleep(length).await;
-            control.heal(&a, &b).await?;
+            control.partition(&groups, one_way, false).await?;
             Ok(())
         }
     }
@@ -303,9 +318,25 @@ mod tests {
         assert_eq!(
             Chaos::parse("partition=1,2|3,4:3s", 4).unwrap(),
             Chaos::Partition {
-                a: vec![0, 1],
-                b: vec![2, 3],
+                groups: vec![vec![0, 1], vec![2, 3]],
+                one_way: false,
                 length: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(
+            Chaos::parse("partition=1|2|3,4:1s", 4).unwrap(),
+            Chaos::Partition {
+                groups: vec![vec![0], vec![1], vec![2, 3]],
+                one_way: false,
+                length: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            Chaos::parse("partition=1,2>3,4:2s", 4).unwrap(),
+            Chaos::Partition {
+                groups: vec![vec![0, 1], vec![2, 3]],
+                one_way: true,
+                length: Duration::from_secs(2)
             }
         );
     }
@@ -315,7 +346,9 @@ mod tests {
         let err = |s: &str| Chaos::parse(s, 4).unwrap_err().to_string();
         assert!(err("kill-every=soon").contains("kill-every=soon"));
         assert!(err("explode=1s").contains("unknown chaos"));
-        assert!(err("partition=1,2|2,3:1s").contains("both sides"));
+        assert!(err("partition=1,2|2,3:1s").contains("two sides"));
+        assert!(err("partition=1>2>3:1s").contains("two split by"));
+        assert!(err("partition=1,2:1s").contains("two or more groups"));
         assert!(err("partition=1|9:1s").contains("no peer 9"));
         assert!(err("partition=1|2").contains("duration"));
         assert!(err("restart-after=1s").contains("needs kill-every"));

@@ -462,6 +462,15 @@ impl Cluster {
         net.cut(a, b, cut)
     }
 
+    /// Cuts (`cut` true) or heals one way between peer groups: what `from` sends to `to` is
+    /// dropped, what `to` sends to `from` still arrives. Needs [`Options::netns`].
+    pub fn cut_one_way(&self, from: &[usize], to: &[usize], cut: bool) -> anyhow::Result<()> {
+        let Some(net) = &self.net else {
+            bail!("partitions need the peers in network namespaces (--netns, as root)");
+        };
+        net.cut_one_way(from, to, cut)
+    }
+
     /// Leaves the peers running when this value is dropped; returns the file listing their PIDs.
     pub fn detach(mut self) -> PathBuf {
         self.detached = true;

@@ -16,6 +16,7 @@ use taskswarm::job::JobInput;
 use taskswarm::spec::SpecInput;
 use taskswarm_testnet::{Cluster, Options, taskswarm_binary};
 
+mod audit;
 mod bench;
 mod chaos;
 mod picture;

@@ -110,12 +110,15 @@ impl Net {
 
     /// Drops (`cut`) or lets through again the packets between groups `a` and `b`.
     pub fn cut(&self, a: &[usize], b: &[usize], cut: bool) -> anyhow::Result<()> {
+        self.cut_one_way(a, b, cut)?;
+        self.cut_one_way(b, a, cut)
+    }
+
+    /// Cuts (or heals) the way from group `from` to group `to` only: a blackhole route in each of
+    /// `from`'s namespaces to each of `to`'s addresses.
+    pub fn cut_one_way(&self, from: &[usize], to: &[usize], cut: bool) -> anyhow::Result<()> {
         let verb = if cut { "add" } else { "del" };
-        for (from, to) in a
-            .iter()
-            .flat_map(|&x| b.iter().map(move |&y| (x, y)))
-            .flat_map(|(x, y)| [(x, y), (y, x)])
-        {
+        for (from, to) in from.iter().flat_map(|&x| to.iter().map(move |&y| (x, y))) {
             anyhow::ensure!(
                 from < self.peers && to < self.peers,
                 "no peer {}",

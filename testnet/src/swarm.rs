@@ -71,6 +71,17 @@ impl Swarm {
         }
     }
 
+    /// The APIs of the peers that are up, each with its peer's number (0-based).
+    pub(crate) fn apis(&self) -> Vec<(usize, ApiClient)> {
+        let Ok(apis) = self.apis.lock() else {
+            return Vec::new();
+        };
+        apis.iter()
+            .enumerate()
+            .filter_map(|(i, api)| Some((i, api.clone()?)))
+            .collect()
+    }
+
     /// The API of peer `i` if it is up, otherwise of the next live peer after it.
     fn api_near(&self, i: usize) -> Option<(usize, ApiClient)> {
         let apis = self.apis.lock().ok()?;
@@ -213,6 +224,8 @@ pub(crate) struct Control {
     marks: Arc<Mutex<Vec<Mark>>>,
     /// The peers' libp2p ids, in start order (a restarted peer keeps its id).
     pub(crate) peer_ids: Vec<String>,
+    /// The testnet's directory.
+    pub(crate) dir: std::path::PathBuf,
 }
 
 impl Control {
@@ -220,8 +233,10 @@ impl Control {
     pub(crate) fn new(cluster: Cluster) -> (Self, Swarm) {
         let apis = cluster.peers.iter().map(|p| p.client.clone()).collect();
         let peer_ids = cluster.peers.iter().map(|p| p.peer_id.clone()).collect();
+        let dir = cluster.dir.clone();
         let swarm = Swarm::new(apis);
         let control = Self {
+            dir,
             cluster: Arc::new(AsyncMutex::new(cluster)),
             swarm: swarm.clone(),
             marks: Arc::new(Mutex::new(Vec::new())),
@@ -347,19 +362,26 @@ impl Control {
         Ok(())
     }
 
-    /// Cuts the network between two groups of peers (network namespaces only).
-    pub(crate) async fn partition(&self, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
+    /// Cuts (`cut`) or heals the network between groups of peers (network namespaces only): each
+    /// group from every other, or with `one_way` what the first sends to the second.
+    pub(crate) async fn partition(
+        &self,
+        groups: &[Vec<usize>],
+        one_way: bool,
+        cut: bool,
+    ) -> anyhow::Result<()> {
         let cluster = self.cluster.lock().await;
-        cluster.cut(a, b, true)?;
-        self.mark("partition", a.iter().chain(b).copied().collect());
-        Ok(())
-    }
-
-    /// Heals a cut made by [`Control::partition`].
-    pub(crate) async fn heal(&self, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
-        let cluster = self.cluster.lock().await;
-        cluster.cut(a, b, false)?;
-        self.mark("heal", a.iter().chain(b).copied().collect());
+        for (k, a) in groups.iter().enumerate() {
+            for b in &groups[k + 1..] {
+                if one_way {
+                    cluster.cut_one_way(a, b, cut)?;
+                } else {
+                    cluster.cut(a, b, cut)?;
+                }
+            }
+        }
+        let what = if cut { "partition" } else { "heal" };
+        self.mark(what, groups.iter().flatten().copied().collect());
         Ok(())
     }
 

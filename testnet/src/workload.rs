@@ -38,6 +38,10 @@ pub(crate) enum Workload {
     NoopHandler,
     /// 10,000 no-op process tasks (`true`), as fast as possible.
     NoopExec,
+    /// 5,000 process tasks of 100 ms, each of which appends its peer, epoch and start time to a
+    /// file of its own, so that runs are counted from outside the swarm (see [`crate::audit`]):
+    /// for partitions (run only when named).
+    LoggedExec,
     /// 1,000 sequential submit-and-wait round trips.
     Latency,
     /// 200 tasks of 20 ms submitted to one peer.
@@ -54,9 +58,10 @@ pub(crate) enum Workload {
 
 impl Workload {
     /// Every workload, in report order.
-    pub(crate) const ALL: [Workload; 7] = [
+    pub(crate) const ALL: [Workload; 8] = [
         Workload::NoopHandler,
         Workload::NoopExec,
+        Workload::LoggedExec,
         Workload::Latency,
         Workload::Skew,
         Workload::Crash,
@@ -64,11 +69,12 @@ impl Workload {
         Workload::Memory,
     ];
 
-    /// The workloads a bench runs when none is named: all but the long memory soak.
+    /// The workloads a bench runs when none is named: all but the long memory soak and the
+    /// partition workload.
     pub(crate) fn default_set() -> Vec<Workload> {
         Self::ALL
             .into_iter()
-            .filter(|w| *w != Workload::Memory)
+            .filter(|w| !matches!(w, Workload::Memory | Workload::LoggedExec))
             .collect()
     }
 
@@ -77,6 +83,7 @@ impl Workload {
         match self {
             Workload::NoopHandler => "noop-handler",
             Workload::NoopExec => "noop-exec",
+            Workload::LoggedExec => "logged-exec",
             Workload::Latency => "latency",
             Workload::Skew => "skew",
             Workload::Crash => "crash",
@@ -88,13 +95,17 @@ impl Workload {
     /// Whether its tasks are submitted by the client shape of the run (the throughput
     /// workloads); the others have a shape of their own.
     pub(crate) fn takes_client(self) -> bool {
-        matches!(self, Workload::NoopHandler | Workload::NoopExec)
+        matches!(
+            self,
+            Workload::NoopHandler | Workload::NoopExec | Workload::LoggedExec
+        )
     }
 
     /// How many tasks it submits unless told otherwise.
     pub(crate) fn default_tasks(self) -> usize {
         match self {
             Workload::NoopHandler | Workload::NoopExec => 10_000,
+            Workload::LoggedExec => 5_000,
             Workload::Latency => 1_000,
             Workload::Skew => 200,
             Workload::Crash => 400,
@@ -211,13 +222,15 @@ pub(crate) struct RunResult {
     pub(crate) anomalies: Vec<TaskView>,
     /// When the run began and ended (ms since the Unix epoch).
     pub(crate) span_ms: (u64, u64),
+    /// What the audit after a partition's heal found, for a run with a partition.
+    pub(crate) after_heal: Option<crate::audit::AfterHeal>,
 }
 
 /// The most anomalous task views a run keeps.
 pub(crate) const MAX_ANOMALIES: usize = 20;
 
 impl RunResult {
-    fn count(&mut self, views: Vec<Option<TaskView>>) {
+    pub(crate) fn count(&mut self, views: Vec<Option<TaskView>>) {
         self.tasks += views.len();
         for view in views {
             let Some(view) = view else {
@@ -294,6 +307,11 @@ pub(crate) async fn run(
     let mut result = match workload {
         Workload::NoopHandler | Workload::NoopExec => {
             throughput(swarm, noop_spec(workload), n, case.client).await
+        }
+        Workload::LoggedExec => {
+            let runs = crate::audit::runs_dir(&control.dir);
+            std::fs::create_dir_all(&runs)?;
+            throughput(swarm, crate::audit::logged_spec(&runs), n, case.client).await
         }
         Workload::Latency => latency(swarm, n).await,
         Workload::Skew => skew(swarm, n, slots).await,
