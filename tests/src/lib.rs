@@ -862,6 +862,61 @@ impl Sim {
         in_memory.chain(on_disk).max_by_key(|r| r.version)
     }
 
+    /// For `SIM_DEBUG`: each listed task that has not ended everywhere, with when and where it started,
+    /// every live peer's copy (state, version, epoch, holder, home set by peer index, history),
+    /// and the peers that hold it.
+    #[allow(clippy::print_stdout)] // a test's diagnostic output, shown when it fails
+    pub fn print_unended(&self, ids: &[TaskId]) {
+        let unended = |id: &TaskId| {
+            !self.finals.contains(id)
+                || self.peers.iter().any(|p| {
+                    p.scheduler
+                        .as_ref()
+                        .and_then(|s| s.task(id))
+                        .is_some_and(|r| !r.state.is_final())
+                })
+        };
+        for id in ids.iter().filter(|id| unended(id)) {
+            let starts: Vec<_> = self
+                .start_log
+                .iter()
+                .filter(|(_, _, t, _)| t == id)
+                .collect();
+            println!("{id:?}: started {starts:?}; now {}", self.now);
+            for (i, scheduler) in self
+                .peers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.scheduler.as_ref().map(|s| (i, s)))
+            {
+                let held: Vec<u64> = scheduler
+                    .held()
+                    .filter(|(t, _)| t == id)
+                    .map(|(_, e)| e)
+                    .collect();
+                if !held.is_empty() {
+                    println!("  held at peer {i} under {held:?}");
+                }
+                let Some(r) = scheduler.task(id) else {
+                    continue;
+                };
+                let home: Vec<_> = r.home().iter().filter_map(|k| self.index_of(k)).collect();
+                let history: Vec<String> = r
+                    .history
+                    .iter()
+                    .map(|t| format!("{}:{}", t.state.as_str(), t.note))
+                    .collect();
+                println!(
+                    "  peer {i}: {} v{} epoch {} holder {:?} home {home:?} {history:?}",
+                    r.state.as_str(),
+                    r.version,
+                    r.epoch,
+                    r.holder.and_then(|k| self.index_of(&k))
+                );
+            }
+        }
+    }
+
     /// Whether every listed task has had a final record at some peer.
     pub fn all_final(&self, ids: &[TaskId]) -> bool {
         ids.iter().all(|id| self.finals.contains(id))

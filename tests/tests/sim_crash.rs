@@ -66,7 +66,8 @@ fn crash_run(seed: u64) {
     sim.run_until(sim.now + 5_000, |_| false);
     if let Err(behind) = invariants::ends::check_agreed(&sim) {
         if std::env::var("SIM_DEBUG").is_ok() {
-            print_unended(&sim);
+            let ids: Vec<_> = sim.accepted.iter().copied().collect();
+            sim.print_unended(&ids);
         }
         panic!(
             "seed {seed} (restarting {restarting} at {crash_at}..{back_at}, dying {dying} at {die_at}): {behind}"
@@ -75,39 +76,6 @@ fn crash_run(seed: u64) {
     // The invariants were checked after every step on what changed; check every record once more.
     if let Err(broken) = invariants::check_safety(&mut sim) {
         panic!("seed {seed}: at the end: {broken}");
-    }
-}
-
-/// Every live peer's record of each task some peer keeps unended (with `SIM_DEBUG`).
-fn print_unended(sim: &Sim) {
-    for id in &sim.accepted {
-        let records: Vec<(usize, &taskswarm_protocol::TaskRecord)> = sim
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| Some((i, p.scheduler.as_ref()?.task(id)?)))
-            .collect();
-        if records.iter().all(|(_, r)| r.state.is_final()) {
-            continue;
-        }
-        println!(
-            "{id:?}, newest anywhere: {:?}",
-            sim.record(id).map(|r| r.version)
-        );
-        for (i, r) in records {
-            let home: Vec<_> = r.home().iter().filter_map(|k| sim.index_of(k)).collect();
-            let history: Vec<String> = r
-                .history
-                .iter()
-                .map(|t| format!("{}:{}", t.state.as_str(), t.note))
-                .collect();
-            println!(
-                "  peer {i}: {} v{} holder {:?} home {home:?} {history:?}",
-                r.state.as_str(),
-                r.version,
-                r.holder.and_then(|k| sim.index_of(&k))
-            );
-        }
     }
 }
 

@@ -125,10 +125,7 @@ fn a_member_lost_for_good_is_replaced_in_every_home_set_within_the_grace_period(
 fn returns_after_replacement(seed: u64) {
     let mut sim = Sim::with_config(seed, PEERS, NetConfig::default(), |_| Config {
         slots: 1,
-        repair_after_ms: std::env::var("GRACE")
-            .ok()
-            .and_then(|g| g.parse().ok())
-            .unwrap_or(GRACE),
+        repair_after_ms: GRACE,
         ..Config::default()
     });
     assert!(sim.run_until(3_000, |s| {
@@ -158,7 +155,7 @@ fn returns_after_replacement(seed: u64) {
     );
     let settled = sim.run_until(sim.now + 60_000, |s| s.all_final(&ids));
     if !settled && std::env::var("SIM_DEBUG").is_ok() {
-        print_unended(&sim, &ids);
+        sim.print_unended(&ids);
     }
     assert!(settled, "seed {seed}: tasks did not all end");
     if let Err(broken) = invariants::check_safety(&mut sim) {
@@ -170,51 +167,5 @@ fn returns_after_replacement(seed: u64) {
 fn a_member_back_after_its_replacement_hands_its_copies_over() {
     for seed in seeds(0..20) {
         returns_after_replacement(seed);
-    }
-}
-
-/// For `SIM_DEBUG`: each unended task's copies, with their states, holders and home sets.
-fn print_unended(sim: &Sim, ids: &[TaskId]) {
-    for (i, peer) in sim.peers.iter().enumerate() {
-        if let Some(s) = peer.scheduler.as_ref() {
-            println!("peer {i}: {:?}", s.counters());
-        }
-    }
-    for id in ids.iter().filter(|id| !sim.finals.contains(id)) {
-        let starts: Vec<_> = sim
-            .start_log
-            .iter()
-            .filter(|(_, _, t, _)| t == id)
-            .collect();
-        println!("{id:?}: started {starts:?}; now {}", sim.now);
-        for (i, peer) in sim.peers.iter().enumerate() {
-            let Some(r) = peer.scheduler.as_ref().and_then(|s| s.task(id)) else {
-                continue;
-            };
-            let home: Vec<_> = r.home().iter().filter_map(|k| sim.index_of(k)).collect();
-            let history: Vec<String> = r
-                .history
-                .iter()
-                .map(|t| format!("{}:{}", t.state.as_str(), t.note))
-                .collect();
-            println!(
-                "  peer {i}: {} v{} epoch {} holder {:?} home {home:?} {history:?}",
-                r.state.as_str(),
-                r.version,
-                r.epoch,
-                r.holder.and_then(|k| sim.index_of(&k))
-            );
-        }
-        for (i, peer) in sim.peers.iter().enumerate() {
-            if let Some(s) = peer.scheduler.as_ref() {
-                let held: Vec<u64> = s.held().filter(|(t, _)| t == id).map(|(_, e)| e).collect();
-                if !held.is_empty() {
-                    println!(
-                        "  held at peer {i} under {held:?}; counters {:?}",
-                        s.counters()
-                    );
-                }
-            }
-        }
     }
 }
