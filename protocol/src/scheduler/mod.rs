@@ -658,9 +658,9 @@ impl Scheduler {
         // record, a placement, an answer may come before its next load report): it is brought
         // level, and does not count towards a majority here until it is, so this peer does not
         // act on records the other side of a healed cut has moved past.
-        let was_alive = self.peers.alive(&from);
+        let was_gone = self.peers.taken_for_dead(&from);
         self.peers.heard_from(from, now);
-        if !was_alive && self.peers.alive(&from) {
+        if was_gone && self.peers.alive(&from) {
             self.catch_up(from, now);
             self.send(from, Message::CatchUp);
         }

@@ -201,6 +201,11 @@ impl Peers {
         Some(now.saturating_sub(since))
     }
 
+    /// Whether this peer took `peer` for dead (or heard it leave) and has not heard it since.
+    pub(super) fn taken_for_dead(&self, peer: &PeerKey) -> bool {
+        self.gone_at.contains_key(peer) && !self.alive(peer)
+    }
+
     /// The peers taken for dead (or that left) at least `grace` ms ago, in key order.
     pub(super) fn gone_longer_than(&self, now: Millis, grace: Millis) -> Vec<PeerKey> {
         self.gone_at
