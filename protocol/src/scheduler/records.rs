@@ -357,8 +357,15 @@ impl Home {
 
     /// A record changed here (as origin or primary): raise its version, store it (sealed with the
     /// other changes of this input at its end), and send it to the other live members of its home
-    /// set.
+    /// set (repaired first, as primary, if a member is gone for good: see [`rehoming`]).
     fn changed(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis, id: TaskId) {
+        let leads = self
+            .records
+            .get(&id)
+            .is_some_and(|e| ctx.is_primary(peers, e.record.home(), now));
+        if leads {
+            self.repair_home(ctx, peers, now, id);
+        }
         let Some(entry) = self.records.get_mut(&id) else {
             return;
         };

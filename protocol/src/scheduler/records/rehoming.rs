@@ -99,6 +99,24 @@ impl Home {
         now: Millis,
         id: TaskId,
     ) -> bool {
+        if !self.repair_home(ctx, peers, now, id) {
+            return false;
+        }
+        self.changed(ctx, peers, now, id);
+        true
+    }
+
+    /// Replaces, in the record in memory, the members of `id`'s home set gone the grace period
+    /// (see [`Home::rehome`]); the caller raises the version. Every change the primary makes goes
+    /// through here too, so a record that ends after the walk of the archive passed it is
+    /// repaired as it ends.
+    pub(in crate::scheduler) fn repair_home(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peers: &Peers,
+        now: Millis,
+        id: TaskId,
+    ) -> bool {
         let grace = ctx.config.repair_after_ms;
         let Some(entry) = self.records.get_mut(&id) else {
             return false;
@@ -126,7 +144,6 @@ impl Home {
         }
         entry.record.envelope.home = repaired;
         ctx.counters.rehomed += 1;
-        self.changed(ctx, peers, now, id);
         true
     }
 
