@@ -15,10 +15,11 @@ const REPLICAS: usize = 3;
 const GRACE: Millis = 5_000;
 const TTL: Millis = 1_500;
 
-/// 5 peers of 2 slots with a grace period of 5 s, and 40 tasks of 50 ms submitted to each.
-fn swarm(seed: u64) -> (Sim, Vec<TaskId>) {
+/// 5 peers of `slots` slots with a grace period of 5 s that know each other, and `each` tasks of
+/// `ms` ms submitted to each peer, acknowledged.
+fn swarm(seed: u64, slots: u32, each: usize, ms: u64) -> (Sim, Vec<TaskId>) {
     let mut sim = Sim::with_config(seed, PEERS, NetConfig::default(), |_| Config {
-        slots: 2,
+        slots,
         repair_after_ms: GRACE,
         ..Config::default()
     });
@@ -27,7 +28,7 @@ fn swarm(seed: u64) -> (Sim, Vec<TaskId>) {
     }));
     let mut ids = Vec::new();
     for by in 0..PEERS {
-        ids.extend(sim.submit_sleeps(by, 40, 50));
+        ids.extend(sim.submit_sleeps(by, each, ms));
     }
     let by = sim.now + 500;
     assert!(
@@ -87,7 +88,7 @@ fn repaired(sim: &Sim, ids: &[TaskId], dead: &PeerKey) -> Result<(), String> {
 /// live copies again, and nothing was lost or recorded twice.
 fn lost_for_good(seed: u64) {
     let mut chaos = ChaCha8Rng::seed_from_u64(seed ^ 0x7e9a);
-    let (mut sim, ids) = swarm(seed);
+    let (mut sim, ids) = swarm(seed, 2, 40, 50);
     let dying = chaos.random_range(0..PEERS);
     sim.run_until(sim.now + chaos.random_range(0..1_000), |_| false);
     sim.crash(dying);
@@ -123,19 +124,8 @@ fn a_member_lost_for_good_is_replaced_in_every_home_set_within_the_grace_period(
 /// are unfinished), and comes back: it hands over the copies it was replaced in (keeps none of a
 /// task whose set no longer names it), and every task still ends once.
 fn returns_after_replacement(seed: u64) {
-    let mut sim = Sim::with_config(seed, PEERS, NetConfig::default(), |_| Config {
-        slots: 1,
-        repair_after_ms: GRACE,
-        ..Config::default()
-    });
-    assert!(sim.run_until(3_000, |s| {
-        (0..PEERS).all(|i| s.scheduler(i).unwrap().peers().count() == PEERS - 1)
-    }));
     // Long tasks, so that many are still unfinished when the away peer comes back.
-    let mut ids = Vec::new();
-    for by in 0..PEERS {
-        ids.extend(sim.submit_sleeps(by, 12, 1_000));
-    }
+    let (mut sim, ids) = swarm(seed, 1, 12, 1_000);
     let away = (seed as usize) % PEERS;
     sim.run_until(sim.now + 300, |_| false);
     sim.crash(away);
