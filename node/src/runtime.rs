@@ -805,15 +805,18 @@ impl EventLoop {
 }
 
 /// Whether an action may be carried out before the writes emitted ahead of it are durable: it
-/// acknowledges nothing and hands nothing over (a load report, stopping an attempt, a peer
-/// learnt of, a wake-up).
+/// acknowledges nothing and hands nothing over (a load report, a start check or its answer,
+/// stopping an attempt, a peer learnt of, a wake-up).
 fn claims_nothing(action: &Action) -> bool {
     match action {
         Action::Broadcast { .. }
         | Action::Abort { .. }
         | Action::Changed { .. }
         | Action::PeerDiscovered { .. } => true,
-        Action::Send { message, .. } => matches!(message, Message::Load { .. }),
+        Action::Send { message, .. } => matches!(
+            message,
+            Message::Load { .. } | Message::Ping { .. } | Message::Pong { .. }
+        ),
         Action::Write { .. }
         | Action::Execute { .. }
         | Action::Accepted { .. }

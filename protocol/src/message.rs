@@ -144,6 +144,18 @@ pub enum Message {
         /// The record, if this peer keeps it, with its seal.
         record: Option<Box<SealedRecord>>,
     },
+    /// A holder → members of the home sets of tasks it would start: a start check. Answered at
+    /// once with [`Message::Pong`]; a holder starts a task in a freed slot only once a majority
+    /// of its home set answered a round sent after the slot freed.
+    Ping {
+        /// The holder's number for the round.
+        round: u64,
+    },
+    /// The answer to a [`Message::Ping`].
+    Pong {
+        /// The round answered.
+        round: u64,
+    },
 }
 
 impl Message {
@@ -170,6 +182,8 @@ impl Message {
             Message::Probe => "probe",
             Message::Query { .. } => "query",
             Message::Answer { .. } => "answer",
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
         }
     }
 }

@@ -145,6 +145,55 @@ fn deliver(to: &mut Scheduler, from: PeerKey, actions: &[Action], now: u64) -> V
     deliver_bytes(to, from, &bytes, now)
 }
 
+/// The start checks among `actions` that went to `to`.
+fn pings_to(actions: &[Action], to: PeerKey) -> Vec<Vec<u8>> {
+    let pings: Vec<Action> = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Send { to: t, message: Message::Ping { .. } } if *t == to))
+        .cloned()
+        .collect();
+    sent_to(&pings, to)
+}
+
+/// Answers the start checks `holder` sent among `actions` from each of `members` they went to,
+/// and returns `actions` followed by what the holder did on the answers (it started tasks).
+fn checks_answered(
+    holder: &mut Scheduler,
+    actions: Vec<Action>,
+    members: &mut [&mut Scheduler],
+    now: u64,
+) -> Vec<Action> {
+    let mut all = actions.clone();
+    for member in members.iter_mut() {
+        let pings = pings_to(&actions, member.me());
+        if pings.is_empty() {
+            continue;
+        }
+        let answers = deliver_bytes(member, holder.me(), &pings, now);
+        all.extend(deliver(holder, member.me(), &answers, now));
+    }
+    all
+}
+
+/// Answers, as `member` (a peer with no scheduler of its own in the test), the start checks
+/// `holder` sent it among `actions`; returns `actions` followed by what the holder did.
+fn checks_answered_by(
+    holder: &mut Scheduler,
+    actions: Vec<Action>,
+    member: PeerKey,
+    now: u64,
+) -> Vec<Action> {
+    let mut all = actions.clone();
+    for bytes in pings_to(&actions, member) {
+        let Ok(Message::Ping { round }) = wire::decode::<Message>(&bytes) else {
+            continue;
+        };
+        let pong = wire::encode(&Message::Pong { round });
+        all.extend(deliver_bytes(holder, member, &[pong], now));
+    }
+    all
+}
+
 fn ok() -> Outcome {
     Outcome::Exited {
         code: Some(0),
@@ -472,7 +521,8 @@ fn an_idle_peer_steals_and_the_primary_follows_the_lease() {
         "no notice before the thief has the grant"
     );
 
-    let executed = deliver_bytes(&mut a, b.me(), &[wire::encode(grant)], 4);
+    let granted = deliver_bytes(&mut a, b.me(), &[wire::encode(grant)], 4);
+    let executed = checks_answered(&mut a, granted, &mut [&mut b, &mut c], 4);
     let executed: Vec<(TaskId, u64)> = executed
         .iter()
         .filter_map(|a| match a {
@@ -616,8 +666,9 @@ fn a_dependent_task_waits_for_its_dependency_asked_of_the_peer_that_keeps_it() {
 /// what the thief runs. A notice from a third peer is refused.
 #[test]
 fn the_thief_relays_the_hand_over_so_the_home_set_follows_without_the_victim() {
-    let (mut a, b, mut c, _rng, from_b) = a_steals_from_b();
-    let from_a = deliver(&mut a, b.me(), &from_b, 4);
+    let (mut a, mut b, mut c, _rng, from_b) = a_steals_from_b();
+    let granted = deliver(&mut a, b.me(), &from_b, 4);
+    let from_a = checks_answered(&mut a, granted, &mut [&mut b, &mut c], 4);
     let stolen: Vec<(TaskId, u64)> = from_a
         .iter()
         .filter_map(|a| match a {
@@ -626,7 +677,10 @@ fn the_thief_relays_the_hand_over_so_the_home_set_follows_without_the_victim() {
         })
         .collect();
     assert_eq!(stolen.len(), 2);
-    let relayed = sent_to(&from_a, c.me());
+    let relayed: Vec<Vec<u8>> = sent_to(&from_a, c.me())
+        .into_iter()
+        .filter(|bytes| wire::decode::<Message>(bytes).unwrap().kind() != "ping")
+        .collect();
     assert_eq!(relayed.len(), 1, "one notice to the home member");
 
     // A third peer replaying the notice is refused; the thief's own is taken.
@@ -831,7 +885,13 @@ fn a_holder_cut_off_from_every_home_member_stops_the_task() {
         tasks: vec![task.envelope()],
         grant: Signed::sign(&grant, &a),
     };
-    let started = deliver_bytes(&mut b, a.public(), &[wire::encode(&place)], 10);
+    let placed = deliver_bytes(&mut b, a.public(), &[wire::encode(&place)], 10);
+    assert_eq!(
+        kinds(&placed)[2..],
+        ["write Held", "send ping"],
+        "asks before it starts"
+    );
+    let started = checks_answered_by(&mut b, placed, a.public(), 10);
     assert!(kinds(&started).contains(&"execute@1.0".to_string()));
     // A keeps reporting for a while, then falls silent; B stops the task after 2/3 of the TTL.
     let ttl = u64::from(Config::default().lease_ttl_ms);
@@ -1319,7 +1379,9 @@ fn a_holder_that_was_frozen_stops_what_it_holds_on_waking() {
         tasks: vec![task.envelope()],
         grant: Signed::sign(&grant, &a),
     };
-    deliver_bytes(&mut b, a.public(), &[wire::encode(&place)], 10);
+    let placed = deliver_bytes(&mut b, a.public(), &[wire::encode(&place)], 10);
+    let started = checks_answered_by(&mut b, placed, a.public(), 10);
+    assert!(kinds(&started).contains(&"execute@1.0".to_string()));
     b.tick(20, &mut rng);
     drain(&mut b);
     // Frozen for a lease TTL: on waking, the first input is a fresh report from A, which would
@@ -1619,8 +1681,13 @@ fn a_member_the_dead_primary_left_behind_is_brought_level_by_the_next() {
         deliver(&mut a, c.me(), &from_c, 3),
     ]
     .concat();
-    deliver(&mut b, a.me(), &back, 4);
+    // B asked A for a start check before it started: it starts on A's answer.
+    let started = deliver(&mut b, a.me(), &back, 4);
+    assert!(kinds(&started).contains(&"execute@1.0".to_string()));
     deliver(&mut c, a.me(), &back, 4);
+    let running = deliver(&mut a, b.me(), &started, 4);
+    deliver(&mut b, a.me(), &running, 4);
+    deliver(&mut c, a.me(), &running, 4);
     // B runs it; A records the result, sends the new version to B only, and dies.
     b.handle_finished(5, &mut rng, id, E1, ok());
     let completion = drain(&mut b);

@@ -45,6 +45,11 @@ pub(crate) struct AfterHeal {
     /// Of those, the ones whose first run was on a side without a majority of the task's home
     /// set and began before the cut could be noticed there.
     pub(crate) ran_twice_as_allowed: usize,
+    /// When the first run of each task that ran twice began, in ms from the cut (negative:
+    /// before it), earliest first (at most [`MAX_LISTED`]). A holder starts a task only once a
+    /// majority of its home set answered a check sent after the slot freed, so these are the
+    /// runs the cut caught running (or starting), not ones begun after it.
+    pub(crate) first_runs_from_cut_ms: Vec<i64>,
     /// Runs counted from the run files, all tasks together.
     pub(crate) runs: usize,
     /// The tasks that ran twice otherwise than allowed (at most [`MAX_OTHERWISE`]): each with its
@@ -54,6 +59,8 @@ pub(crate) struct AfterHeal {
 
 /// The most tasks kept in [`AfterHeal::otherwise`].
 const MAX_OTHERWISE: usize = 20;
+/// The most entries kept in [`AfterHeal::first_runs_from_cut_ms`].
+const MAX_LISTED: usize = 100;
 
 impl AfterHeal {
     /// Tasks that ran twice otherwise than the partition rules allow.
@@ -194,6 +201,11 @@ fn count_runs(
         audit.ran_twice += 1;
         runs.sort();
         let (first_ms, first_peer, _) = &runs[0];
+        if audit.first_runs_from_cut_ms.len() < MAX_LISTED {
+            let from_cut = *first_ms as i64 - cut.at_ms as i64;
+            audit.first_runs_from_cut_ms.push(from_cut);
+            audit.first_runs_from_cut_ms.sort_unstable();
+        }
         let side = side_of(first_peer);
         let members_there = view
             .home

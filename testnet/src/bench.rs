@@ -366,10 +366,19 @@ fn progress_line(w: Case, r: usize, repeat: usize, outcome: &RunResult) -> Strin
         .map(|(why, n)| format!("\n  {n} failed: {why}"))
         .collect();
     let audit = outcome.after_heal.as_ref().map_or_else(String::new, |a| {
+        let began = match (
+            a.first_runs_from_cut_ms.first(),
+            a.first_runs_from_cut_ms.last(),
+        ) {
+            (Some(first), Some(last)) => {
+                format!(" (their first runs began {first:+} to {last:+} ms from the cut)")
+            }
+            _ => String::new(),
+        };
         format!(
             "\n  after the heal, from every peer's records: copies agreed {:.1} s after it, {} \
              task(s) whose copies disagree; runs counted from their files: {}, {} task(s) ran \
-             twice, {} of them first on a side without a majority before the cut was noticed",
+             twice, {} of them first on a side without a majority before the cut was noticed{began}",
             a.settled_s, a.disagree, a.runs, a.ran_twice, a.ran_twice_as_allowed
         )
     });

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use taskswarm::TaskView;
+use taskswarm::api_client::TaskList;
 use taskswarm_testnet::{Cluster, Options, taskswarm_binary};
 
 /// The default lease TTL of a peer.
@@ -100,6 +101,20 @@ fn deadline(secs: u64) -> Instant {
 }
 
 /// Peer `i`'s count of running tasks, as it reports itself.
+/// Whether peer 1 or peer 2 keeps a record of a task running on `holder`.
+async fn known_to_run_there(cluster: &Cluster, holder: &str) -> bool {
+    for i in 0..2 {
+        let Ok(list) = cluster.get::<TaskList>(i, "/v1/tasks").await else {
+            continue;
+        };
+        let there = |t: &TaskView| t.state == "running" && t.holder.as_deref() == Some(holder);
+        if list.tasks.iter().any(there) {
+            return true;
+        }
+    }
+    false
+}
+
 async fn running(cluster: &Cluster, i: usize) -> u32 {
     cluster.cluster(i).await.map_or(0, |c| c.me.running)
 }
@@ -247,13 +262,14 @@ async fn a_frozen_holder_comes_back_to_find_its_leases_gone() {
     let log = dir.path().join("runs.log");
     let specs: Vec<Value> = (0..12).map(|_| logged(&log, "1")).collect();
     let ids = cluster.submit(0, &specs).await.unwrap();
-    // Wait until peer 3 runs some of them, then freeze it for two lease TTLs.
+    // Wait until peer 3 runs some of them, as the other peers' records say (it told the tasks'
+    // primaries), then freeze it for two lease TTLs.
+    let frozen_id = cluster.peers[2].peer_id.clone();
     let until = deadline(20);
-    while running(&cluster, 2).await == 0 {
+    while !known_to_run_there(&cluster, &frozen_id).await {
         assert!(Instant::now() < until, "peer 3 never ran anything");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let frozen_id = cluster.peers[2].peer_id.clone();
     cluster.signal(2, Signal::SIGSTOP).unwrap();
     tokio::time::sleep(TTL * 2).await;
     cluster.signal(2, Signal::SIGCONT).unwrap();
@@ -633,7 +649,7 @@ type Copies = BTreeMap<String, Vec<(usize, String, Vec<String>)>>;
 async fn copies(cluster: &Cluster, peers: &[usize]) -> Copies {
     let mut copies = Copies::new();
     for &i in peers {
-        let listed: taskswarm::api_client::TaskList = cluster.get(i, "/v1/tasks").await.unwrap();
+        let listed: TaskList = cluster.get(i, "/v1/tasks").await.unwrap();
         for task in listed.tasks {
             copies
                 .entry(task.id)

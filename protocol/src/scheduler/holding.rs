@@ -1,6 +1,9 @@
 //! The holder's side: tasks this peer holds leases on, its slots, the results it keeps until their
 //! primary acknowledges them, and the rule that a peer cut off from every home member of a task
-//! stops it (the home set is about to re-claim it).
+//! stops it (the home set is about to re-claim it). A freed slot starts a task only once a majority
+//! of its home set answered a check sent after the slot freed ([`start_checks`]).
+
+mod start_checks;
 
 use std::collections::BTreeSet;
 
@@ -24,6 +27,9 @@ use crate::wire::WireError;
 
 /// How deep into the ready queue a start looks for a task that fits the free resources.
 const FIT_WINDOW: usize = 64;
+/// How many of the next tasks in the ready queue a start check is sent for (to the members of
+/// their home sets).
+const CHECKED_AHEAD: usize = 8;
 
 /// The holder's own state: the tasks this peer holds leases on (queued or running), its slots in
 /// use and what they take of its capacity, and the results it keeps until their primary
@@ -42,6 +48,7 @@ pub(super) struct Holding {
     /// taken again, or this peer could hand the task on under an epoch it already granted.
     handed_over: BTreeMap<TaskId, u64>,
     handed_over_order: std::collections::VecDeque<TaskId>,
+    checks: start_checks::StartChecks,
 }
 
 /// How many tasks given to thieves a holder remembers.
@@ -72,6 +79,7 @@ impl Holding {
             outbox: BTreeMap::new(),
             handed_over: BTreeMap::new(),
             handed_over_order: std::collections::VecDeque::new(),
+            checks: start_checks::StartChecks::new(),
         }
     }
 
@@ -225,6 +233,7 @@ impl Holding {
         if held.running {
             self.running = self.running.saturating_sub(1);
             self.in_use = self.in_use.minus(&held.task.spec.needs.resources);
+            self.checks.freed_slot();
         } else {
             self.ready.remove(&id);
         }
@@ -234,9 +243,10 @@ impl Holding {
 
     /// Starts ready tasks while slots are free, highest priority first, each only if what it
     /// needs fits in what the running tasks leave of this peer's capacity (a task that does not
-    /// fit yet lets one behind it start), and only if this peer heard a majority of its home set
-    /// within half a lease TTL (one it does not hear is about to be cut off: see
-    /// [`Holding::cut_off`]). Returns what started, with each task's home set.
+    /// fit yet lets one behind it start), only if this peer heard a majority of its home set
+    /// lately ([`start_window`]), and only once a majority of that set answered a start check
+    /// sent after the slot it takes freed ([`start_checks`]). Asks the members the next tasks
+    /// still wait for. Returns what started, with each task's home set.
     fn dispatch(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -246,12 +256,15 @@ impl Holding {
         let mut started = Vec::new();
         let lately = start_window(ctx);
         while self.running < ctx.config.slots {
+            let slots_free = ctx.config.slots - self.running;
+            let needed = self.checks.needed(slots_free);
             let free = ctx.config.capabilities.offer.capacity.minus(&self.in_use);
-            let held = &self.held;
+            let (held, checks, me) = (&self.held, &self.checks, ctx.me);
             let fits = |id: TaskId| {
                 held.get(&id).is_none_or(|h| {
                     h.task.spec.needs.resources.fits_in(&free)
                         && peers.hears_quorum(&h.task.home, now, lately)
+                        && checks.passed(me, &h.task.home, needed)
                 })
             };
             let Some(id) = self.ready.pop_first_fitting(FIT_WINDOW, fits) else {
@@ -262,6 +275,7 @@ impl Holding {
             };
             held.running = true;
             self.running += 1;
+            self.checks.took_slot(slots_free);
             self.in_use = self.in_use.plus(&held.task.spec.needs.resources);
             ctx.counters.tasks_executed += 1;
             let (epoch, spec) = (held.epoch, Box::new(held.task.spec.clone()));
@@ -273,7 +287,49 @@ impl Holding {
             });
             started.push((id, epoch, held.task.home.clone()));
         }
+        self.ask_checks(ctx, peers, now, lately);
         started
+    }
+
+    /// With a slot free and tasks waiting, sends a start check to the members of the next
+    /// tasks' home sets that have not answered one recent enough (the first [`CHECKED_AHEAD`]
+    /// tasks that fit and whose home set this peer hears lately).
+    fn ask_checks(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis, lately: Millis) {
+        if self.running >= ctx.config.slots || self.ready.is_empty() {
+            return;
+        }
+        let needed = self.checks.needed(ctx.config.slots - self.running);
+        let free = ctx.config.capabilities.offer.capacity.minus(&self.in_use);
+        let me = ctx.me;
+        let wanted: BTreeSet<PeerKey> = self
+            .ready
+            .iter()
+            .filter_map(|id| self.held.get(&id))
+            .filter(|h| {
+                h.task.spec.needs.resources.fits_in(&free)
+                    && peers.hears_quorum(&h.task.home, now, lately)
+            })
+            .take(CHECKED_AHEAD)
+            .flat_map(|h| h.task.home.iter().copied())
+            .filter(|m| *m != me && peers.alive(m))
+            .collect();
+        let retry_after = Millis::from(ctx.config.report_interval_ms);
+        for (peer, round) in self.checks.ask(wanted, needed, now, retry_after) {
+            ctx.send(peer, Message::Ping { round });
+        }
+    }
+
+    /// `from` answered a start check. Only a round this peer sent it counts.
+    fn on_pong(&mut self, ctx: &mut Ctx<'_>, from: PeerKey, round: u64) {
+        if !self.checks.on_answer(from, round) {
+            let error = WireError::Unauthorized("an answer to a check nobody sent");
+            ctx.reject("pong", &error);
+        }
+    }
+
+    /// Forgets what `peer` answered (it was taken for dead, or left).
+    pub(super) fn forget_checks(&mut self, peer: &PeerKey) {
+        self.checks.forget(peer);
     }
 
     /// An attempt ended: the held task it ran, if it is still this peer's to report (not aborted
@@ -597,6 +653,11 @@ impl Scheduler {
     pub(super) fn on_confirm(&mut self, from: PeerKey, tasks: &[(TaskId, u64)]) {
         let (holding, _, stealing, mut ctx) = self.holder();
         holding.on_confirm(&mut ctx, stealing, from, tasks);
+    }
+
+    pub(super) fn on_pong(&mut self, from: PeerKey, round: u64) {
+        let (holding, _, _, mut ctx) = self.holder();
+        holding.on_pong(&mut ctx, from, round);
     }
 
     pub(super) fn on_abort(&mut self, from: PeerKey, id: TaskId, epoch: u64) {

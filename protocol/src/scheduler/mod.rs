@@ -777,6 +777,10 @@ impl Scheduler {
             // From a peer that was asked this question, once, about the task asked; a record in
             // it must hold (spec and seal).
             Message::Answer { query, record } => self.on_answer(now, from, query, record),
+            // From any member: the answer is all it asks, and costs as little as the question.
+            Message::Ping { round } => self.send(from, Message::Pong { round }),
+            // From a peer this one sent a start check of that round (or a later one).
+            Message::Pong { round } => self.on_pong(from, round),
         }
     }
 
@@ -1067,6 +1071,7 @@ impl Scheduler {
         }
         for peer in gone {
             self.peers.remove(peer);
+            self.holding.forget_checks(peer);
         }
         let (home, peers, ctx) = self.member();
         home.level_after_deaths(&ctx, peers, now, gone);
