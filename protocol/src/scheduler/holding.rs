@@ -528,6 +528,14 @@ impl Scheduler {
             .is_some_and(|e| self.is_primary(e.record.home(), now))
     }
 
+    /// Whether the record of `id` this peer keeps has moved past a lease at `epoch`: it ended,
+    /// or names a later epoch.
+    fn keeps_newer(&self, id: &TaskId, epoch: u64) -> bool {
+        self.home
+            .entry(id)
+            .is_some_and(|e| e.record.state.is_final() || e.record.epoch > epoch)
+    }
+
     /// Starts what fits, and tells the tasks' primaries (this peer's own record, or a `Started`
     /// to each other primary).
     pub(super) fn dispatch(&mut self, now: Millis) {
@@ -594,6 +602,18 @@ impl Scheduler {
             if !stolen && !self.may_lead(&from, &task.home, now) {
                 let error = WireError::Unauthorized("placed by a peer that is not its primary");
                 self.reject(kind, &error);
+                continue;
+            }
+            // A lease older than this peer's own copy of the record (the task ended, or was
+            // placed since at a later epoch) comes from a peer that has not caught up, such as
+            // the primary of the other side of a healed cut: refused, and a member that sent it
+            // is sent the newer record.
+            if self.keeps_newer(&task.id, lease.epoch) {
+                let error = WireError::Unauthorized("a lease older than the record kept here");
+                self.reject(kind, &error);
+                if task.home.contains(&from) {
+                    self.home.send_ours(from, task.id);
+                }
                 continue;
             }
             // A draining peer takes no new work: it hands the task back as one it cannot run.

@@ -25,15 +25,31 @@ use crate::task::TaskId;
 use crate::wire::{self, WireError};
 
 /// A member that (re)appeared, being sent the records it shares with this peer.
+///
+/// It is level (and counts towards this peer's majorities again) once it has answered every
+/// record sent, and this peer keeps each at the version the member answered with or a later one:
+/// a member that has a newer version answers with it, and sends it, and this peer must have
+/// taken it before it acts on that record (on the other side of a healed cut, the record may have
+/// moved on: re-claimed, run, ended). Only the answers to the records of the page count, not the
+/// member's other acknowledgements.
 #[derive(Clone, Debug, Default)]
 pub(super) struct CatchUp {
     /// The records not sent yet.
     left: VecDeque<TaskId>,
-    /// Records of the last page the member has not acknowledged.
-    unacked: usize,
-    /// When the last page went.
+    /// The records of the last page not settled yet: for each, the version this peer must keep
+    /// (its own when sent, or the member's newer one), and whether the member answered.
+    unsettled: BTreeMap<TaskId, (u64, bool)>,
+    /// When the last page went (or went again).
     sent_at: Millis,
+    /// How many times the last page went again unsettled.
+    resent: u32,
 }
+
+/// How many times a catch-up page goes again before the catch-up settles it as it stands: a
+/// member whose final record this peer keeps a different end of, for one, answers with it every
+/// time, and this peer keeps its own until it learns a majority holds the other. Without a bound,
+/// that one record would keep the member from counting towards any majority here.
+const CATCH_UP_RESENDS: u32 = 6;
 
 /// The most records of one catch-up sent before the member acknowledges them.
 fn catch_up_page(ctx: &Ctx<'_>) -> usize {
@@ -251,7 +267,7 @@ impl Home {
         from: PeerKey,
         acks: &[(TaskId, u64)],
     ) {
-        self.catch_up_acknowledged(from, acks.len());
+        self.catch_up_acknowledged(from, acks);
         for (id, version) in acks {
             if self
                 .records
@@ -283,6 +299,13 @@ impl Home {
         }
         let version = self.records.get(&id).map_or(0, |e| e.record.version);
         self.out_stored.entry(from).or_default().push((id, version));
+    }
+
+    /// Sends `to` this peer's version of the record of `id` (it acted on an older one).
+    pub(in crate::scheduler) fn send_ours(&mut self, to: PeerKey, id: TaskId) {
+        if self.records.contains_key(&id) {
+            self.out_store.entry(to).or_default().insert(id);
+        }
     }
 
     /// A peer (re)appeared: send it the records of the home sets it shares with this peer, so a
@@ -365,7 +388,7 @@ impl Home {
         for (member, ids) in lagging {
             let catch_up = self.catching_up.entry(member).or_default();
             catch_up.left.extend(ids);
-            if catch_up.unacked == 0 {
+            if catch_up.unsettled.is_empty() {
                 self.send_catch_up_page(ctx, member, now);
             }
         }
@@ -377,40 +400,80 @@ impl Home {
         let Some(catch_up) = self.catching_up.get_mut(&peer) else {
             return;
         };
-        let n = page.min(catch_up.left.len());
-        if n == 0 {
+        let records = &self.records;
+        let ids: Vec<TaskId> = std::iter::from_fn(|| catch_up.left.pop_front())
+            .filter(|id| records.contains_key(id))
+            .take(page)
+            .collect();
+        if ids.is_empty() {
             self.catching_up.remove(&peer);
             return;
         }
-        let ids: Vec<TaskId> = catch_up.left.drain(..n).collect();
-        catch_up.unacked = n;
+        catch_up.unsettled = ids
+            .iter()
+            .filter_map(|id| records.get(id).map(|e| (*id, (e.record.version, false))))
+            .collect();
         catch_up.sent_at = now;
+        catch_up.resent = 0;
         self.out_store.entry(peer).or_default().extend(ids);
     }
 
-    /// Sends the next catch-up pages that are due: the member acknowledged the last one, or it
-    /// went a resend interval ago (lost, or the member is slow: records it misses are sent again
-    /// when it answers a newer version with an older one, or at its next catch-up).
+    /// Sends the next catch-up pages that are due: the member settled the last one, or it went
+    /// a resend interval ago and goes again (lost, or the member is slow, or this peer has not
+    /// taken the newer versions the member answered with yet: sent again, the member sends
+    /// them again). A page sent [`CATCH_UP_RESENDS`] times is settled as it stands.
     pub(in crate::scheduler) fn catch_up_due(&mut self, ctx: &Ctx<'_>, peers: &Peers, now: Millis) {
         self.level_due(ctx, peers, now);
         let after = ctx.config.resend_after_ms;
         self.catching_up.retain(|peer, _| peers.alive(peer));
-        let due: Vec<PeerKey> = self
-            .catching_up
-            .iter()
-            .filter(|(_, c)| c.unacked == 0 || now.saturating_sub(c.sent_at) >= after)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in due {
-            self.send_catch_up_page(ctx, peer, now);
+        let peers: Vec<PeerKey> = self.catching_up.keys().copied().collect();
+        for peer in peers {
+            self.settle_catch_up(&peer);
+            let Some(catch_up) = self.catching_up.get_mut(&peer) else {
+                continue;
+            };
+            if catch_up.unsettled.is_empty() {
+                self.send_catch_up_page(ctx, peer, now);
+            } else if now.saturating_sub(catch_up.sent_at) >= after {
+                if catch_up.resent >= CATCH_UP_RESENDS {
+                    catch_up.unsettled.clear();
+                    self.send_catch_up_page(ctx, peer, now);
+                } else {
+                    catch_up.resent += 1;
+                    catch_up.sent_at = now;
+                    let again: Vec<TaskId> = catch_up.unsettled.keys().copied().collect();
+                    self.out_store.entry(peer).or_default().extend(again);
+                }
+            }
         }
     }
 
-    /// Counts `n` acknowledgements from `from` against its catch-up page, if it is catching up.
-    fn catch_up_acknowledged(&mut self, from: PeerKey, n: usize) {
-        if let Some(catch_up) = self.catching_up.get_mut(&from) {
-            catch_up.unacked = catch_up.unacked.saturating_sub(n);
+    /// `from` answered these records, at these versions: counted against its catch-up page.
+    fn catch_up_acknowledged(&mut self, from: PeerKey, acks: &[(TaskId, u64)]) {
+        let Some(catch_up) = self.catching_up.get_mut(&from) else {
+            return;
+        };
+        for (id, version) in acks {
+            if let Some((needed, answered)) = catch_up.unsettled.get_mut(id) {
+                *needed = (*needed).max(*version);
+                *answered = true;
+            }
         }
+        self.settle_catch_up(&from);
+    }
+
+    /// Drops from `peer`'s catch-up page the records it answered that this peer keeps at the
+    /// version it answered with (or a later one), and those this peer no longer keeps.
+    fn settle_catch_up(&mut self, peer: &PeerKey) {
+        let Some(catch_up) = self.catching_up.get_mut(peer) else {
+            return;
+        };
+        let records = &self.records;
+        catch_up.unsettled.retain(|id, (needed, answered)| {
+            records
+                .get(id)
+                .is_some_and(|e| !*answered || e.record.version < *needed)
+        });
     }
 
     /// Seals the records changed since the last seal, in one batch, and fills in their writes
