@@ -101,9 +101,14 @@ fn signed(submitter: &Keypair, nonce: u64) -> SignedSpec {
 }
 
 fn report(from: &Keypair, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
+    report_of_run(from, 1, seq, queued, exec)
+}
+
+/// A load report of the run `boot` of `from` (a new run is the peer restarted).
+fn report_of_run(from: &Keypair, boot: u64, seq: u64, queued: u32, exec: bool) -> Vec<u8> {
     let report = LoadReport {
         peer: from.public(),
-        boot: 1,
+        boot,
         seq,
         queued,
         running: 0,
@@ -1647,13 +1652,9 @@ fn a_member_that_comes_back_catches_up_a_page_at_a_time() {
     assert_eq!(sent, all, "every shared record, once");
 }
 
-/// The primary recorded a result and died after sending the new version to the holder but not
-/// to the third member. The holder, ranked next, leads the task once the survivors take the
-/// primary for dead, and brings the third member level: a client waiting there is answered, and
-/// that member never leads the task from its old version (re-claiming, and running again, a task
-/// that ended).
-#[test]
-fn a_member_the_dead_primary_left_behind_is_brought_level_by_the_next() {
+/// A places a task (home set A, B, C) on B; B runs it; A records the result and sends the new
+/// version to B only (C keeps it running).
+fn b_ran_it_and_only_b_heard_the_end() -> (Scheduler, Scheduler, Scheduler, TaskId, ChaCha8Rng) {
     let mut rng = rng();
     // A spec whose home set ranks B (the only peer that runs processes) right after A.
     let (mut a, mut b, mut c, id) = (0..64)
@@ -1699,6 +1700,58 @@ fn a_member_the_dead_primary_left_behind_is_brought_level_by_the_next() {
         TaskState::Running,
         "C missed it"
     );
+    (a, b, c, id, rng)
+}
+
+/// A holder that keeps the record of a task refuses a lease older than that record (here: the
+/// task ended), as a primary that has not caught up would grant after a cut: it does not run the
+/// task again, and sends the primary its record.
+#[test]
+fn a_holder_refuses_a_lease_older_than_the_record_it_keeps() {
+    let (a, mut b, _c, id, _rng) = b_ran_it_and_only_b_heard_the_end();
+    let refused = b
+        .counters()
+        .rejected_by_kind
+        .get("place")
+        .copied()
+        .unwrap_or(0);
+    let envelope = b.task(&id).unwrap().envelope.clone();
+    let grant = Grant {
+        granted_by: a.me(),
+        leases: vec![lease(id, b.me(), a.me())],
+    };
+    let place = Message::Place {
+        tasks: vec![envelope],
+        grant: Signed::sign(&grant, &key(1)),
+    };
+    let answer = deliver_bytes(&mut b, a.me(), &[wire::encode(&place)], 8);
+    assert!(
+        !kinds(&answer)
+            .iter()
+            .any(|k| k.starts_with("execute") || k == "send ping"),
+        "{:?}",
+        kinds(&answer)
+    );
+    assert_eq!(
+        b.counters().rejected_by_kind.get("place"),
+        Some(&(refused + 1))
+    );
+    let back: Vec<String> = sent_to(&answer, a.me())
+        .iter()
+        .map(|bytes| wire::decode::<Message>(bytes).unwrap().kind().to_string())
+        .collect();
+    assert_eq!(back, ["store"], "the newer record goes back");
+    assert_eq!(b.task(&id).unwrap().state, TaskState::Completed);
+}
+
+/// The primary recorded a result and died after sending the new version to the holder but not
+/// to the third member. The holder, ranked next, leads the task once the survivors take the
+/// primary for dead, and brings the third member level: a client waiting there is answered, and
+/// that member never leads the task from its old version (re-claiming, and running again, a task
+/// that ended).
+#[test]
+fn a_member_the_dead_primary_left_behind_is_brought_level_by_the_next() {
+    let (_a, mut b, mut c, id, mut rng) = b_ran_it_and_only_b_heard_the_end();
     // B and C hear each other, not A; past a lease TTL they take A for dead.
     let ttl = u64::from(Config::default().lease_ttl_ms);
     let mut seq = 2;
@@ -1897,4 +1950,71 @@ fn a_draining_peer_hands_its_queue_back_finishes_what_it_runs_and_takes_nothing_
     assert!(!b.is_drained(), "its result is not acknowledged yet");
     deliver(&mut b, a.me(), &told, 240);
     assert!(b.is_drained(), "held {:?}", b.held().collect::<Vec<_>>());
+}
+
+/// A member met anew is sent the records it shares with this peer, and counts as level only once
+/// it has answered each, and this peer keeps each at the version the member answered with: an
+/// unanswered page goes again (it used to be taken as done a resend interval after it went), and
+/// so does one answered with a newer version this peer has not taken yet (after a cut, the other
+/// side may have run and ended the task). A page goes again at most six times.
+#[test]
+fn a_catch_up_page_goes_again_until_the_member_answered_it_at_the_version_kept_here() {
+    let mut a = peer(1, 0, false);
+    let mut rng = rng();
+    for n in [2, 3] {
+        a.handle_gossip(0, &mut rng, &report(&key(n), 1, 0, false));
+    }
+    let id = *a.submit(1, &mut rng, vec![spec(&key(1), 1)])[0]
+        .as_ref()
+        .unwrap();
+    drain(&mut a);
+    let b = key(2).public();
+    let stores_to_b = |actions: &[Action]| {
+        sent_to(actions, b)
+            .iter()
+            .filter(|bytes| wire::decode::<Message>(bytes).unwrap().kind() == "store")
+            .count()
+    };
+    // B restarts: A meets it anew and sends it the record.
+    a.handle_gossip(10, &mut rng, &report_of_run(&key(2), 2, 1, 0, false));
+    assert_eq!(stores_to_b(&drain(&mut a)), 1);
+    // The stores A sends B from `from` to `to`, B reporting (run `boot`) all along.
+    let resent_by = |a: &mut Scheduler, rng: &mut ChaCha8Rng, boot: u64, from: u64, to: u64| {
+        (from..to)
+            .step_by(20)
+            .map(|now| {
+                a.handle_gossip(now, rng, &report_of_run(&key(2), boot, now, 0, false));
+                a.tick(now, rng);
+                stores_to_b(&drain(a))
+            })
+            .sum::<usize>()
+    };
+    let resend = Config::default().resend_after_ms;
+    let mut now = 20;
+    assert_eq!(
+        resent_by(&mut a, &mut rng, 2, now, now + resend + 10),
+        1,
+        "unanswered: sent again"
+    );
+    // B answers at the version A keeps: settled, nothing more goes.
+    let version = a.task(&id).unwrap().version;
+    let stored = |version: u64| {
+        wire::encode(&Message::Stored {
+            acks: vec![(id, version)],
+        })
+    };
+    now += resend + 20;
+    deliver_bytes(&mut a, b, &[stored(version)], now);
+    assert_eq!(resent_by(&mut a, &mut rng, 2, now, now + 10 * resend), 0);
+    // B restarts again, and answers with a newer version than A keeps: the page goes again
+    // (B would send its version each time) until A has taken it, or six times.
+    now += 10 * resend;
+    a.handle_gossip(now, &mut rng, &report_of_run(&key(2), 3, now, 0, false));
+    assert_eq!(stores_to_b(&drain(&mut a)), 1);
+    deliver_bytes(&mut a, b, &[stored(version + 3)], now);
+    assert_eq!(
+        resent_by(&mut a, &mut rng, 3, now + 20, now + 20 + 10 * resend),
+        6,
+        "answered with a version not kept here: sent again, six times at most"
+    );
 }
