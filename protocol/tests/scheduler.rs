@@ -819,10 +819,11 @@ fn a_silent_holder_loses_its_lease_and_its_late_completion_is_stale() {
     let reply = deliver_bytes(&mut a, b.public(), &[late], ttl + 500);
     assert_eq!(a.counters().completions_stale, 1);
     // B, taken for dead, is heard again: A meets it anew (sends it the records they share and asks
-    // for its own) before it answers.
+    // for its own) before it answers; A has tasks waiting, so B, a member of their home sets, gets
+    // a start check too.
     assert_eq!(
         kinds(&reply),
-        ["send catch-up", "send store", "send recorded"],
+        ["send catch-up", "send ping", "send store", "send recorded"],
         "the stale holder is brought level and told to stop"
     );
     assert_ne!(a.task(&on_b).unwrap().state, TaskState::Completed);

@@ -1,7 +1,7 @@
 //! The holder's side: tasks this peer holds leases on, its slots, the results it keeps until their
 //! primary acknowledges them, and the rule that a peer cut off from every home member of a task
-//! stops it (the home set is about to re-claim it). A freed slot starts a task only once a majority
-//! of its home set answered a check sent after the slot freed ([`start_checks`]).
+//! stops it (the home set is about to re-claim it). A task starts only once a majority of its home
+//! set answered a recent start check ([`start_checks`]).
 
 mod start_checks;
 
@@ -27,7 +27,7 @@ use crate::wire::WireError;
 
 /// How deep into the ready queue a start looks for a task that fits the free resources.
 const FIT_WINDOW: usize = 64;
-/// How many of the next tasks in the ready queue a start check is sent for (to the members of
+/// How many of the next tasks in the ready queue start checks are sent for (to the members of
 /// their home sets).
 const CHECKED_AHEAD: usize = 8;
 
@@ -233,7 +233,6 @@ impl Holding {
         if held.running {
             self.running = self.running.saturating_sub(1);
             self.in_use = self.in_use.minus(&held.task.spec.needs.resources);
-            self.checks.freed_slot();
         } else {
             self.ready.remove(&id);
         }
@@ -244,9 +243,9 @@ impl Holding {
     /// Starts ready tasks while slots are free, highest priority first, each only if what it
     /// needs fits in what the running tasks leave of this peer's capacity (a task that does not
     /// fit yet lets one behind it start), only if this peer heard a majority of its home set
-    /// lately ([`start_window`]), and only once a majority of that set answered a start check
-    /// sent after the slot it takes freed ([`start_checks`]). Asks the members the next tasks
-    /// still wait for. Returns what started, with each task's home set.
+    /// lately ([`start_window`]), and only if a majority of that set answered a start check sent
+    /// less than `start_check_ms` ago ([`start_checks`]). Asks the members the next tasks need.
+    /// Returns what started, with each task's home set.
     fn dispatch(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -255,16 +254,15 @@ impl Holding {
     ) -> Vec<(TaskId, u64, Vec<PeerKey>)> {
         let mut started = Vec::new();
         let lately = start_window(ctx);
+        let since = now.saturating_sub(ctx.config.start_check_ms);
         while self.running < ctx.config.slots {
-            let slots_free = ctx.config.slots - self.running;
-            let needed = self.checks.needed(slots_free);
             let free = ctx.config.capabilities.offer.capacity.minus(&self.in_use);
             let (held, checks, me) = (&self.held, &self.checks, ctx.me);
             let fits = |id: TaskId| {
                 held.get(&id).is_none_or(|h| {
                     h.task.spec.needs.resources.fits_in(&free)
                         && peers.hears_quorum(&h.task.home, now, lately)
-                        && checks.passed(me, &h.task.home, needed)
+                        && checks.passed(me, &h.task.home, since)
                 })
             };
             let Some(id) = self.ready.pop_first_fitting(FIT_WINDOW, fits) else {
@@ -275,7 +273,6 @@ impl Holding {
             };
             held.running = true;
             self.running += 1;
-            self.checks.took_slot(slots_free);
             self.in_use = self.in_use.plus(&held.task.spec.needs.resources);
             ctx.counters.tasks_executed += 1;
             let (epoch, spec) = (held.epoch, Box::new(held.task.spec.clone()));
@@ -291,30 +288,30 @@ impl Holding {
         started
     }
 
-    /// With a slot free and tasks waiting, sends a start check to the members of the next
-    /// tasks' home sets that have not answered one recent enough (the first [`CHECKED_AHEAD`]
-    /// tasks that fit and whose home set this peer hears lately).
+    /// With tasks waiting, sends a start check to the members of the next tasks' home sets (the
+    /// first [`CHECKED_AHEAD`] that could start but for the check) whose last answer is half of
+    /// `start_check_ms` old, so that the next start need not wait for one.
     fn ask_checks(&mut self, ctx: &mut Ctx<'_>, peers: &Peers, now: Millis, lately: Millis) {
-        if self.running >= ctx.config.slots || self.ready.is_empty() {
+        if self.ready.is_empty() {
             return;
         }
-        let needed = self.checks.needed(ctx.config.slots - self.running);
-        let free = ctx.config.capabilities.offer.capacity.minus(&self.in_use);
+        let capacity = &ctx.config.capabilities.offer.capacity;
         let me = ctx.me;
         let wanted: BTreeSet<PeerKey> = self
             .ready
             .iter()
             .filter_map(|id| self.held.get(&id))
             .filter(|h| {
-                h.task.spec.needs.resources.fits_in(&free)
+                h.task.spec.needs.resources.fits_in(capacity)
                     && peers.hears_quorum(&h.task.home, now, lately)
             })
             .take(CHECKED_AHEAD)
             .flat_map(|h| h.task.home.iter().copied())
             .filter(|m| *m != me && peers.alive(m))
             .collect();
+        let stale_before = now.saturating_sub(ctx.config.start_check_ms / 2);
         let retry_after = Millis::from(ctx.config.report_interval_ms);
-        for (peer, round) in self.checks.ask(wanted, needed, now, retry_after) {
+        for (peer, round) in self.checks.ask(wanted, now, stale_before, retry_after) {
             ctx.send(peer, Message::Ping { round });
         }
     }

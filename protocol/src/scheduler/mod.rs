@@ -67,6 +67,11 @@ pub struct Config {
     pub replicas: usize,
     /// How often the peer reports its load (its heartbeat).
     pub report_interval_ms: Millis,
+    /// How recent a start check a majority of a task's home set must have answered for this
+    /// peer to start the task (see `holding::start_checks`): on the side of a fresh partition
+    /// cut off from that majority, starts stop within this time of the cut. Checks go at most
+    /// twice per member in this time, and only while tasks wait.
+    pub start_check_ms: Millis,
     /// How this peer chooses where the tasks it places go.
     pub placement: crate::placement::Policy,
     /// Where load reports go. 0: broadcast to every peer ([`Action::Broadcast`]), right for
@@ -127,6 +132,7 @@ impl Default for Config {
             addrs: Vec::new(),
             replicas: crate::home::DEFAULT_REPLICAS,
             report_interval_ms: 200,
+            start_check_ms: 50,
             report_fanout: 0,
             placement: crate::placement::Policy::PowerOfTwo,
             lease_ttl_ms: 1_500,
