@@ -254,7 +254,7 @@ impl Holding {
     ) -> Vec<(TaskId, u64, Vec<PeerKey>)> {
         let mut started = Vec::new();
         let lately = start_window(ctx);
-        let since = now.saturating_sub(ctx.config.start_check_ms);
+        let base = ctx.config.start_check_ms;
         while self.running < ctx.config.slots {
             let free = ctx.config.capabilities.offer.capacity.minus(&self.in_use);
             let (held, checks, me) = (&self.held, &self.checks, ctx.me);
@@ -262,7 +262,7 @@ impl Holding {
                 held.get(&id).is_none_or(|h| {
                     h.task.spec.needs.resources.fits_in(&free)
                         && peers.hears_quorum(&h.task.home, now, lately)
-                        && checks.passed(me, &h.task.home, since)
+                        && checks.passed(me, &h.task.home, now, base)
                 })
             };
             let Some(id) = self.ready.pop_first_fitting(FIT_WINDOW, fits) else {
@@ -309,16 +309,16 @@ impl Holding {
             .flat_map(|h| h.task.home.iter().copied())
             .filter(|m| *m != me && peers.alive(m))
             .collect();
-        let stale_before = now.saturating_sub(ctx.config.start_check_ms / 2);
+        let base = ctx.config.start_check_ms;
         let retry_after = Millis::from(ctx.config.report_interval_ms);
-        for (peer, round) in self.checks.ask(wanted, now, stale_before, retry_after) {
+        for (peer, round) in self.checks.ask(wanted, now, base, retry_after) {
             ctx.send(peer, Message::Ping { round });
         }
     }
 
     /// `from` answered a start check. Only a round this peer sent it counts.
-    fn on_pong(&mut self, ctx: &mut Ctx<'_>, from: PeerKey, round: u64) {
-        if !self.checks.on_answer(from, round) {
+    fn on_pong(&mut self, ctx: &mut Ctx<'_>, from: PeerKey, round: u64, now: Millis) {
+        if !self.checks.on_answer(from, round, now) {
             let error = WireError::Unauthorized("an answer to a check nobody sent");
             ctx.reject("pong", &error);
         }
@@ -672,9 +672,9 @@ impl Scheduler {
         holding.on_confirm(&mut ctx, stealing, from, tasks);
     }
 
-    pub(super) fn on_pong(&mut self, from: PeerKey, round: u64) {
+    pub(super) fn on_pong(&mut self, now: Millis, from: PeerKey, round: u64) {
         let (holding, _, _, mut ctx) = self.holder();
-        holding.on_pong(&mut ctx, from, round);
+        holding.on_pong(&mut ctx, from, round, now);
     }
 
     pub(super) fn on_abort(&mut self, from: PeerKey, id: TaskId, epoch: u64) {

@@ -69,8 +69,9 @@ pub struct Config {
     pub report_interval_ms: Millis,
     /// How recent a start check a majority of a task's home set must have answered for this
     /// peer to start the task (see `holding::start_checks`): on the side of a fresh partition
-    /// cut off from that majority, starts stop within this time of the cut. Checks go at most
-    /// twice per member in this time, and only while tasks wait.
+    /// cut off from that majority, starts stop within this time of the cut (or twice a member's
+    /// round trip, if longer). Checks go at most twice per member in this time, and only while
+    /// tasks wait.
     pub start_check_ms: Millis,
     /// How this peer chooses where the tasks it places go.
     pub placement: crate::placement::Policy,
@@ -786,7 +787,7 @@ impl Scheduler {
             // From any member: the answer is all it asks, and costs as little as the question.
             Message::Ping { round } => self.send(from, Message::Pong { round }),
             // From a peer this one sent a start check of that round (or a later one).
-            Message::Pong { round } => self.on_pong(from, round),
+            Message::Pong { round } => self.on_pong(now, from, round),
         }
     }
 
