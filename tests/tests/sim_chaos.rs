@@ -199,10 +199,11 @@ fn run(seed: u64, shape: Shape) -> Run {
                         );
                     }
                     println!(
-                        "peer {i}: knows {} peers, queued {}, running {}",
+                        "peer {i}: knows {} peers, queued {}, running {}, holds it: {:?}",
                         s.peers().count(),
                         s.queued(),
-                        s.running()
+                        s.running(),
+                        s.held().find(|(t, _)| t == id)
                     );
                     println!("  counters {:?}", s.counters());
                 }
