@@ -63,6 +63,9 @@ pub(super) struct Home {
     /// Completions naming an epoch not heard of yet, by task and sender.
     early_completions: BTreeMap<(TaskId, PeerKey), EarlyCompletion>,
     early_transfers: BTreeMap<TaskId, Vec<Lease>>,
+    /// When the oldest early arrival still waiting for each record came (see
+    /// [`Home::broken_chain`]).
+    early_since: BTreeMap<TaskId, Millis>,
     /// Ended records in memory, in the order they ended (or came back from the archive), with
     /// when: each leaves memory [`super::Config::ended_in_memory_ms`] later, once its
     /// replication has settled (see [`crate::archive`]).
@@ -148,6 +151,7 @@ impl Home {
             confirmed_at: BTreeMap::new(),
             early_completions: BTreeMap::new(),
             early_transfers: BTreeMap::new(),
+            early_since: BTreeMap::new(),
             ended_order: VecDeque::new(),
             unsealed: Vec::new(),
             out_store: BTreeMap::new(),
@@ -766,6 +770,7 @@ impl Home {
             } else {
                 let early = EarlyCompletion { epoch, outcome };
                 self.early_completions.insert((id, from), early);
+                self.early_since.entry(id).or_insert(now);
             }
             return;
         }
@@ -900,6 +905,7 @@ impl Home {
             if self.early_transfers.len() >= ctx.config.early_max {
                 ctx.counters.early_dropped += 1;
             } else {
+                self.early_since.entry(lease.task).or_insert(now);
                 self.early_transfers
                     .entry(lease.task)
                     .or_default()
@@ -946,9 +952,13 @@ impl Home {
         };
         self.early_completions
             .retain(|(task, _), c| *task != id || c.epoch >= epoch);
-        if let Some(early) = self.early_completions.remove(&(id, holder))
-            && early.epoch == epoch
-        {
+        // Only the completion at the record's epoch is taken: the holder's completion at a later
+        // epoch (the same peer, at the end of a chain of hand-overs not all heard of yet) waits.
+        let at_epoch = self
+            .early_completions
+            .get(&(id, holder))
+            .is_some_and(|early| early.epoch == epoch);
+        if at_epoch && let Some(early) = self.early_completions.remove(&(id, holder)) {
             self.on_completed(ctx, peers, now, rng, holder, id, early.epoch, early.outcome);
         }
     }
@@ -1058,6 +1068,18 @@ impl Home {
             if entry.record.state.is_final() {
                 continue;
             }
+            let holder = entry.record.holder;
+            if self.broken_chain(ctx, now, id)
+                && let Some(holder) = holder
+            {
+                if self.reclaim(ctx, others.peers, now, holder, id) {
+                    to_place.push(id);
+                }
+                continue;
+            }
+            let Some(entry) = self.records.get(&id) else {
+                continue;
+            };
             match entry.record.holder {
                 Some(holder) if self.lost(ctx.me, others, &holder, &id) => {
                     if self.reclaim(ctx, others.peers, now, holder, id) {
@@ -1104,6 +1126,30 @@ impl Home {
             self.scan_cursor = batch.last().copied();
         }
         batch
+    }
+
+    /// Whether what arrived early for `id` (hand-overs past its record's epoch, a completion at
+    /// a later epoch) has waited four lease TTLs for the links before it: then they never come
+    /// (a notice was lost with a member, or went while no member led the record), and the holder
+    /// at the end of the chain, asked to confirm the lease the record names, says it has a result,
+    /// so nothing else would move the task. The early arrivals are dropped, and the caller
+    /// re-claims the task under a new major epoch: it may run again; its result is recorded once.
+    fn broken_chain(&mut self, ctx: &Ctx<'_>, now: Millis, id: TaskId) -> bool {
+        if !self.has_early(&id) {
+            self.early_since.remove(&id);
+            return false;
+        }
+        let ttl = Millis::from(ctx.config.lease_ttl_ms);
+        let waited = self
+            .early_since
+            .get(&id)
+            .is_some_and(|since| now.saturating_sub(*since) >= 4 * ttl);
+        if waited {
+            self.early_since.remove(&id);
+            self.early_transfers.remove(&id);
+            self.early_completions.retain(|(task, _), _| *task != id);
+        }
+        waited
     }
 
     /// Whether a transfer or a completion for `id` arrived before its record.
