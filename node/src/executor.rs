@@ -59,9 +59,10 @@ pub struct Executor {
     output_cap: usize,
     /// This peer's id, given to a process as `TASKSWARM_PEER`.
     peer: Option<String>,
-    /// Kills the running tasks' process groups if this peer dies; started with the first
-    /// process task (`None` if it could not start).
-    reaper: Arc<std::sync::OnceLock<Option<reaper::Reaper>>>,
+    /// Kills the running tasks' process groups if this peer dies; started with the executor
+    /// when it may run processes, so that it is ready before the first task starts (`None` if
+    /// it may not, or could not start).
+    reaper: Arc<Option<reaper::Reaper>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -170,21 +171,8 @@ impl Executor {
             allow_exec,
             output_cap,
             peer: None,
-            reaper: Arc::default(),
+            reaper: Arc::new(allow_exec.then(start_reaper).flatten()),
         }
-    }
-
-    /// The reaper, started on first use.
-    fn reaper(&self) -> Option<&reaper::Reaper> {
-        self.reaper
-            .get_or_init(|| match reaper::Reaper::start() {
-                Ok(reaper) => Some(reaper),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the reaper: task processes will outlive this peer if it is killed");
-                    None
-                }
-            })
-            .as_ref()
     }
 
     /// Names the peer that runs the attempts: processes see it as `TASKSWARM_PEER`.
@@ -308,7 +296,7 @@ impl Executor {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
-        let reaper = self.reaper();
+        let reaper = self.reaper.as_ref().as_ref();
         if let (Some(reaper), Some(group)) = (reaper, group) {
             reaper.watch(group);
         }
@@ -357,6 +345,17 @@ impl Executor {
             Some(Err(e)) => Outcome::Error {
                 message: format!("waiting for {:?}: {e}", spec.program),
             },
+        }
+    }
+}
+
+/// Starts the reaper. A peer that cannot start one still runs tasks, and says what it lacks.
+fn start_reaper() -> Option<reaper::Reaper> {
+    match reaper::Reaper::start() {
+        Ok(reaper) => Some(reaper),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the reaper: task processes will outlive this peer if it is killed");
+            None
         }
     }
 }

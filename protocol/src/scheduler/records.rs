@@ -465,6 +465,7 @@ impl Home {
             }
             self.records.remove(&id);
             self.waiting_on.remove(&id);
+            self.early_since.remove(&id);
             ctx.counters.evicted += 1;
         }
         self.ended_order.extend(again);
