@@ -95,6 +95,10 @@ pub struct Transition {
     pub note: String,
 }
 
+/// The note of the transition a home-set repair writes for each member it appends (the
+/// transition's peer; the state does not change): what [`TaskRecord::grant_rank`] counts.
+pub const REPAIRED: &str = "home set repaired: member appended";
+
 /// Everything a home member keeps of a task.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct TaskRecord {
@@ -131,6 +135,31 @@ impl TaskRecord {
     /// The home set, in rank order.
     pub fn home(&self) -> &[PeerKey] {
         &self.envelope.home
+    }
+
+    /// The rank `me` marks its grants with as the task's primary ([`crate::lease::next_major`]):
+    /// its place among every member the home set ever had, in the order they joined (`signed`,
+    /// the set the spec was signed with, then each member a repair appended, as its
+    /// [`REPAIRED`] transition names it; a peer dropped and appended again counts at its last
+    /// place). A repair only drops and appends, so a member's rank never changes and no two
+    /// members, present or replaced, share one: a member that granted an epoch and was cut off
+    /// before anyone heard of it, and then replaced, cannot see its epoch granted again by the
+    /// member that moved up to its place in the set. (Past 255 members the ranks saturate.)
+    pub fn grant_rank(&self, signed: &[PeerKey], me: &PeerKey) -> usize {
+        let appended = self
+            .history
+            .iter()
+            .filter(|t| t.note == REPAIRED)
+            .filter_map(|t| t.peer);
+        let ever: Vec<PeerKey> = signed.iter().copied().chain(appended).collect();
+        ever.iter()
+            .rposition(|m| m == me)
+            // A set repaired without the transitions (an older record): after every known one.
+            .or_else(|| {
+                let place = self.home().iter().position(|m| m == me)?;
+                Some(ever.len() + place)
+            })
+            .unwrap_or(0)
     }
 
     /// Appends a transition.
@@ -172,4 +201,78 @@ pub struct OutboxEntry {
     pub epoch: u64,
     /// What it produced.
     pub outcome: Outcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+    use crate::signed::Signed;
+    use crate::task::{Task, TaskKind, TaskSpec};
+
+    fn peer(n: u8) -> PeerKey {
+        Keypair::from_secret([n; 32]).public()
+    }
+
+    /// A waiting record of a task submitted through peer 1 and signed with home set `home`
+    /// (which starts with it).
+    fn record(home: &[PeerKey]) -> TaskRecord {
+        let key = Keypair::from_secret([1; 32]);
+        let kind = TaskKind::Handler {
+            name: "echo".into(),
+            input: Vec::new(),
+        };
+        let spec = TaskSpec {
+            home: home.to_vec(),
+            ..TaskSpec::new(key.public(), 1, kind)
+        };
+        let envelope = Task::from_signed(Signed::sign(&spec, &key))
+            .map(|t| t.envelope())
+            .unwrap();
+        TaskRecord {
+            envelope,
+            state: TaskState::Waiting,
+            epoch: 0,
+            holder: None,
+            version: 1,
+            attempts: Vec::new(),
+            history: Vec::new(),
+            outcome: None,
+            executed_by: None,
+            submitted_wall_ms: 0,
+            finished_wall_ms: None,
+        }
+    }
+
+    /// What a repair does to the record: drops `gone`, appends `new` and says so.
+    fn repair(record: &mut TaskRecord, gone: PeerKey, new: PeerKey) {
+        record.envelope.home.retain(|m| *m != gone);
+        record.envelope.home.push(new);
+        record.transition(record.state, Some(new), 0, REPAIRED);
+    }
+
+    #[test]
+    fn a_member_keeps_its_grant_rank_through_repairs_and_no_newcomer_takes_a_dropped_ones() {
+        let (a, b, c, d, e) = (peer(1), peer(2), peer(3), peer(4), peer(5));
+        let signed = [a, b, c];
+        let mut record = record(&signed);
+        let ranks = |r: &TaskRecord, who: &[PeerKey]| -> Vec<usize> {
+            who.iter().map(|m| r.grant_rank(&signed, m)).collect()
+        };
+        assert_eq!(ranks(&record, &[a, b, c]), [0, 1, 2]);
+        // `a` may have granted 2.0 just before it was cut off and dropped: `b`, now first in
+        // the set, must not grant 2.0 again.
+        repair(&mut record, a, d);
+        assert_eq!(record.home(), [b, c, d]);
+        assert_eq!(ranks(&record, &[b, c, d]), [1, 2, 3]);
+        // Dropped and appended again, a member takes a new rank too.
+        repair(&mut record, b, a);
+        repair(&mut record, c, e);
+        assert_eq!(record.home(), [d, a, e]);
+        assert_eq!(ranks(&record, &[d, a, e]), [3, 4, 5]);
+        // A set repaired before repairs were written down: after every rank known.
+        let mut old = self::record(&signed);
+        old.envelope.home = vec![b, c, d];
+        assert_eq!(ranks(&old, &[b, c, d]), [1, 2, 5]);
+    }
 }

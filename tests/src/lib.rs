@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use taskswarm_protocol::{
     Action, Batch, Capabilities, Config, Keypair, MemoryArchive, Message, Millis, Outcome, PeerKey,
-    RetryPolicy, Scheduler, Submission, Table, TaskId, TaskKind, TaskSpec, wire,
+    RetryPolicy, Scheduler, Submission, Table, TaskId, TaskKind, TaskSpec, lease, wire,
 };
 
 /// The wall time the simulation starts at (ms since the Unix epoch), before each peer's skew.
@@ -209,6 +209,9 @@ pub struct Sim {
     /// task in the record the answer carried, or `None` if it said no live peer knows the task.
     pub answers: BTreeMap<(usize, u64), Option<taskswarm_protocol::TaskState>>,
     trace: u64,
+    /// `SIM_TRACE_TASK`: a task id (or its start, as `TaskId(…)` prints it) whose every message,
+    /// record change and start is printed to stderr, with crashes, restarts and cuts.
+    traced: Option<String>,
     side: Vec<u32>,
     /// One-way cuts: nothing `from` sends reaches `to` (see [`Sim::cut_one_way`]).
     one_way: BTreeSet<(usize, usize)>,
@@ -285,6 +288,7 @@ impl Sim {
             messages: 0,
             answers: BTreeMap::new(),
             trace: FNV_OFFSET,
+            traced: std::env::var("SIM_TRACE_TASK").ok(),
             side: vec![0; n],
             one_way: BTreeSet::new(),
             net,
@@ -340,9 +344,26 @@ impl Sim {
         }
     }
 
+    /// For `SIM_TRACE_TASK`: prints what happened now if `about` (a message, a task id: anything
+    /// whose debug form shows the task's id) concerns the traced task, with its start; with no
+    /// `about` (a crash, a cut), always.
+    #[allow(clippy::print_stderr)] // a test's diagnostic output, asked for
+    fn trace_task(&self, about: Option<&dyn std::fmt::Debug>, what: impl FnOnce() -> String) {
+        let Some(task) = &self.traced else {
+            return;
+        };
+        let about = about.map(|a| format!("{a:?}")).unwrap_or_default();
+        if about.is_empty() || about.contains(task.as_str()) {
+            let about: String = about.chars().take(400).collect();
+            eprintln!("{} ms: {} {about}", self.now, what());
+        }
+    }
+
     /// Cuts the network between groups: peers in different groups reach each other no more
     /// (peers in no group form one more group).
     pub fn partition(&mut self, groups: &[Vec<usize>]) {
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        self.trace_task(None, || format!("partition into groups of {sizes:?} peers"));
         self.side = vec![0; self.peers.len()];
         for (g, group) in groups.iter().enumerate() {
             for &i in group {
@@ -356,6 +377,10 @@ impl Sim {
     /// cannot come back, a peer of `to` that sends to one of `from` is told its message was not
     /// delivered (after the send timeout), though it was.
     pub fn cut_one_way(&mut self, from: &[usize], to: &[usize]) {
+        let sizes = (from.len(), to.len());
+        self.trace_task(None, || {
+            format!("one-way cut from {} peers to {}", sizes.0, sizes.1)
+        });
         for &i in from {
             for &j in to {
                 self.one_way.insert((i, j));
@@ -478,6 +503,7 @@ impl Sim {
     /// Crashes peer `i`, losing the messages on their way from it for which `lost` holds (given
     /// each one's place in the queue of events).
     fn crash_losing(&mut self, i: usize, lost: impl Fn(u64, &Message) -> bool) {
+        self.trace_task(None, || format!("peer {i} crashes"));
         self.peers[i].scheduler = None;
         self.peers[i].incarnation += 1;
         let gone: Vec<(Millis, u64)> = self
@@ -495,6 +521,7 @@ impl Sim {
 
     /// Restarts peer `i` from its disk.
     pub fn restart(&mut self, i: usize) {
+        self.trace_task(None, || format!("peer {i} restarts"));
         let peer = &mut self.peers[i];
         let mut scheduler = Scheduler::new(peer.key.clone(), peer.config.clone());
         scheduler.set_wall_offset(peer.wall_offset);
@@ -566,6 +593,9 @@ impl Sim {
             Action::Execute {
                 task, epoch, spec, ..
             } => {
+                self.trace_task(Some(&task), || {
+                    format!("peer {i} starts under {}:", lease::show_epoch(epoch))
+                });
                 self.peers[i].executed.push((task, epoch));
                 self.started.push((i, task, epoch));
                 self.start_log.push((self.now, i, task, epoch));
@@ -601,6 +631,21 @@ impl Sim {
                 self.accepted.extend(tasks);
             }
             Action::Changed { task } => {
+                self.trace_task(Some(&task), || {
+                    let record = self.peers[i].scheduler.as_ref().and_then(|s| s.task(&task));
+                    let shown = record.map(|r| {
+                        let holder = r.holder.and_then(|h| self.index_of(&h));
+                        let home: Vec<_> =
+                            r.home().iter().filter_map(|m| self.index_of(m)).collect();
+                        format!(
+                            "{} v{} epoch {} holder {holder:?} home {home:?}",
+                            r.state.as_str(),
+                            r.version,
+                            lease::show_epoch(r.epoch)
+                        )
+                    });
+                    format!("peer {i}'s record changed ({shown:?}):")
+                });
                 self.changed.push((i, task));
                 if self.peers[i]
                     .scheduler
@@ -622,6 +667,7 @@ impl Sim {
     /// Sends a message from `i` to `j` through the faults of the network: it may be lost (or cut
     /// off by a partition; the sender hears so after the send timeout), held back, or doubled.
     fn send(&mut self, i: usize, j: usize, message: Message) {
+        self.trace_task(Some(&message), || format!("peer {i} sends to {j}:"));
         let incarnation = self.peers[i].incarnation;
         if !self.reaches(i, j) || self.chance(self.net.loss_permille) {
             let at = self.now + self.net.send_timeout_ms;
@@ -785,6 +831,9 @@ impl Sim {
             }
             return;
         }
+        self.trace_task(Some(&message), || {
+            format!("peer {to} receives from {from}:")
+        });
         let sender = self.peers[from].me();
         let batch = Batch {
             frames: vec![wire::encode(&message)],

@@ -112,7 +112,7 @@ impl Home {
                 continue;
             };
             let record = &mut entry.record;
-            let rank = record.home().iter().position(|m| *m == ctx.me).unwrap_or(0);
+            let rank = record.grant_rank(&entry.spec.home, &ctx.me);
             record.epoch = crate::lease::next_major(record.epoch, rank);
             record.holder = Some(peer);
             let note = if record.state == TaskState::Unschedulable {

@@ -8,9 +8,13 @@
 //! Once it has been gone the whole grace period, the primary (which needs a majority of the set,
 //! as for every change) drops it from the set, appends the next peer by rendezvous rank (alive,
 //! reached, not draining), raises the record's version and replicates it: the newcomer takes the
-//! record from the primary's `Store` like any other. The survivors keep their ranks, so the
+//! record from the primary's `Store` like any other. The survivors keep their order, so the
 //! primary does not change with the repair. The spec keeps the home set it was signed with; the
-//! record (sealed by the primary) and the envelopes it sends out carry the repaired one.
+//! record (sealed by the primary) and the envelopes it sends out carry the repaired one, and its
+//! history names each member appended. The members' grant ranks count every member the set ever
+//! had ([`TaskRecord::grant_rank`](crate::record::TaskRecord::grant_rank)), so the member that
+//! moves up to a dropped member's place cannot grant an epoch the dropped one may have granted
+//! unheard (it was cut off just after).
 //!
 //! Unfinished records are repaired in the primary's scan. Ended ones leave memory for the archive,
 //! so the primary walks the archive once for every member that has been gone the grace period,
@@ -35,9 +39,9 @@ use crate::wire::WireError;
 
 /// Whether `theirs`, sealed by `sealer`, is a repair of the home set `ours` that this peer (`me`)
 /// may take: the sealer is a member of ours; the members ours names that theirs keeps come first,
-/// in the same order (a repair only drops and appends); every member it drops, but this peer, is
-/// gone in this peer's view (a live member is never replaced); and, if it drops this peer, the
-/// sealer leads the new set as this peer sees it (so no other member can make it drop its copy).
+/// in the same order (a repair only drops and appends); if it drops this peer, the sealer leads
+/// the new set as this peer sees it (so no other member can make it drop its copy); if not,
+/// every member it drops is gone in this peer's view (a live member is never replaced).
 pub(in crate::scheduler) fn check_repair(
     me: PeerKey,
     peers: &Peers,
@@ -58,11 +62,17 @@ pub(in crate::scheduler) fn check_repair(
         return refuse("a home set reordered");
     }
     let mut dropped = ours.iter().filter(|m| !theirs.contains(m));
-    if dropped.clone().any(|m| *m != me && peers.alive(m)) {
-        return refuse("a home set that drops a live member");
+    if dropped.clone().any(|m| *m == me) {
+        // Whether the others it drops were gone is for those that stay to judge: while this peer
+        // was away the set may have been repaired more than once, each time by a member that
+        // had not heard from the member it dropped (which this peer may hear from now).
+        if peers.primary_of(theirs) != Some(*sealer) {
+            return refuse("a home set without us, from a peer that does not lead it");
+        }
+        return Ok(());
     }
-    if dropped.any(|m| *m == me) && peers.primary_of(theirs) != Some(*sealer) {
-        return refuse("a home set without us, from a peer that does not lead it");
+    if dropped.any(|m| peers.alive(m)) {
+        return refuse("a home set that drops a live member");
     }
     Ok(())
 }
@@ -132,17 +142,24 @@ impl Home {
         }
         let key = home::key(&entry.spec.submitter, entry.spec.nonce);
         let mut repaired = home.to_vec();
+        let mut appended = Vec::new();
         for gone in &departed {
             let Some(next) = home::replacement(&key, &repaired, peers.replacements()) else {
                 break;
             };
             repaired.retain(|m| m != gone);
             repaired.push(next);
+            appended.push(next);
         }
-        if repaired == home {
+        if appended.is_empty() {
             return false;
         }
-        entry.record.envelope.home = repaired;
+        let wall = ctx.wall(now);
+        let record = &mut entry.record;
+        record.envelope.home = repaired;
+        for member in appended {
+            record.transition(record.state, Some(member), wall, crate::record::REPAIRED);
+        }
         ctx.counters.rehomed += 1;
         true
     }
@@ -232,5 +249,36 @@ impl Home {
         }
         ctx.push(Action::Changed { task: id });
         ctx.counters.handed_over += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    fn peer(n: u8) -> PeerKey {
+        Keypair::from_secret([n; 32]).public()
+    }
+
+    #[test]
+    fn a_repair_that_drops_a_live_member_is_refused_unless_it_drops_this_peer_and_its_leader_sent_it()
+     {
+        let (me, b, c, x, y) = (peer(1), peer(2), peer(3), peer(4), peer(5));
+        let mut peers = Peers::new(me);
+        for m in [b, c, x, y] {
+            peers.heard_from(m, 10);
+        }
+        let ours = [me, b, c];
+        // `b` dropped `c`, which this peer hears from: refused while this peer stays.
+        assert!(check_repair(me, &peers, &ours, &[me, b, x], &b).is_err());
+        // Repaired twice while this peer was away, the set dropped it and `c` (each repair by a
+        // member that had not heard from the other): taken from `b`, which leads the new set.
+        assert!(check_repair(me, &peers, &ours, &[b, x, y], &b).is_ok());
+        // From any other member, or reordered, it is not.
+        assert!(check_repair(me, &peers, &ours, &[b, x, y], &c).is_err());
+        assert!(check_repair(me, &peers, &ours, &[c, b, x], &b).is_err());
+        // From a peer outside the set this peer keeps, never.
+        assert!(check_repair(me, &peers, &ours, &[x, y, b], &x).is_err());
     }
 }
