@@ -445,18 +445,10 @@ impl EventLoop {
     }
 
     /// The record of a task this peer keeps, read back from disk if it ended and left memory; a
-    /// row that changed on disk is refused, saying so (the task is then asked of the others).
+    /// row that changed on disk is refused (the scheduler says so with `RowRefused`, and the task
+    /// is then asked of the others).
     fn look_up(&mut self, id: &TaskId) -> Option<&TaskRecord> {
-        let refused = self.scheduler.counters().restore_errors;
-        let found = self.scheduler.look_up(id).is_some();
-        if !found && self.scheduler.counters().restore_errors > refused {
-            tracing::error!(
-                task = %id,
-                "refusing a stored row: it changed on disk or cannot be read; asking the other \
-                 members of the task's home set"
-            );
-        }
-        self.scheduler.task(id)
+        self.scheduler.look_up(id)
     }
 
     /// The records this peer keeps in `wanted` state (every state with `None`): those in memory,
@@ -698,6 +690,12 @@ impl EventLoop {
             Action::Accepted { tasks } => accepted(state, &tasks),
             Action::Answer { query, record } => self.answer(state, query, record),
             Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
+            Action::RowRefused { task, reason } => tracing::error!(
+                %task,
+                %reason,
+                "refusing a stored row: it changed on disk or cannot be read; the other members \
+                 of the task's home set send the record again"
+            ),
         }
     }
 
@@ -812,7 +810,8 @@ fn claims_nothing(action: &Action) -> bool {
         Action::Broadcast { .. }
         | Action::Abort { .. }
         | Action::Changed { .. }
-        | Action::PeerDiscovered { .. } => true,
+        | Action::PeerDiscovered { .. }
+        | Action::RowRefused { .. } => true,
         Action::Send { message, .. } => matches!(
             message,
             Message::Load { .. } | Message::Ping { .. } | Message::Pong { .. }

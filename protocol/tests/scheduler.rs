@@ -61,6 +61,7 @@ fn kinds(actions: &[Action]) -> Vec<String> {
             Action::Accepted { tasks } => format!("accepted {}", tasks.len()),
             Action::Answer { record, .. } => format!("answer {}", record.is_some()),
             Action::PeerDiscovered { .. } => "discovered".into(),
+            Action::RowRefused { .. } => "row refused".into(),
         })
         .collect()
 }
@@ -476,6 +477,30 @@ fn an_ended_record_leaves_memory_and_a_stale_copy_is_answered_from_disk() {
     assert!(
         !kinds(&answer).iter().any(|k| k.starts_with("write")),
         "nothing is written: {:?}",
+        kinds(&answer)
+    );
+
+    // Once it has left memory again, its row changes on disk: the next copy that names it reads
+    // it back, refuses it and says so (whatever named it: here a member's `Store`, not a client).
+    let later = 9 + 2 * linger;
+    b.tick(later, &mut rng);
+    drain(&mut b);
+    assert!(b.task(&id).is_none());
+    let mut row = archive.rows()[&id].clone();
+    let last = row.len() - 1;
+    row[last / 2] ^= 0x01;
+    archive.keep(&Action::Write {
+        table: Table::Ended,
+        key: id,
+        value: Some(row),
+    });
+    let answer = deliver_bytes(&mut b, a.me(), &stale_store, later + 1);
+    assert_eq!(b.counters().restore_errors, 1);
+    assert!(
+        answer
+            .iter()
+            .any(|a| matches!(a, Action::RowRefused { task, .. } if *task == id)),
+        "{:?}",
         kinds(&answer)
     );
 }

@@ -661,6 +661,10 @@ impl Sim {
                     .insert((i, query), record.map(|r| r.record.state));
             }
             Action::Abort { .. } | Action::PeerDiscovered { .. } => {}
+            // The simulated disk never changes a row.
+            Action::RowRefused { task, reason } => {
+                panic!("peer {i} refused its own stored row of {task:?}: {reason}")
+            }
         }
     }
 

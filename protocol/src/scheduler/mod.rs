@@ -244,6 +244,15 @@ pub enum Action {
         /// The record, if some peer keeps it, with its seal (checked).
         record: Option<Box<SealedRecord>>,
     },
+    /// A stored row of this task, read back from the archive because something named the task,
+    /// did not verify (it changed on disk, or cannot be read) and was ignored: say so. The other
+    /// members of its home set still keep the record, and send it when they next meet this peer.
+    RowRefused {
+        /// The task.
+        task: TaskId,
+        /// Why, in a few words.
+        reason: String,
+    },
     /// A peer was heard from for the first time; these are its advertised addresses.
     PeerDiscovered {
         /// The peer.

@@ -437,8 +437,15 @@ impl Home {
         });
         match restored {
             Ok(()) => ctx.counters.recalled += 1,
-            // A row changed on disk: refused, as at start; the other members still have it.
-            Err(_) => ctx.counters.restore_errors += 1,
+            // A row changed on disk: refused, as at start, and said so (whatever named the task:
+            // a client, or a member's `Store`); the other members still have it.
+            Err(error) => {
+                ctx.counters.restore_errors += 1;
+                ctx.push(Action::RowRefused {
+                    task: *id,
+                    reason: error.to_string(),
+                });
+            }
         }
     }
 
