@@ -344,6 +344,19 @@ impl Sim {
         }
     }
 
+    /// A record as the diagnostics show it: state, version, epoch, and its holder and home set
+    /// by peer index.
+    pub fn show_record(&self, r: &taskswarm_protocol::TaskRecord) -> String {
+        let holder = r.holder.and_then(|h| self.index_of(&h));
+        let home: Vec<_> = r.home().iter().filter_map(|m| self.index_of(m)).collect();
+        format!(
+            "{} v{} epoch {} holder {holder:?} home {home:?}",
+            r.state.as_str(),
+            r.version,
+            lease::show_epoch(r.epoch)
+        )
+    }
+
     /// For `SIM_TRACE_TASK`: prints what happened now if `about` (a message, a task id: anything
     /// whose debug form shows the task's id) concerns the traced task, with its start; with no
     /// `about` (a crash, a cut), always.
@@ -633,17 +646,7 @@ impl Sim {
             Action::Changed { task } => {
                 self.trace_task(Some(&task), || {
                     let record = self.peers[i].scheduler.as_ref().and_then(|s| s.task(&task));
-                    let shown = record.map(|r| {
-                        let holder = r.holder.and_then(|h| self.index_of(&h));
-                        let home: Vec<_> =
-                            r.home().iter().filter_map(|m| self.index_of(m)).collect();
-                        format!(
-                            "{} v{} epoch {} holder {holder:?} home {home:?}",
-                            r.state.as_str(),
-                            r.version,
-                            lease::show_epoch(r.epoch)
-                        )
-                    });
+                    let shown = record.map(|r| self.show_record(r));
                     format!("peer {i}'s record changed ({shown:?}):")
                 });
                 self.changed.push((i, task));

@@ -187,14 +187,9 @@ fn run(seed: u64, shape: Shape) -> Run {
                         continue;
                     };
                     if let Some(r) = s.task(id) {
-                        let home: Vec<_> =
-                            r.home().iter().filter_map(|k| sim.index_of(k)).collect();
                         println!(
-                            "peer {i} record: {} epoch {:x} holder {:?} home {home:?} v{} history {:?}",
-                            r.state.as_str(),
-                            r.epoch,
-                            r.holder.and_then(|k| sim.index_of(&k)),
-                            r.version,
+                            "peer {i} record: {} history {:?}",
+                            sim.show_record(r),
                             r.history
                                 .iter()
                                 .map(|t| format!("{}@{:x}:{}", t.state.as_str(), t.epoch, t.note))
