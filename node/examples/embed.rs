@@ -8,7 +8,8 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use taskswarm::TaskState;
 
 use taskswarm::{NewTask, Peer};
 
@@ -19,7 +20,11 @@ async fn main() -> anyhow::Result<()> {
         .handler("word-count", |ctx, input: Vec<u8>| async move {
             let text = String::from_utf8(input).map_err(|e| e.to_string())?;
             let words = text.split_whitespace().count();
-            Ok(format!("{words} words (lease epoch {})", ctx.epoch).into_bytes())
+            Ok(format!(
+                "{words} words (lease epoch {})",
+                taskswarm::view::show_epoch(ctx.epoch)
+            )
+            .into_bytes())
         })
         .spawn()
         .await?;
@@ -34,15 +39,8 @@ async fn main() -> anyhow::Result<()> {
         front.peer_id()
     );
 
-    // Wait (with a deadline) until the front peer has heard the worker's load report.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while front.client().cluster().await?.peers.is_empty() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the peers did not find each other"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Wait until the front peer knows a swarm of two: it has heard the worker's load report.
+    front.wait_for_peers(2, Duration::from_secs(10)).await?;
 
     let client = front.client();
     let result = client
@@ -55,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         result.output.as_deref().unwrap_or("")
     );
     anyhow::ensure!(
-        result.state == "completed",
+        result.state == TaskState::Completed,
         "the task did not complete: {result:?}"
     );
     anyhow::ensure!(result.executed_by == Some(worker.peer_id().to_string()));

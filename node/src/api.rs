@@ -83,7 +83,7 @@ impl From<ClientError> for ApiError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::UnknownTask(_) => Self::not_found(e.to_string()),
-            ClientError::Stopped => Self {
+            ClientError::Stopped | ClientError::TooFewPeers { .. } => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 error: e.to_string(),
                 field: None,
@@ -276,15 +276,8 @@ fn parse_id(id: &str) -> Result<TaskId, ApiError> {
 }
 
 fn parse_state(text: &str) -> Result<TaskState, ApiError> {
-    TaskState::ALL
-        .into_iter()
-        .find(|s| s.as_str() == text)
-        .ok_or_else(|| {
-            ApiError::bad(
-                "state",
-                "expected waiting, unschedulable, running, completed, failed or cancelled",
-            )
-        })
+    text.parse()
+        .map_err(|e| ApiError::bad("state", format!("{e}")))
 }
 
 async fn healthz(State(client): State<Client>) -> ApiResult<serde_json::Value> {

@@ -264,7 +264,7 @@ impl ApiClient {
     }
 
     /// The tasks whose records the peer keeps, in one state or all.
-    pub async fn tasks(&self, state: Option<&str>) -> Result<TaskList, ApiClientError> {
+    pub async fn tasks(&self, state: Option<crate::TaskState>) -> Result<TaskList, ApiClientError> {
         let path = match state {
             Some(state) => format!("/v1/tasks?state={state}"),
             None => "/v1/tasks".to_string(),

@@ -6,13 +6,38 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use taskswarm::TaskState;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::Multiaddr;
+use std::io::Write as _;
 use taskswarm::spec::{SpecInput, parse_backoff, parse_duration, parse_retry_on};
+use taskswarm::view::show_epoch;
 use taskswarm::{ClusterView, Peer, TaskView};
+
+/// Writes a line of the command's own output. A reader that went away (`taskswarm task list |
+/// head`) makes it an error like any other, which `main` turns into a quiet end.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// Writes `text` as it is (no line added).
+fn out_text(text: &str) -> std::io::Result<()> {
+    std::io::stdout().lock().write_all(text.as_bytes())
+}
+
+/// Whether `error` is a write to a reader that went away (a closed pipe).
+pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 /// taskswarm: a peer-to-peer task scheduler with no broker and no head node.
 ///
@@ -374,9 +399,10 @@ enum TaskCmd {
     },
     /// List the tasks whose records this peer keeps (it is in their home sets).
     List {
-        /// Only tasks in this state: waiting, running, completed or failed.
+        /// Only tasks in this state: waiting, unschedulable, running, completed, failed or
+        /// cancelled.
         #[arg(long)]
-        state: Option<String>,
+        state: Option<TaskState>,
         #[command(flatten)]
         api: ApiArg,
         /// Print JSON.
@@ -399,9 +425,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Swarm(SwarmCmd::Init { out, force }) => {
             let key = taskswarm::admission::generate_key();
             taskswarm::admission::write_key(&out, &key, force)?;
-            println!("wrote a new swarm key to {}", out.display());
-            println!("fingerprint {}", key.fingerprint());
-            println!("start every peer with --swarm-key {}", out.display());
+            out!("wrote a new swarm key to {}", out.display());
+            out!("fingerprint {}", key.fingerprint());
+            out!("start every peer with --swarm-key {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Task(TaskCmd::Show { id, api, json }) => {
@@ -413,31 +439,31 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let proof = api.client()?.proof(&id).await?;
             match taskswarm::proof::check(&id, &proof.sealed) {
                 Ok(chain) => {
-                    println!("task {id}: the proof holds");
+                    out!("task {id}: the proof holds");
                     for line in chain {
-                        println!("  {line}");
+                        out!("  {line}");
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(error) => {
-                    println!("task {id}: {error}");
+                    out!("task {id}: {error}");
                     Ok(ExitCode::from(1))
                 }
             }
         }
         Cmd::Task(TaskCmd::Cancel { id, api }) => {
             let answer = api.client()?.cancel(&id).await?;
-            println!("cancelling {}", answer.id);
+            out!("cancelling {}", answer.id);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Task(TaskCmd::List { state, api, json }) => {
-            let list = api.client()?.tasks(state.as_deref()).await?;
+            let list = api.client()?.tasks(state).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                out!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{} {}", list.tasks.len(), list.scope);
+                out!("{} {}", list.tasks.len(), list.scope);
                 for t in list.tasks {
-                    println!("{}  {:<9}  {}", t.id, t.state, describe(&t));
+                    out!("{}  {:<9}  {}", t.id, t.state, describe(&t));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -540,14 +566,14 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         .spawn()
         .await
         .context("starting the peer")?;
-    println!("peer id: {}", peer.peer_id());
+    out!("peer id: {}", peer.peer_id());
     for addr in peer.listen_addrs() {
-        println!("listening on {addr}");
+        out!("listening on {addr}");
     }
     if let Some(api) = peer.api_addr() {
-        println!("api: http://{api}");
+        out!("api: http://{api}");
     }
-    println!("peer file: {}", args.data_dir.join("peer.json").display());
+    out!("peer file: {}", args.data_dir.join("peer.json").display());
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -558,13 +584,13 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
             _ = hangup.recv() => reload(&args, &peer).await,
             // Drained through the API (`taskswarm drain`).
             _ = peer.stopped() => {
-                println!("drained; stopped");
+                out!("drained; stopped");
                 peer.shutdown().await;
                 return Ok(ExitCode::SUCCESS);
             }
         }
     }
-    println!(
+    out!(
         "draining: up to {:?} for the tasks it runs (Ctrl-C again to leave now)",
         args.stop_deadline
     );
@@ -575,7 +601,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {}
         }
     }
-    println!("stopping");
+    out!("stopping");
     peer.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -584,7 +610,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
 async fn run_drain(api: &Api, deadline: Duration, no_wait: bool) -> anyhow::Result<ExitCode> {
     let me = api.cluster().await?.me.peer_id;
     let answer = api.drain(Some(deadline)).await?;
-    println!(
+    out!(
         "draining {me}: up to {:?} for the tasks it runs",
         Duration::from_millis(answer.deadline_ms)
     );
@@ -599,12 +625,12 @@ async fn run_drain(api: &Api, deadline: Duration, no_wait: bool) -> anyhow::Resu
             Ok(view) => {
                 let now = (view.me.running, view.me.queued);
                 if last != Some(now) {
-                    println!("  running {}, queued {}", now.0, now.1);
+                    out!("  running {}, queued {}", now.0, now.1);
                     last = Some(now);
                 }
             }
             Err(_) => {
-                println!("stopped");
+                out!("stopped");
                 return Ok(ExitCode::SUCCESS);
             }
         }
@@ -669,20 +695,20 @@ fn run_token(command: TokenCmd) -> anyhow::Result<ExitCode> {
                  again on SIGHUP.",
                 path.display()
             );
-            println!("{token}");
+            out!("{token}");
         }
         TokenCmd::List { file } => {
             let path = file.path();
             let tokens = Tokens::read(&path)?;
-            println!("{} tokens in {}", tokens.entries().len(), path.display());
+            out!("{} tokens in {}", tokens.entries().len(), path.display());
             for entry in tokens.entries() {
-                println!("{:<24} {}", entry.name, entry.roles_text());
+                out!("{:<24} {}", entry.name, entry.roles_text());
             }
         }
         TokenCmd::Remove { name, file } => {
             let path = file.path();
             Tokens::remove(&path, &name)?;
-            println!("removed token {name:?} from {}", path.display());
+            out!("removed token {name:?} from {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -737,15 +763,15 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let id = api.submit_one(&spec).await?;
     if !args.wait {
         if args.json {
-            println!("{}", serde_json::json!({ "id": id }));
+            out!("{}", serde_json::json!({ "id": id }));
         } else {
-            println!("{id}");
+            out!("{id}");
         }
         return Ok(ExitCode::SUCCESS);
     }
     let task = api.wait(&id).await?;
     print_task(&task, args.json)?;
-    Ok(if task.state == "completed" {
+    Ok(if task.state == TaskState::Completed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -787,10 +813,10 @@ async fn submit_file(
     bar.finish();
     if !wait {
         if json {
-            println!("{}", serde_json::json!({ "ids": ids }));
+            out!("{}", serde_json::json!({ "ids": ids }));
         } else {
             for id in &ids {
-                println!("{id}");
+                out!("{id}");
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -802,11 +828,14 @@ async fn submit_file(
         bar.inc(1);
     }
     bar.finish();
-    let failed = tasks.iter().filter(|t| t.state != "completed").count();
+    let failed = tasks
+        .iter()
+        .filter(|t| t.state != TaskState::Completed)
+        .count();
     if json {
-        println!("{}", serde_json::to_string_pretty(&tasks)?);
+        out!("{}", serde_json::to_string_pretty(&tasks)?);
     } else {
-        println!("{} completed, {failed} failed", tasks.len() - failed);
+        out!("{} completed, {failed} failed", tasks.len() - failed);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -835,10 +864,10 @@ async fn submit_job(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyhow
     if !wait {
         if json {
             let answer = taskswarm::api_client::JobSubmitted { tasks: answer };
-            println!("{}", serde_json::to_string(&answer)?);
+            out!("{}", serde_json::to_string(&answer)?);
         } else {
             for (name, id) in &tasks {
-                println!("{name:<16} {id}");
+                out!("{name:<16} {id}");
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -848,7 +877,7 @@ async fn submit_job(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyhow
         views.push(api.wait(id).await?);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        out!("{}", serde_json::to_string_pretty(&views)?);
     } else {
         for ((name, id), view) in tasks.iter().zip(&views) {
             let why = view
@@ -856,10 +885,10 @@ async fn submit_job(api: &Api, file: &PathBuf, wait: bool, json: bool) -> anyhow
                 .as_deref()
                 .map(|e| format!("  {e}"))
                 .unwrap_or_default();
-            println!("{name:<16} {id}  {}{why}", view.state);
+            out!("{name:<16} {id}  {}{why}", view.state);
         }
     }
-    let all_done = views.iter().all(|v| v.state == "completed");
+    let all_done = views.iter().all(|v| v.state == TaskState::Completed);
     Ok(if all_done {
         ExitCode::SUCCESS
     } else {
@@ -891,51 +920,52 @@ fn describe(task: &TaskView) -> String {
 
 fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(task)?);
+        out!("{}", serde_json::to_string_pretty(task)?);
         return Ok(());
     }
-    println!("task        {}", task.id);
-    println!("state       {}", task.state);
+    out!("task        {}", task.id);
+    out!("state       {}", task.state);
     if let Some(reason) = &task.reason {
-        println!("why         {reason}");
+        out!("why         {reason}");
     }
     if let Some(name) = &task.name {
-        println!("name        {name}");
+        out!("name        {name}");
     }
     for dep in &task.after {
-        println!("after       {dep}");
+        out!("after       {dep}");
     }
-    println!("what        {}", describe(task));
+    out!("what        {}", describe(task));
     match &task.client {
-        Some(client) => println!("submitted   by {client} through {}", task.origin),
-        None => println!("submitted   through {}", task.origin),
+        Some(client) => out!("submitted   by {client} through {}", task.origin),
+        None => out!("submitted   through {}", task.origin),
     }
     if task.priority != 0 {
-        println!("priority    {}", task.priority);
+        out!("priority    {}", task.priority);
     }
     if !task.needs.is_empty() {
-        println!("needs       {}", task.needs.join(", "));
+        out!("needs       {}", task.needs.join(", "));
     }
-    let show = |label: &str, value: &Option<String>| {
-        if let Some(v) = value {
-            println!("{label:<11} {v}");
+    let show = |label: &str, value: &Option<String>| -> std::io::Result<()> {
+        match value {
+            Some(v) => writeln!(std::io::stdout().lock(), "{label:<11} {v}"),
+            None => Ok(()),
         }
     };
     if let Some(code) = task.exit_code {
-        println!("exit code   {code}");
+        out!("exit code   {code}");
     }
-    show("executed by", &task.executed_by);
+    show("executed by", &task.executed_by)?;
     if !task.is_final() {
-        show("held by", &task.holder);
+        show("held by", &task.holder)?;
     }
-    println!("lease epoch {}", task.lease_epoch);
+    out!("lease epoch {}", show_epoch(task.lease_epoch));
     if let Some(ms) = task.duration_ms {
-        println!("took        {ms} ms");
+        out!("took        {ms} ms");
     }
-    println!("home set    {}", task.home.join(", "));
-    show("error", &task.error);
+    out!("home set    {}", task.home.join(", "));
+    show("error", &task.error)?;
     if !task.attempts.is_empty() {
-        println!("attempts");
+        out!("attempts");
         for (n, a) in task.attempts.iter().enumerate() {
             let code = a
                 .exit_code
@@ -947,23 +977,23 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
             } else {
                 format!(": {}", detail.replace('\n', " "))
             };
-            println!(
+            out!(
                 "  {} {}  {:<10} epoch {} on {}{code}{detail}",
                 n + 1,
                 taskswarm::view::format_time(a.at_ms),
                 a.ending,
-                a.epoch,
+                show_epoch(a.epoch),
                 a.peer
             );
         }
     }
-    println!("history");
+    out!("history");
     for t in &task.history {
-        println!(
+        out!(
             "  {}  {:<9} epoch {} {} {}",
             taskswarm::view::format_time(t.at_ms),
             t.state,
-            t.epoch,
+            show_epoch(t.epoch),
             t.peer.as_deref().unwrap_or("-"),
             t.note
         );
@@ -974,10 +1004,10 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
         ("output", &task.output),
     ] {
         if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
-            println!("--- {label} ---");
-            print!("{text}");
+            out!("--- {label} ---");
+            out_text(text)?;
             if !text.ends_with('\n') {
-                println!();
+                out!();
             }
         }
     }
@@ -987,12 +1017,17 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
 async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
     let cluster: ClusterView = api.cluster().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&cluster)?);
+        out!("{}", serde_json::to_string_pretty(&cluster)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    out!(
         "{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}",
-        "peer", "slots", "running", "queued", "exec", "heard"
+        "peer",
+        "slots",
+        "running",
+        "queued",
+        "exec",
+        "heard"
     );
     let rows = std::iter::once((&cluster.me, "(this peer)".to_string())).chain(
         cluster
@@ -1007,14 +1042,19 @@ async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
         } else {
             heard
         };
-        println!(
+        out!(
             "{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}",
-            p.peer_id, p.slots, p.running, p.queued, exec, heard
+            p.peer_id,
+            p.slots,
+            p.running,
+            p.queued,
+            exec,
+            heard
         );
     }
-    println!("access: {}", cluster.admission.describe());
+    out!("access: {}", cluster.admission.describe());
     let c = &cluster.counters;
-    println!(
+    out!(
         "this peer: {} tasks executed, {} stolen, {} given; {} messages rejected",
         c.tasks_executed,
         c.tasks_stolen,

@@ -17,6 +17,16 @@ pub enum ClientError {
     /// No live peer keeps a task with this id.
     #[error("no task {0} is known to the swarm")]
     UnknownTask(TaskId),
+    /// [`Client::wait_for_peers`] gave up.
+    #[error("this peer knows {known} peers (itself included), not {wanted}, after {waited:?}")]
+    TooFewPeers {
+        /// How many were waited for.
+        wanted: usize,
+        /// How many it knew when it gave up.
+        known: usize,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
 }
 
 /// A request to the event loop.
@@ -53,6 +63,11 @@ pub(crate) enum Command {
         reply: oneshot::Sender<bool>,
     },
     Cluster {
+        reply: oneshot::Sender<ClusterView>,
+    },
+    /// Answered once the peer knows `peers` peers, itself included.
+    WaitForPeers {
+        peers: usize,
         reply: oneshot::Sender<ClusterView>,
     },
     SetAllowlist {
@@ -174,5 +189,31 @@ impl Client {
     /// This peer and the peers it knows.
     pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
         self.ask(|reply| Command::Cluster { reply }).await
+    }
+
+    /// Waits until this peer knows `n` peers, itself included (it has heard the load reports of
+    /// `n - 1` others), and returns what it then knows. Gives up after `timeout` with
+    /// [`ClientError::TooFewPeers`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: taskswarm::Client) -> Result<(), taskswarm::ClientError> {
+    /// let swarm = client.wait_for_peers(3, std::time::Duration::from_secs(10)).await?;
+    /// assert!(swarm.peers.len() >= 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_peers(
+        &self,
+        n: usize,
+        timeout: std::time::Duration,
+    ) -> Result<ClusterView, ClientError> {
+        let wait = self.ask(|reply| Command::WaitForPeers { peers: n, reply });
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(view) => view,
+            Err(_) => Err(ClientError::TooFewPeers {
+                wanted: n,
+                known: self.cluster().await?.peers.len() + 1,
+                waited: timeout,
+            }),
+        }
     }
 }

@@ -286,11 +286,7 @@ impl Executor {
             .kill_on_drop(true);
         let mut child = match command.spawn() {
             Ok(child) => child,
-            Err(e) => {
-                return Outcome::Error {
-                    message: format!("cannot start {:?}: {e}", spec.program),
-                };
-            }
+            Err(e) => return not_started(&spec.program, &e),
         };
         let group = child
             .id()
@@ -350,6 +346,22 @@ impl Executor {
 }
 
 /// Starts the reaper. A peer that cannot start one still runs tasks, and says what it lacks.
+/// The outcome of a program that did not start. Missing, not executable or not a program: it
+/// would fail the same way again, so it is not retried ([`Outcome::NotStarted`]). Anything else
+/// (too many processes or open files, no memory) may pass, and is a failure like any other.
+fn not_started(program: &str, error: &std::io::Error) -> Outcome {
+    let message = format!("cannot start {program:?}: {error}");
+    let for_good = matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+    ) || error.raw_os_error() == Some(nix::libc::ENOEXEC);
+    if for_good {
+        Outcome::NotStarted { message }
+    } else {
+        Outcome::Error { message }
+    }
+}
+
 fn start_reaper() -> Option<reaper::Reaper> {
     match reaper::Reaper::start() {
         Ok(reaper) => Some(reaper),
@@ -628,7 +640,15 @@ mod tests {
                 never(),
             )
             .await;
-        assert!(matches!(outcome, Outcome::Error { message } if message.contains("cannot start")));
+        assert!(
+            matches!(&outcome, Outcome::NotStarted { message } if message.contains("cannot start")),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            taskswarm_protocol::retry::Ending::of(&outcome),
+            taskswarm_protocol::retry::Ending::NotStarted,
+            "not retried"
+        );
     }
 
     #[tokio::test]

@@ -61,4 +61,5 @@ pub use executor::{Handler, HandlerContext};
 pub use peer::{Peer, PeerBuilder, PeerError};
 pub use spec::NewTask;
 pub use taskswarm_protocol as protocol;
+pub use taskswarm_protocol::TaskState;
 pub use view::{ClusterView, PeerInfo, TaskView};

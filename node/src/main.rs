@@ -13,6 +13,8 @@ async fn main() -> ExitCode {
     let args = cli::Args::parse();
     match cli::run(args).await {
         Ok(code) => code,
+        // `taskswarm task list | head`: the reader has what it wanted.
+        Err(error) if cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)

@@ -78,6 +78,39 @@ pub enum PeerError {
     /// The store could not be opened or read.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// Another process (another peer) has the data directory's store open.
+    #[error(
+        "the data directory {path} is in use by another taskswarm peer{other}; give each peer its \
+         own --data-dir"
+    )]
+    DataDirInUse {
+        /// The data directory.
+        path: PathBuf,
+        /// What its `peer.json` says of the peer that uses it (`" (peer id …, pid …, api …)"`),
+        /// or nothing if it does not read.
+        other: String,
+    },
+}
+
+/// Opens the store in `dir`, naming the other peer if one has it open.
+fn open_store(dir: &std::path::Path) -> Result<crate::store::Store, PeerError> {
+    crate::store::Store::open(&dir.join("store.redb")).map_err(|e| {
+        if !e.is_in_use() {
+            return PeerError::Store(e);
+        }
+        let other = std::fs::read(dir.join("peer.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<PeerFile>(&bytes).ok())
+            .map(|file| {
+                let api = file.api.map(|a| format!(", api {a}")).unwrap_or_default();
+                format!(" (peer id {}, pid {}{api})", file.peer_id, file.pid)
+            })
+            .unwrap_or_default();
+        PeerError::DataDirInUse {
+            path: dir.to_path_buf(),
+            other,
+        }
+    })
 }
 
 /// Configures and starts a [`Peer`].
@@ -345,7 +378,7 @@ impl PeerBuilder {
                     path: dir.clone(),
                     source,
                 })?;
-                crate::store::Store::open(&dir.join("store.redb"))?
+                open_store(dir)?
             }
             None => crate::store::Store::in_memory()?,
         };
@@ -568,6 +601,16 @@ impl Peer {
     /// A handle to submit tasks and read results.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Waits until this peer knows `n` peers, itself included, for at most `timeout`
+    /// (see [`Client::wait_for_peers`]).
+    pub async fn wait_for_peers(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<crate::ClusterView, crate::ClientError> {
+        self.client.wait_for_peers(n, timeout).await
     }
 
     /// This peer's libp2p peer id.

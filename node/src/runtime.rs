@@ -124,6 +124,8 @@ struct State {
     /// Actions that follow a write, each with the number of the store batch it waits for, in
     /// the order the scheduler emitted them.
     held: VecDeque<(u64, Action)>,
+    /// Clients waiting until this peer knows so many peers, itself included.
+    peer_waits: Vec<(usize, oneshot::Sender<ClusterView>)>,
 }
 
 impl EventLoop {
@@ -150,6 +152,7 @@ impl EventLoop {
             network: crate::view::NetworkView::default(),
             held: VecDeque::new(),
             drain_until: None,
+            peer_waits: Vec::new(),
         };
         self.scheduler.set_wall_offset(wall_clock_ms() as i64);
         self.dial_bootstrap();
@@ -196,6 +199,7 @@ impl EventLoop {
             }
             self.take_ready(&mut state, &mut finished_rx);
             self.apply_actions(&mut state);
+            self.answer_peer_waits(&mut state);
             // A drain ends when what this peer ran is done and reported, or at its deadline
             // (what still runs is then stopped and taken over at once, as on a plain leave).
             if let Some(until) = state.drain_until
@@ -438,6 +442,7 @@ impl EventLoop {
             Command::Cluster { reply } => {
                 let _ = reply.send(self.cluster(now, &state.network));
             }
+            Command::WaitForPeers { peers, reply } => state.peer_waits.push((peers, reply)),
             Command::SetAllowlist { peers, reply } => {
                 let _ = reply.send(self.set_allowlist(peers));
             }
@@ -538,6 +543,29 @@ impl EventLoop {
             reply,
         };
         state.submits.insert(number, pending);
+    }
+
+    /// Answers the clients waiting for a swarm of a size this peer now knows, and forgets those
+    /// that stopped waiting.
+    fn answer_peer_waits(&mut self, state: &mut State) {
+        if state.peer_waits.is_empty() {
+            return;
+        }
+        let known = self.scheduler.peers().count() + 1;
+        let waits = std::mem::take(&mut state.peer_waits);
+        let (met, waiting): (Vec<_>, Vec<_>) =
+            waits.into_iter().partition(|(wanted, _)| *wanted <= known);
+        state.peer_waits = waiting
+            .into_iter()
+            .filter(|(_, reply)| !reply.is_closed())
+            .collect();
+        if met.is_empty() {
+            return;
+        }
+        let view = self.cluster(state.now(), &state.network);
+        for (_, reply) in met {
+            let _ = reply.send(view.clone());
+        }
     }
 
     /// Stops the waits of clients that went away (a long poll that timed out), so the scheduler

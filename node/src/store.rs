@@ -59,7 +59,20 @@ const COMPACT_BATCH: usize = 10_000;
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 #[error("store: {0}")]
-pub struct StoreError(#[from] redb::Error);
+pub struct StoreError(redb::Error);
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl StoreError {
+    /// Whether the store file is open in another process (another peer uses the data directory).
+    pub fn is_in_use(&self) -> bool {
+        matches!(self.0, redb::Error::DatabaseAlreadyOpen)
+    }
+}
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError(e.into())

@@ -12,8 +12,10 @@ use crate::keys;
 pub struct TaskView {
     /// The task id (64 hex digits).
     pub id: String,
-    /// `waiting`, `unschedulable`, `running`, `completed`, `failed` or `cancelled`.
-    pub state: String,
+    /// Where it stands (in JSON: `waiting`, `unschedulable`, `running`, `completed`, `failed` or
+    /// `cancelled`).
+    #[serde(with = "state_name")]
+    pub state: TaskState,
     /// Why it is unschedulable (such as "needs label gpu=1; no live peer has it").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -51,7 +53,8 @@ pub struct TaskView {
     pub executed_by: Option<String>,
     /// The peer holding the current lease.
     pub holder: Option<String>,
-    /// The epoch of the current lease (the fencing token the run saw).
+    /// The epoch of the current lease (the fencing token the run saw, `TASKSWARM_EPOCH`); people
+    /// read it as `major.minor` ([`show_epoch`]).
     pub lease_epoch: u64,
     /// The peer the task was submitted through, which signed its spec (the first of its home set
     /// until a repair replaces it).
@@ -93,7 +96,8 @@ pub struct AttemptView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransitionView {
     /// The new state.
-    pub state: String,
+    #[serde(with = "state_name")]
+    pub state: TaskState,
     /// The peer concerned.
     pub peer: Option<String>,
     /// The lease epoch at the time.
@@ -148,6 +152,27 @@ fn describe_needs(needs: &Needs) -> Vec<String> {
     words
 }
 
+/// A task state in JSON: its lower-case name.
+mod state_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use taskswarm_protocol::TaskState;
+
+    pub(super) fn serialize<S: Serializer>(state: &TaskState, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(state.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<TaskState, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(from)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A lease epoch as people read it: `major.minor` (`1.0` for the first grant), with `/rank` when
+/// a home member other than the first granted it. The API's JSON keeps the number.
+pub fn show_epoch(epoch: u64) -> String {
+    taskswarm_protocol::lease::show_epoch(epoch)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -171,7 +196,7 @@ impl TaskView {
             .flatten();
         let mut view = TaskView {
             id: record.id().to_string(),
-            state: record.state.as_str().to_string(),
+            state: record.state,
             reason,
             priority: spec.as_ref().map_or(0, |s| s.priority),
             name: spec.as_ref().and_then(|s| s.name.clone()),
@@ -221,7 +246,7 @@ impl TaskView {
                 .history
                 .iter()
                 .map(|t| TransitionView {
-                    state: t.state.as_str().to_string(),
+                    state: t.state,
                     peer: t.peer.as_ref().map(peer_name),
                     epoch: t.epoch,
                     at_ms: t.at_wall_ms,
@@ -249,14 +274,16 @@ impl TaskView {
                 view.error = Some("timed out".into());
             }
             Some(Outcome::Returned { output }) => view.output = Some(text(output)),
-            Some(Outcome::Error { message }) => view.error = Some(message.clone()),
+            Some(Outcome::Error { message } | Outcome::NotStarted { message }) => {
+                view.error = Some(message.clone())
+            }
         }
         view
     }
 
     /// Whether the task has ended.
     pub fn is_final(&self) -> bool {
-        matches!(self.state.as_str(), "completed" | "failed" | "cancelled")
+        self.state.is_final()
     }
 }
 

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use taskswarm::TaskState;
 
 use taskswarm::{NewTask, Peer};
 
@@ -32,13 +33,26 @@ async fn three_embedded_peers_share_handler_work() {
     let third = spawn_peer(Some(boot)).await;
     let peers = [&first, &second, &third];
 
-    let deadline = Instant::now() + Duration::from_secs(20);
     for peer in peers {
-        while peer.client().cluster().await.unwrap().peers.len() < 2 {
-            assert!(Instant::now() < deadline, "peers did not find each other");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let swarm = peer.wait_for_peers(3, Duration::from_secs(20)).await;
+        assert!(swarm.unwrap().peers.len() >= 2, "{}", peer.peer_id());
     }
+    // A swarm of four is not there: the wait says how many it knows.
+    let error = first
+        .wait_for_peers(4, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            taskswarm::ClientError::TooFewPeers {
+                wanted: 4,
+                known: 3,
+                ..
+            }
+        ),
+        "{error}"
+    );
 
     let client = first.client();
     let tasks = (0..30).map(|_| NewTask::handler("nap", "50")).collect();
@@ -49,7 +63,7 @@ async fn three_embedded_peers_share_handler_work() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(view.state, "completed", "{view:?}");
+        assert_eq!(view.state, TaskState::Completed, "{view:?}");
         // The handler saw the lease epoch the record holds.
         assert_eq!(view.output, Some(view.lease_epoch.to_string()));
         *ran.entry(view.executed_by.unwrap()).or_default() += 1;
@@ -68,7 +82,7 @@ async fn three_embedded_peers_share_handler_work() {
         .await
         .unwrap();
     let view = client.task(id).await.unwrap().unwrap();
-    assert_eq!((view.state.as_str(), view.holder), ("unschedulable", None));
+    assert_eq!((view.state, view.holder), (TaskState::Unschedulable, None));
     assert_eq!(
         view.reason.as_deref(),
         Some("needs handler no-such-handler; no live peer has it")

@@ -56,7 +56,7 @@ pub use identity::{Keypair, PeerKey, Signature};
 pub use lease::{Grant, Lease, SignedGrant};
 pub use load::{Capabilities, LoadReport, SignedLoadReport};
 pub use message::{Batch, Gossip, Message};
-pub use record::{Attempt, TaskRecord, TaskState, Transition};
+pub use record::{Attempt, TaskRecord, TaskState, Transition, UnknownState};
 pub use resources::{Label, Needs, Offer, Resources};
 pub use retry::{Backoff, Ending, RetryOn, RetryPolicy};
 pub use scheduler::{Action, Config, Counters, Scheduler, Table};

@@ -63,6 +63,31 @@ impl TaskState {
     }
 }
 
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A name that is not a task state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no task state is called {0:?}: waiting, unschedulable, running, completed, failed or cancelled"
+)]
+pub struct UnknownState(pub String);
+
+impl std::str::FromStr for TaskState {
+    type Err = UnknownState;
+
+    /// Reads the lower-case name that [`TaskState::as_str`] gives.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        TaskState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| UnknownState(name.to_string()))
+    }
+}
+
 /// One attempt that ended.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Attempt {
@@ -212,6 +237,19 @@ mod tests {
 
     fn peer(n: u8) -> PeerKey {
         Keypair::from_secret([n; 32]).public()
+    }
+
+    #[test]
+    fn every_state_reads_back_from_its_name_and_nothing_else_reads() {
+        for state in TaskState::ALL {
+            assert_eq!(state.as_str().parse(), Ok(state));
+            assert_eq!(state.to_string(), state.as_str());
+        }
+        assert_eq!(
+            "Completed".parse::<TaskState>(),
+            Err(UnknownState("Completed".into()))
+        );
+        assert!("".parse::<TaskState>().is_err());
     }
 
     /// A waiting record of a task submitted through peer 1 and signed with home set `home`

@@ -83,6 +83,8 @@ pub enum Ending {
     LostLease,
     /// It was cancelled.
     Cancelled,
+    /// Its program could not be started ([`Outcome::NotStarted`]): never retried.
+    NotStarted,
 }
 
 impl Ending {
@@ -91,6 +93,7 @@ impl Ending {
         match outcome {
             _ if outcome.succeeded() => Ending::Success,
             Outcome::TimedOut { .. } => Ending::Timeout,
+            Outcome::NotStarted { .. } => Ending::NotStarted,
             _ => Ending::Failure,
         }
     }
@@ -103,6 +106,7 @@ impl Ending {
             Ending::Timeout => "timeout",
             Ending::LostLease => "lost-lease",
             Ending::Cancelled => "cancelled",
+            Ending::NotStarted => "not-started",
         }
     }
 }
@@ -111,7 +115,7 @@ impl RetryPolicy {
     /// Whether another attempt follows `attempts` attempts, the last of which ended so.
     pub fn retries(&self, ending: Ending, attempts: u32) -> bool {
         let wanted = match ending {
-            Ending::Success | Ending::Cancelled => false,
+            Ending::Success | Ending::Cancelled | Ending::NotStarted => false,
             Ending::Failure => self.retry_on.failure,
             Ending::Timeout => self.retry_on.timeout,
             Ending::LostLease => self.retry_on.lost_lease,
@@ -154,6 +158,10 @@ mod tests {
         assert!(!policy.retries(Ending::Failure, 3));
         assert!(!policy.retries(Ending::Timeout, 1));
         assert!(!policy.retries(Ending::Success, 1));
+        assert!(
+            !policy.retries(Ending::NotStarted, 1),
+            "it would fail the same way"
+        );
         assert_eq!(
             policy.wait(1, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)),
             200

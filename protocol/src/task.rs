@@ -382,6 +382,13 @@ pub enum Outcome {
         /// What went wrong.
         message: String,
     },
+    /// Its program could not be started: it is missing, not executable or not a program. Another
+    /// attempt would fail the same way, so none is made (peers whose programs differ are told
+    /// apart by labels).
+    NotStarted {
+        /// Why, as the system said it.
+        message: String,
+    },
 }
 
 impl Outcome {

@@ -140,6 +140,7 @@ fn arb_outcome() -> impl Strategy<Value = Outcome> {
         bytes().prop_map(|output| Outcome::Returned { output }),
         (bytes(), bytes()).prop_map(|(stdout, stderr)| Outcome::TimedOut { stdout, stderr }),
         ".{0,20}".prop_map(|message| Outcome::Error { message }),
+        ".{0,20}".prop_map(|message| Outcome::NotStarted { message }),
     ]
 }
 

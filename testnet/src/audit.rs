@@ -151,7 +151,7 @@ async fn read_copies(swarm: &Swarm) -> BTreeMap<String, Vec<(usize, TaskView)>> 
 fn disagreeing(copies: &BTreeMap<String, Vec<(usize, TaskView)>>, ids: &[String]) -> usize {
     let end = |v: &TaskView| {
         (
-            v.state.clone(),
+            v.state,
             v.executed_by.clone(),
             v.attempts.last().map(|a| a.epoch),
         )

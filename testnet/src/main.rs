@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use taskswarm::TaskState;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Cmd {
     Stop {
         /// The testnet directory printed when it started.
         dir: Option<PathBuf>,
+        /// The same, as an option (`stop --dir DIR`, as the demo takes it).
+        #[arg(long = "dir", value_name = "DIR", conflicts_with = "dir")]
+        dir_option: Option<PathBuf>,
     },
 }
 
@@ -75,7 +79,7 @@ fn last_run_file() -> PathBuf {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        Some(Cmd::Stop { dir }) => stop(dir),
+        Some(Cmd::Stop { dir, dir_option }) => stop(dir.or(dir_option)),
         Some(Cmd::Demo(demo)) => run_demo(demo).await,
         Some(Cmd::Bench(bench)) => bench::run(bench).await,
         None => run_demo(args.demo).await,
@@ -215,7 +219,7 @@ a dependency job, text → (words, lines) → report: {}",
             report.stdout.as_deref().unwrap_or("").trim_end()
         );
     }
-    Ok(tasks.iter().all(|t| t.state == "completed"))
+    Ok(tasks.iter().all(|t| t.state == TaskState::Completed))
 }
 
 async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -316,7 +320,10 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             p + h
         );
     }
-    let completed = tasks.iter().filter(|t| t.state == "completed").count();
+    let completed = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Completed)
+        .count();
     let idle: Vec<usize> = cluster
         .peers
         .iter()
@@ -335,7 +342,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tasks.len(),
         makespan / ideal
     );
-    for task in tasks.iter().filter(|t| t.state != "completed") {
+    for task in tasks.iter().filter(|t| t.state != TaskState::Completed) {
         println!("  {} {}: {:?}", task.id, task.state, task.error);
     }
     if !idle.is_empty() {
@@ -389,4 +396,35 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn stop_takes_the_directory_as_an_option_too() {
+        for args in [
+            &["taskswarm-testnet", "stop", "--dir", "/tmp/t"][..],
+            &["taskswarm-testnet", "stop", "/tmp/t"][..],
+        ] {
+            match Args::try_parse_from(args).unwrap().command {
+                Some(Cmd::Stop { dir, dir_option }) => {
+                    assert_eq!(
+                        dir.or(dir_option),
+                        Some(PathBuf::from("/tmp/t")),
+                        "{args:?}"
+                    );
+                }
+                other => panic!("{args:?} parsed as {other:?}"),
+            }
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! tasks finished per second on each peer.
 
 use std::path::Path;
+use taskswarm::TaskState;
 
 use anyhow::Context;
 use plotters::prelude::*;
@@ -43,7 +44,7 @@ pub(crate) fn running_steps(
     let mut changes: Vec<Vec<(u64, i64)>> = vec![Vec::new(); peer_ids.len()];
     for view in views {
         for (k, t) in view.history.iter().enumerate() {
-            if t.state != "running" {
+            if t.state != TaskState::Running {
                 continue;
             }
             let Some(p) = index_of(peer_ids, t.peer.as_ref()) else {
@@ -87,7 +88,7 @@ fn mean_run_ms(views: &[TaskView]) -> f64 {
         .flat_map(|v| {
             v.history
                 .windows(2)
-                .filter(|w| w[0].state == "running")
+                .filter(|w| w[0].state == TaskState::Running)
                 .map(|w| w[1].at_ms.saturating_sub(w[0].at_ms))
         })
         .collect();
@@ -107,7 +108,12 @@ pub(crate) fn finished_rate(
     let bins = (span_ms.1.saturating_sub(span_ms.0) / bin_ms + 1) as usize;
     let mut counts = vec![vec![0i64; bins]; peer_ids.len()];
     for view in views {
-        let Some(end) = view.history.iter().rev().find(|t| t.state == "completed") else {
+        let Some(end) = view
+            .history
+            .iter()
+            .rev()
+            .find(|t| t.state == TaskState::Completed)
+        else {
             continue;
         };
         let Some(p) = index_of(peer_ids, view.executed_by.as_ref()) else {
@@ -226,7 +232,7 @@ mod tests {
 
     fn at(state: &str, peer: &str, at_ms: u64) -> TransitionView {
         TransitionView {
-            state: state.into(),
+            state: state.parse().unwrap(),
             peer: Some(peer.into()),
             epoch: 0,
             at_ms,

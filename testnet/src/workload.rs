@@ -22,6 +22,7 @@
 //! completed; and `cpu_s`, that time in seconds.
 
 use std::time::{Duration, Instant};
+use taskswarm::TaskState;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -255,7 +256,7 @@ impl RunResult {
             let results = view
                 .history
                 .iter()
-                .filter(|t| matches!(t.state.as_str(), "completed" | "failed"))
+                .filter(|t| matches!(t.state, TaskState::Completed | TaskState::Failed))
                 .count();
             let successes = view
                 .attempts
@@ -265,8 +266,10 @@ impl RunResult {
             if results > 1 || successes > 1 {
                 self.recorded_twice += 1;
             }
-            let odd =
-                view.state != "completed" || starts(&view) > 1 || results > 1 || successes > 1;
+            let odd = view.state != TaskState::Completed
+                || starts(&view) > 1
+                || results > 1
+                || successes > 1;
             if odd && self.anomalies.len() < MAX_ANOMALIES {
                 self.anomalies.push(view.clone());
             }
@@ -277,7 +280,10 @@ impl RunResult {
 
 /// How many times a task was started, by its history.
 fn starts(view: &TaskView) -> usize {
-    view.history.iter().filter(|t| t.state == "running").count()
+    view.history
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count()
 }
 
 fn noop_spec(workload: Workload) -> Value {
@@ -595,13 +601,13 @@ async fn dag(swarm: &Swarm, n: usize, slots: u32) -> RunResult {
     let ended_at = |v: &TaskView| {
         v.history
             .iter()
-            .find(|t| t.state == "completed")
+            .find(|t| t.state == TaskState::Completed)
             .map(|t| t.at_ms)
     };
     let started_at = |v: &TaskView| {
         v.history
             .iter()
-            .find(|t| t.state == "running")
+            .find(|t| t.state == TaskState::Running)
             .map(|t| t.at_ms)
     };
     let by_id: std::collections::BTreeMap<&str, &TaskView> =
@@ -663,7 +669,7 @@ fn rerun_delays(views: &[TaskView], victim: &str, killed_at: u64) -> Vec<f64> {
         .filter_map(|v| {
             v.history
                 .iter()
-                .find(|t| t.state == "running" && t.at_ms > killed_at)
+                .find(|t| t.state == TaskState::Running && t.at_ms > killed_at)
                 .map(|t| (t.at_ms - killed_at) as f64 / 1000.0)
         })
         .collect()
@@ -673,13 +679,16 @@ fn rerun_delays(views: &[TaskView], victim: &str, killed_at: u64) -> Vec<f64> {
 /// and `at`: the task was running there at that moment.
 fn was_running_on(view: &TaskView, peer: &str, at: u64) -> bool {
     let before: Vec<_> = view.history.iter().filter(|t| t.at_ms <= at).collect();
-    let Some(start) = before.iter().rposition(|t| t.state == "running") else {
+    let Some(start) = before.iter().rposition(|t| t.state == TaskState::Running) else {
         return false;
     };
     before[start].peer.as_deref() == Some(peer)
-        && before[start + 1..]
-            .iter()
-            .all(|t| !matches!(t.state.as_str(), "completed" | "failed" | "cancelled"))
+        && before[start + 1..].iter().all(|t| {
+            !matches!(
+                t.state,
+                TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+            )
+        })
 }
 
 #[cfg(test)]
@@ -688,7 +697,7 @@ mod tests {
 
     fn moved(state: &str, peer: &str, at_ms: u64) -> taskswarm::view::TransitionView {
         taskswarm::view::TransitionView {
-            state: state.into(),
+            state: state.parse().unwrap(),
             peer: Some(peer.into()),
             epoch: 0,
             at_ms,

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
+use taskswarm::TaskState;
 
 use serde_json::json;
 use taskswarm::{ClusterView, TaskView};
@@ -79,7 +80,7 @@ async fn machines_without_the_swarm_key_cannot_join_or_run_anything() {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let task: TaskView = stranger.api(0).unwrap().task(id).await.unwrap();
-                if task.state == "unschedulable" {
+                if task.state == TaskState::Unschedulable {
                     break;
                 }
                 assert!(Instant::now() < deadline, "{task:?}");
@@ -117,7 +118,10 @@ async fn machines_without_the_swarm_key_cannot_join_or_run_anything() {
         .wait_all(0, &ids, Instant::now() + Duration::from_secs(60))
         .await
         .unwrap();
-    assert!(done.iter().all(|t| t.state == "completed"), "{done:?}");
+    assert!(
+        done.iter().all(|t| t.state == TaskState::Completed),
+        "{done:?}"
+    );
     println!(
         "a peer with another key and one with none: refused {} times by member 1; their {} tasks \
          stayed unschedulable; the members ran their own {} tasks",
@@ -299,7 +303,7 @@ async fn the_api_answers_each_request_by_the_roles_of_its_token() {
     .unwrap();
     assert_eq!(ended.status(), 200);
     let task: TaskView = ended.json().await.unwrap();
-    assert_eq!(task.state, "cancelled", "{task:?}");
+    assert_eq!(task.state, TaskState::Cancelled, "{task:?}");
     assert_eq!(
         task.client.as_deref(),
         Some("ci"),

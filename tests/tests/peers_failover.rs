@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use taskswarm::TaskState;
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -107,7 +108,8 @@ async fn known_to_run_there(cluster: &Cluster, holder: &str) -> bool {
         let Ok(list) = cluster.get::<TaskList>(i, "/v1/tasks").await else {
             continue;
         };
-        let there = |t: &TaskView| t.state == "running" && t.holder.as_deref() == Some(holder);
+        let there =
+            |t: &TaskView| t.state == TaskState::Running && t.holder.as_deref() == Some(holder);
         if list.tasks.iter().any(there) {
             return true;
         }
@@ -146,7 +148,10 @@ async fn killing_the_busiest_peer_loses_nothing_and_reruns_only_what_it_ran() {
 
     let reader = cluster.live_other_than(victim).unwrap();
     let tasks = cluster.wait_all(reader, &ids, deadline(60)).await.unwrap();
-    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+    assert!(
+        tasks.iter().all(|t| t.state == TaskState::Completed),
+        "{tasks:#?}"
+    );
 
     let runs = starts(&log);
     let ran_twice = runs.values().filter(|r| r.len() > 1).count();
@@ -213,7 +218,10 @@ async fn killing_the_peer_that_acknowledged_the_tasks_loses_none() {
     assert_eq!(ids.len(), 100);
     cluster.kill(0).unwrap();
     let tasks = cluster.wait_all(1, &ids, deadline(90)).await.unwrap();
-    let completed = tasks.iter().filter(|t| t.state == "completed").count();
+    let completed = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Completed)
+        .count();
     println!(
         "origin killed after acknowledging 100 tasks: {completed}/100 completed, seen through peer 2"
     );
@@ -228,14 +236,14 @@ async fn a_restarted_peer_serves_what_it_kept_and_takes_work_again() {
         .collect();
     let ids = cluster.submit(1, &specs).await.unwrap();
     let before = cluster.wait_all(1, &ids, deadline(30)).await.unwrap();
-    assert!(before.iter().all(|t| t.state == "completed"));
+    assert!(before.iter().all(|t| t.state == TaskState::Completed));
 
     cluster.kill(1).unwrap();
     cluster.restart(1, deadline(30)).await.unwrap();
     cluster.await_membership(deadline(30)).await.unwrap();
     for (task, old) in ids.iter().zip(&before) {
         let again: TaskView = cluster.api(1).unwrap().task(task).await.unwrap();
-        assert_eq!(again.state, "completed");
+        assert_eq!(again.state, TaskState::Completed);
         assert_eq!(again.stdout, old.stdout);
         assert_eq!(again.lease_epoch, old.lease_epoch);
     }
@@ -276,7 +284,7 @@ async fn a_frozen_holder_comes_back_to_find_its_leases_gone() {
 
     let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
     for task in &tasks {
-        assert_eq!(task.state, "completed", "{task:#?}");
+        assert_eq!(task.state, TaskState::Completed, "{task:#?}");
         let successes: Vec<_> = task
             .attempts
             .iter()
@@ -386,7 +394,7 @@ async fn failures_are_retried_by_policy_and_timeouts_kill_the_attempt() {
     .await;
     let task: TaskView = serde_json::from_str(&out).unwrap();
     assert_eq!(code, 1, "submit --wait exits 1 for a failed task");
-    assert_eq!(task.state, "failed");
+    assert_eq!(task.state, TaskState::Failed);
     assert_eq!(task.attempts.len(), 3, "{task:#?}");
     assert!(
         task.attempts
@@ -422,7 +430,7 @@ async fn failures_are_retried_by_policy_and_timeouts_kill_the_attempt() {
     )
     .await;
     let task: TaskView = serde_json::from_str(&out).unwrap();
-    assert_eq!(task.state, "failed");
+    assert_eq!(task.state, TaskState::Failed);
     let endings: Vec<&str> = task.attempts.iter().map(|a| a.ending.as_str()).collect();
     assert_eq!(endings, ["timeout", "timeout"]);
     let until = deadline(10);
@@ -450,7 +458,7 @@ async fn a_cancelled_task_is_stopped_wherever_it_runs() {
     let until = deadline(20);
     loop {
         let task: TaskView = cluster.api(1).unwrap().task(&ids[0]).await.unwrap();
-        if task.state == "running" {
+        if task.state == TaskState::Running {
             break;
         }
         assert!(Instant::now() < until, "never started");
@@ -463,7 +471,7 @@ async fn a_cancelled_task_is_stopped_wherever_it_runs() {
         .await
         .unwrap()
         .remove(0);
-    assert_eq!(task.state, "cancelled");
+    assert_eq!(task.state, TaskState::Cancelled);
     let until = deadline(10);
     while !all_gone(&pids) {
         assert!(
@@ -547,7 +555,10 @@ async fn a_peer_stopped_with_sigterm_hands_its_tasks_over_without_a_ttl_wait() {
     cluster.stop_peer(leaving).unwrap();
 
     let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
-    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+    assert!(
+        tasks.iter().all(|t| t.state == TaskState::Completed),
+        "{tasks:#?}"
+    );
     // Each task the stopped peer was running started again elsewhere: how long after the stop?
     let reruns: Vec<f64> = starts(&log)
         .values()
@@ -621,7 +632,10 @@ async fn a_drained_peer_finishes_what_it_runs_hands_its_queue_over_and_exits() {
     assert!(status.success(), "the drained peer exited with {status}");
 
     let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
-    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+    assert!(
+        tasks.iter().all(|t| t.state == TaskState::Completed),
+        "{tasks:#?}"
+    );
     let runs = starts(&log);
     let twice: Vec<_> = runs.iter().filter(|(_, s)| s.len() > 1).collect();
     assert!(twice.is_empty(), "ran twice: {twice:?}");
@@ -643,7 +657,7 @@ async fn a_drained_peer_finishes_what_it_runs_hands_its_queue_over_and_exits() {
 }
 
 /// The copies of each task's record, by task: `(peer, state, home set)` for each.
-type Copies = BTreeMap<String, Vec<(usize, String, Vec<String>)>>;
+type Copies = BTreeMap<String, Vec<(usize, TaskState, Vec<String>)>>;
 
 /// Every record each of `peers` keeps.
 async fn copies(cluster: &Cluster, peers: &[usize]) -> Copies {
@@ -672,7 +686,7 @@ fn unrepaired(copies: &Copies, ids: &[String], names: &[String], ended: bool) ->
         let keepers: Vec<&String> = kept.iter().map(|(i, _, _)| &names[*i]).collect();
         let agreed = kept
             .iter()
-            .all(|(_, state, h)| h == home && (!ended || state == "completed"));
+            .all(|(_, state, h)| h == home && (!ended || *state == TaskState::Completed));
         if kept.len() != 3 || !agreed || home.iter().any(|m| !keepers.contains(&m)) {
             return Some(format!("{id}: copies {kept:?}"));
         }

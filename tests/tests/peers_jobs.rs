@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
+use taskswarm::TaskState;
 
 use serde_json::{Value, json};
 use taskswarm::TaskView;
@@ -51,7 +52,7 @@ fn by_name<'a>(names: &[(String, String)], tasks: &'a [TaskView], name: &str) ->
     tasks.iter().find(|t| &t.id == id).unwrap()
 }
 
-fn at(task: &TaskView, state: &str) -> u64 {
+fn at(task: &TaskView, state: TaskState) -> u64 {
     task.history
         .iter()
         .find(|t| t.state == state)
@@ -80,11 +81,16 @@ async fn a_diamond_runs_in_dependency_order_and_d_reads_b_and_c() {
     assert_eq!(order, ["a", "b", "c", "d"], "dependency order");
     let ids: Vec<String> = names.iter().map(|(_, id)| id.clone()).collect();
     let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
-    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+    assert!(
+        tasks.iter().all(|t| t.state == TaskState::Completed),
+        "{tasks:#?}"
+    );
     let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| by_name(&names, &tasks, n));
-    assert!(at(b, "running") >= at(a, "completed"));
-    assert!(at(c, "running") >= at(a, "completed"));
-    assert!(at(d, "running") >= at(b, "completed").max(at(c, "completed")));
+    assert!(at(b, TaskState::Running) >= at(a, TaskState::Completed));
+    assert!(at(c, TaskState::Running) >= at(a, TaskState::Completed));
+    assert!(
+        at(d, TaskState::Running) >= at(b, TaskState::Completed).max(at(c, TaskState::Completed))
+    );
     let seen = d.stdout.as_deref().unwrap_or_default();
     println!("d printed {seen:?}");
     assert_eq!(seen, "A\nB\nC\n");
@@ -179,7 +185,7 @@ async fn a_failed_dependency_fails_its_dependents_unless_they_run_anyway() {
     let names = submit_job(&cluster, 0, tasks).await;
     let ids: Vec<String> = names.iter().map(|(_, id)| id.clone()).collect();
     let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
-    let state = |n: &str| by_name(&names, &tasks, n).state.clone();
+    let state = |n: &str| by_name(&names, &tasks, n).state;
     let d = by_name(&names, &tasks, "d");
     println!(
         "b {}, c {}, d {} ({:?}), cleanup {}",
@@ -189,12 +195,12 @@ async fn a_failed_dependency_fails_its_dependents_unless_they_run_anyway() {
         d.error,
         state("cleanup")
     );
-    assert_eq!(state("b"), "failed");
-    assert_eq!(state("c"), "completed");
-    assert_eq!(d.state, "failed");
+    assert_eq!(state("b"), TaskState::Failed);
+    assert_eq!(state("c"), TaskState::Completed);
+    assert_eq!(d.state, TaskState::Failed);
     assert_eq!(d.error.as_deref(), Some("dependency b failed"));
     assert!(d.attempts.is_empty(), "d never ran");
-    assert_eq!(state("cleanup"), "completed");
+    assert_eq!(state("cleanup"), TaskState::Completed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +212,7 @@ async fn the_job_completes_when_the_peer_running_b_is_killed() {
     let until = deadline(30);
     let holder = loop {
         let view: TaskView = cluster.api(0).unwrap().task(&b).await.unwrap();
-        if view.state == "running" {
+        if view.state == TaskState::Running {
             break view.holder.unwrap();
         }
         assert!(Instant::now() < until, "b never started: {view:#?}");
@@ -237,7 +243,10 @@ async fn the_job_completes_when_the_peer_running_b_is_killed() {
         tasks.iter().map(|t| t.state.as_str()).collect::<Vec<_>>(),
         d.stdout
     );
-    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+    assert!(
+        tasks.iter().all(|t| t.state == TaskState::Completed),
+        "{tasks:#?}"
+    );
     assert_eq!(d.stdout.as_deref(), Some("B\nC\n"));
     let b = by_name(&names, &tasks, "b");
     assert_ne!(b.executed_by.as_deref(), Some(holder.as_str()), "{b:#?}");

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
+use taskswarm::TaskState;
 
 use serde_json::{Value, json};
 use taskswarm::TaskView;
@@ -61,7 +62,7 @@ async fn labelled_tasks_run_where_the_label_is_and_unfit_ones_wait_for_a_peer_th
     let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
     let on_gpu = tasks
         .iter()
-        .filter(|t| t.state == "completed" && t.executed_by.as_deref() == Some(&gpu_peer))
+        .filter(|t| t.state == TaskState::Completed && t.executed_by.as_deref() == Some(&gpu_peer))
         .count();
     println!("{on_gpu}/20 tasks that need gpu=1 ran on peer 3, the only one labelled gpu=1");
     assert_eq!(on_gpu, 20, "{tasks:#?}");
@@ -70,7 +71,7 @@ async fn labelled_tasks_run_where_the_label_is_and_unfit_ones_wait_for_a_peer_th
     let big = json!({ "program": "true", "memory": "64T" });
     let id = cluster.submit(0, &[big]).await.unwrap().remove(0);
     let waiting = await_task(&cluster, 0, &id, deadline(30), |t| {
-        t.state == "unschedulable"
+        t.state == TaskState::Unschedulable
     })
     .await;
     let reason = waiting.reason.clone().unwrap_or_default();
@@ -90,10 +91,12 @@ async fn labelled_tasks_run_where_the_label_is_and_unfit_ones_wait_for_a_peer_th
         done.state,
         big_peer + 1
     );
-    assert_eq!(done.state, "completed", "{done:#?}");
+    assert_eq!(done.state, TaskState::Completed, "{done:#?}");
     assert_eq!(done.executed_by.as_deref(), Some(big_id.as_str()));
     assert!(
-        done.history.iter().any(|t| t.state == "unschedulable"),
+        done.history
+            .iter()
+            .any(|t| t.state == TaskState::Unschedulable),
         "its history keeps the wait: {done:#?}"
     );
 }
@@ -132,7 +135,10 @@ async fn a_high_priority_task_starts_before_the_low_priority_queue() {
     ids.extend(cluster.submit(0, &[logged("high", "0", 9)]).await.unwrap());
     std::fs::write(&go, b"").unwrap();
     let tasks = cluster.wait_all(0, &ids, deadline(60)).await.unwrap();
-    assert!(tasks.iter().all(|t| t.state == "completed"), "{tasks:#?}");
+    assert!(
+        tasks.iter().all(|t| t.state == TaskState::Completed),
+        "{tasks:#?}"
+    );
     let order: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
+use taskswarm::TaskState;
 
 use serde_json::json;
 use taskswarm::TaskView;
@@ -30,7 +31,7 @@ async fn a_completed_task_proves_its_chain_and_a_flipped_copy_is_refused() {
         )
         .await
         .unwrap();
-    assert_eq!(done[0].state, "completed");
+    assert_eq!(done[0].state, TaskState::Completed);
 
     // The command line checks the proof itself and prints the chain.
     let verify = std::process::Command::new(&binary)
@@ -101,7 +102,7 @@ async fn a_completed_task_proves_its_chain_and_a_flipped_copy_is_refused() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(task.state, "completed");
+    assert_eq!(task.state, TaskState::Completed);
     assert_eq!(task.stdout.as_deref(), Some(format!("{MARKER}\n").as_str()));
     let log = std::fs::read_to_string(cluster.dir.join("peer3.log")).unwrap();
     let refusal = log

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use taskswarm::TaskState;
 
 use serde_json::json;
 use taskswarm::TaskView;
@@ -44,7 +45,7 @@ async fn submit_wait_json_echo_hello_through_the_cli() {
         String::from_utf8_lossy(&output.stderr)
     );
     let task: TaskView = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(task.state, "completed");
+    assert_eq!(task.state, TaskState::Completed);
     assert_eq!(task.stdout.as_deref(), Some("hello\n"));
     assert_eq!(task.exit_code, Some(0));
     assert!(task.lease_epoch >= 1);
@@ -66,7 +67,7 @@ async fn sixty_short_tasks_submitted_to_one_peer_run_on_all_three() {
         .unwrap();
     let mut per_peer: BTreeMap<String, usize> = BTreeMap::new();
     for task in &tasks {
-        assert_eq!(task.state, "completed", "{task:?}");
+        assert_eq!(task.state, TaskState::Completed, "{task:?}");
         *per_peer
             .entry(task.executed_by.clone().unwrap())
             .or_default() += 1;

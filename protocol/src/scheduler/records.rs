@@ -1334,7 +1334,7 @@ fn describe(outcome: &Outcome) -> (Option<i32>, String) {
         Outcome::Exited { code, stderr, .. } => (*code, tail(stderr)),
         Outcome::TimedOut { stderr, .. } => (None, format!("timed out; {}", tail(stderr))),
         Outcome::Returned { .. } => (None, String::new()),
-        Outcome::Error { message } => (None, message.clone()),
+        Outcome::Error { message } | Outcome::NotStarted { message } => (None, message.clone()),
     }
 }
 

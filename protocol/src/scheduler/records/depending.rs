@@ -85,7 +85,9 @@ impl Ended {
                 stdout.clone()
             }
             Some(Outcome::Returned { output }) => output.clone(),
-            Some(Outcome::Error { message }) => message.clone().into_bytes(),
+            Some(Outcome::Error { message } | Outcome::NotStarted { message }) => {
+                message.clone().into_bytes()
+            }
             None => Vec::new(),
         };
         let id = record.id();
