@@ -2,7 +2,6 @@
 //! `node` talks to a peer's HTTP API (`--api`, or `TASKSWARM_API`).
 
 use std::io::BufRead;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,8 +10,8 @@ use taskswarm::TaskState;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use libp2p::Multiaddr;
 use std::io::Write as _;
+use taskswarm::config::{LogFormat, NodeConfig};
 use taskswarm::spec::{SpecInput, parse_backoff, parse_duration, parse_retry_on};
 use taskswarm::view::show_epoch;
 use taskswarm::{ClusterView, Peer, TaskView};
@@ -87,6 +86,16 @@ enum Cmd {
     /// Manage the tokens a peer's API accepts.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The peer's config file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print a config file with every key, its default and what it means
+    /// (`taskswarm config example > taskswarm.toml`; then `taskswarm node --config taskswarm.toml`).
+    Example,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,95 +160,12 @@ enum SwarmCmd {
 
 #[derive(Debug, clap::Args)]
 struct NodeArgs {
-    /// Where the peer keeps its key and writes peer.json (peer id, addresses, API address).
-    #[arg(long, default_value = "taskswarm-data")]
-    data_dir: PathBuf,
-    /// The libp2p address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
-    listen: Vec<Multiaddr>,
-    /// The HTTP API address; port 0 picks a free port (see peer.json).
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    api: SocketAddr,
-    /// A peer to join, as /ip4/HOST/tcp/PORT/p2p/PEER_ID. May be repeated.
-    #[arg(long)]
-    bootstrap: Vec<Multiaddr>,
-    /// How many tasks to run at once [default: one per CPU core].
-    #[arg(long)]
-    slots: Option<u32>,
-    /// Run process tasks (without it the peer runs only handlers, and says so to other peers).
-    #[arg(long)]
-    allow_exec: bool,
-    /// The key file (32-byte ed25519 secret as hex), created if missing [default: DATA_DIR/key].
-    #[arg(long)]
-    key: Option<PathBuf>,
-    /// How many peers keep each task's record, this one included.
-    #[arg(long, default_value_t = 3)]
-    replicas: usize,
-    /// How often this peer sends its load report (its heartbeat), such as 200ms.
-    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
-    heartbeat: Duration,
-    /// How long a silent peer keeps its leases before its tasks are re-claimed, such as 1500ms.
-    #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
-    lease_ttl: Duration,
-    /// How long a home member must be gone (silent, or left) before the primaries of its tasks
-    /// copy their records to another peer in its place, such as 5m. A member back sooner (a
-    /// restart) keeps its place; one back later hands its copies over.
-    #[arg(long, value_parser = parse_duration, default_value = "5m")]
-    repair_after: Duration,
-    /// How long the records of ended tasks (results, histories, proofs) are kept on disk before
-    /// they are deleted, such as 7d or 12h. They are not kept in memory: memory follows live
-    /// work. Keep it longer than any partition lasts: a member cut off for longer may bring an
-    /// ended task back.
-    #[arg(long, value_parser = parse_duration, default_value = "7d")]
-    retention: Duration,
-    /// On SIGTERM or Ctrl-C the peer drains (as `taskswarm drain`): how long the tasks it runs
-    /// may take to finish before it leaves anyway, such as 30s; 0s leaves at once (what it runs is
-    /// then taken over by the others at once). A second Ctrl-C leaves at once.
-    #[arg(long, value_parser = taskswarm::spec::parse_duration_or_zero, default_value = "10s")]
-    stop_deadline: Duration,
-    /// Where this peer places the tasks it leads: random, round-robin, weighted (random by free
-    /// capacity), least-loaded, or p2c (the less loaded of two at random).
-    #[arg(long, default_value = "p2c")]
-    placement: taskswarm::protocol::placement::Policy,
-    /// CPU cores this peer offers to tasks that ask for CPU, such as 8 or 0.5 [default: the
-    /// machine's cores].
-    #[arg(long, value_parser = taskswarm::protocol::resources::parse_cpus)]
-    cpus: Option<u32>,
-    /// Memory it offers, such as 16G [default: the machine's memory].
-    #[arg(long, value_parser = taskswarm::protocol::resources::parse_bytes)]
-    memory: Option<u64>,
-    /// Disk it offers, such as 100G [default: the free space under --data-dir].
-    #[arg(long, value_parser = taskswarm::protocol::resources::parse_bytes)]
-    disk: Option<u64>,
-    /// A label tasks can require (`submit --label`), such as zone=a or gpu=1. May be repeated.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    labels: Vec<taskswarm::protocol::Label>,
-    /// The swarm key file (`taskswarm swarm init`): only peers with the same key can connect.
-    /// Without one the swarm is open to any machine that reaches this peer, and the peer says so.
-    #[arg(long, env = "TASKSWARM_SWARM_KEY", value_name = "FILE")]
-    swarm_key: Option<PathBuf>,
-    /// Admit only this peer id (with the other --allow-peer ids and the --allow-peers file).
-    /// May be repeated.
-    #[arg(long = "allow-peer", value_name = "PEER_ID")]
-    allow_peer: Vec<libp2p::PeerId>,
-    /// A file of peer ids to admit, one per line (`#` starts a comment); read again on SIGHUP.
-    #[arg(long, value_name = "FILE")]
-    allow_peers: Option<PathBuf>,
-    /// The API token file (`taskswarm token add`); read again on SIGHUP [default:
-    /// DATA_DIR/tokens.toml if it exists]. Without tokens the API is open to whoever reaches it,
-    /// and is served only on a loopback address.
-    #[arg(long, env = "TASKSWARM_TOKENS", value_name = "FILE")]
-    tokens: Option<PathBuf>,
-}
-
-impl NodeArgs {
-    /// The token file in use, if any.
-    fn tokens_file(&self) -> Option<PathBuf> {
-        let default = self.data_dir.join("tokens.toml");
-        self.tokens
-            .clone()
-            .or_else(|| default.exists().then_some(default))
-    }
+    /// The config file (TOML): `taskswarm config example` prints one with every key and its
+    /// default. `TASKSWARM_<KEY>` variables win over it, and flags over both.
+    #[arg(long, env = "TASKSWARM_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: taskswarm::config::Flags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -422,6 +348,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             no_wait,
         } => run_drain(&api.client()?, deadline, no_wait).await,
         Cmd::Token(command) => run_token(command),
+        Cmd::Config(ConfigCmd::Example) => {
+            out_text(taskswarm::config::EXAMPLE)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Swarm(SwarmCmd::Init { out, force }) => {
             let key = taskswarm::admission::generate_key();
             taskswarm::admission::write_key(&out, &key, force)?;
@@ -488,77 +418,74 @@ fn builtin_handlers(builder: taskswarm::PeerBuilder) -> taskswarm::PeerBuilder {
         })
 }
 
+/// Starts the log on standard error, in the configured form; `RUST_LOG` wins over `log`.
+fn start_log(config: &NodeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,libp2p=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if args.replicas == 0 {
-        bail!("--replicas must be at least 1");
-    }
-    if args.lease_ttl < args.heartbeat * 3 {
-        bail!("--lease-ttl must be at least three heartbeats, or live peers lose their leases");
-    }
-    if args.repair_after < args.lease_ttl {
-        bail!("--repair-after must be at least the lease TTL: a peer is gone only once it is dead");
+    let config = NodeConfig::load(args.config.as_deref(), &args.flags)?;
+    start_log(&config);
+    if let Some(file) = &args.config {
+        tracing::info!(file = %file.display(), "settings read");
     }
     let mut builder = Peer::builder()
-        .data_dir(&args.data_dir)
-        .api(args.api)
-        .allow_exec(args.allow_exec)
-        .replicas(args.replicas)
-        .report_interval(args.heartbeat)
-        .lease_ttl(args.lease_ttl)
-        .repair_after(args.repair_after)
-        .retention(args.retention)
-        .placement(args.placement);
-    if let Some(cpus) = args.cpus {
+        .data_dir(&config.data_dir)
+        .api(config.api)
+        .allow_exec(config.allow_exec)
+        .replicas(config.replicas)
+        .report_interval(config.heartbeat)
+        .lease_ttl(config.lease_ttl)
+        .repair_after(config.repair_after)
+        .retention(config.retention)
+        .placement(config.placement);
+    if let Some(cpus) = config.cpus {
         builder = builder.cpus_milli(cpus);
     }
-    if let Some(memory) = args.memory {
+    if let Some(memory) = config.memory {
         builder = builder.memory(memory);
     }
-    if let Some(disk) = args.disk {
+    if let Some(disk) = config.disk {
         builder = builder.disk(disk);
     }
-    for label in args.labels.clone() {
+    for label in config.labels.clone() {
         builder = builder.label(label);
     }
-    if let Some(slots) = args.slots {
-        if slots == 0 {
-            bail!("--slots must be at least 1");
-        }
+    if let Some(slots) = config.slots {
         builder = builder.slots(slots);
     }
-    if let Some(key) = args.key.clone() {
+    if let Some(key) = config.key.clone() {
         builder = builder.key_file(key);
     }
-    for addr in args.listen.clone() {
+    for addr in config.listen.clone() {
         builder = builder.listen(addr);
     }
-    for addr in args.bootstrap.clone() {
-        if !addr
-            .iter()
-            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        {
-            bail!("--bootstrap {addr}: the address must end in /p2p/<peer id>");
-        }
+    for addr in config.bootstrap.clone() {
         builder = builder.bootstrap(addr);
     }
-    if let Some(file) = &args.swarm_key {
+    if let Some(file) = &config.swarm_key {
         builder = builder.swarm_key(taskswarm::admission::read_key(file)?);
     }
-    if let Some(file) = args.tokens_file() {
+    if let Some(file) = config.tokens_file() {
         let tokens = taskswarm::tokens::Tokens::read(&file)?;
         if tokens.is_empty() {
             tracing::warn!(file = %file.display(), "the token file has no tokens: every API request but /healthz will be refused");
         }
         builder = builder.api_tokens(tokens);
     }
-    let allowlist = read_allowlist(&args)?;
+    let allowlist = read_allowlist(&config)?;
     if let Some(peers) = &allowlist {
         builder = builder.allowlist(peers.iter().copied());
     }
@@ -573,7 +500,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     if let Some(api) = peer.api_addr() {
         out!("api: http://{api}");
     }
-    out!("peer file: {}", args.data_dir.join("peer.json").display());
+    out!("peer file: {}", config.data_dir.join("peer.json").display());
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -581,7 +508,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             r = tokio::signal::ctrl_c() => { r?; break; }
             _ = term.recv() => break,
-            _ = hangup.recv() => reload(&args, &peer).await,
+            _ = hangup.recv() => reload(&config, &peer).await,
             // Drained through the API (`taskswarm drain`).
             _ = peer.stopped() => {
                 out!("drained; stopped");
@@ -592,9 +519,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     }
     out!(
         "draining: up to {:?} for the tasks it runs (Ctrl-C again to leave now)",
-        args.stop_deadline
+        config.stop_deadline
     );
-    if peer.drain(args.stop_deadline).await.is_ok() {
+    if peer.drain(config.stop_deadline).await.is_ok() {
         tokio::select! {
             _ = peer.stopped() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -639,16 +566,16 @@ async fn run_drain(api: &Api, deadline: Duration, no_wait: bool) -> anyhow::Resu
     anyhow::bail!("{me} still answers {deadline:?} after its drain began")
 }
 
-/// The allowlist from `--allow-peer` and the `--allow-peers` file, if either is given.
+/// The allowlist from `allow_peer` and the `allow_peers` file, if either is given.
 fn read_allowlist(
-    args: &NodeArgs,
+    config: &NodeConfig,
 ) -> anyhow::Result<Option<std::collections::BTreeSet<libp2p::PeerId>>> {
-    if args.allow_peer.is_empty() && args.allow_peers.is_none() {
+    if config.allow_peer.is_empty() && config.allow_peers.is_none() {
         return Ok(None);
     }
     let mut peers: std::collections::BTreeSet<libp2p::PeerId> =
-        args.allow_peer.iter().copied().collect();
-    if let Some(file) = &args.allow_peers {
+        config.allow_peer.iter().copied().collect();
+    if let Some(file) = &config.allow_peers {
         peers.extend(taskswarm::admission::read_allowlist(file)?);
     }
     Ok(Some(peers))
@@ -656,8 +583,8 @@ fn read_allowlist(
 
 /// SIGHUP: reads the token file and the allowlist file again. A file that does not read keeps
 /// what was there.
-async fn reload(args: &NodeArgs, peer: &Peer) {
-    if let Some(file) = args.tokens_file() {
+async fn reload(config: &NodeConfig, peer: &Peer) {
+    if let Some(file) = config.tokens_file() {
         match taskswarm::tokens::Tokens::read(&file) {
             Ok(tokens) => {
                 let n = tokens.entries().len();
@@ -672,10 +599,10 @@ async fn reload(args: &NodeArgs, peer: &Peer) {
             Err(e) => tracing::error!(error = %e, "SIGHUP: the API tokens were not replaced"),
         }
     }
-    if args.allow_peers.is_none() {
+    if config.allow_peers.is_none() {
         return;
     }
-    match read_allowlist(args) {
+    match read_allowlist(config) {
         Ok(Some(peers)) => {
             peer.set_allowlist(peers).await;
         }

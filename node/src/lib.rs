@@ -26,6 +26,7 @@
 //!
 //! ## Layout
 //! - [`peer`]: [`Peer`] and its builder: configuration, start and shutdown.
+//! - [`config`]: the settings of `taskswarm node`: the config file, the environment, the flags.
 //! - `runtime`: the event loop that owns the swarm and the scheduler and carries out its actions.
 //! - [`network`]: the libp2p transport and behaviours; [`codec`]: framing of direct messages.
 //! - [`executor`]: runs process and handler tasks.
@@ -43,6 +44,7 @@ pub mod api;
 pub mod api_client;
 pub mod client;
 pub mod codec;
+pub mod config;
 pub mod executor;
 pub mod job;
 pub mod keys;

@@ -128,6 +128,13 @@ struct State {
     peer_waits: Vec<(usize, oneshot::Sender<ClusterView>)>,
 }
 
+/// The span of one task's events on this peer: its full id and the epoch (`major.minor`) they
+/// concern. Every peer names a task the same way, so a task's life can be followed across their
+/// logs (`--log-format json` puts the span in each line).
+fn task_span(task: &TaskId, epoch: u64) -> tracing::Span {
+    tracing::debug_span!("task", id = %task, epoch = %crate::view::show_epoch(epoch))
+}
+
 impl EventLoop {
     /// Runs until shutdown is signalled (or every handle to it is dropped), or until the store
     /// fails (a peer that cannot store must not acknowledge anything).
@@ -696,8 +703,11 @@ impl EventLoop {
                 let done = state.finished_tx.clone();
                 let (abort_tx, abort_rx) = oneshot::channel();
                 state.aborts.insert((task, epoch), abort_tx);
-                tokio::spawn(async move {
+                let run = async move {
+                    tracing::debug!("attempt started");
                     let outcome = executor.run(task, epoch, *spec, inputs, abort_rx).await;
+                    let ending = taskswarm_protocol::retry::Ending::of(&outcome);
+                    tracing::debug!(ending = ending.as_str(), "attempt ended");
                     let _ = done
                         .send(Finished {
                             task,
@@ -705,7 +715,11 @@ impl EventLoop {
                             outcome,
                         })
                         .await;
-                });
+                };
+                tokio::spawn(tracing::Instrument::instrument(
+                    run,
+                    task_span(&task, epoch),
+                ));
             }
             Action::Abort { task, epoch } => {
                 if let Some(abort) = state.aborts.remove(&(task, epoch)) {
@@ -714,7 +728,7 @@ impl EventLoop {
                 }
             }
             // Clients wait through the scheduler's watches (answered with `Answer`).
-            Action::Changed { .. } => {}
+            Action::Changed { task } => self.log_change(&task),
             Action::Accepted { tasks } => accepted(state, &tasks),
             Action::Answer { query, record } => self.answer(state, query, record),
             Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
@@ -725,6 +739,24 @@ impl EventLoop {
                  of the task's home set send the record again"
             ),
         }
+    }
+
+    /// Logs (at debug level, in the task's span) how a task's record here now stands, so that
+    /// its life can be followed through every peer's log.
+    fn log_change(&self, task: &TaskId) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let Some(record) = self.scheduler.task(task) else {
+            return;
+        };
+        let _span = task_span(task, record.epoch).entered();
+        tracing::debug!(
+            state = record.state.as_str(),
+            holder = record.holder.as_ref().map(crate::view::peer_name),
+            note = record.history.last().map(|t| t.note.as_str()),
+            "record changed"
+        );
     }
 
     /// Sends what waits for each peer that has room for another request in flight.

@@ -46,27 +46,23 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
-/// Parses 250ms, 3s, 2m, 1h or 7d (a bare number is seconds).
+/// Parses a duration as people write them (read by `humantime`): 250ms, 3s, 2m, 1h, 7d, or
+/// `1h 30m`; a bare number is seconds. At least a millisecond.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number with a unit, such as 500ms or 30s"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n.saturating_mul(1000),
-        "m" => n.saturating_mul(60_000),
-        "h" => n.saturating_mul(3_600_000),
-        "d" => n.saturating_mul(86_400_000),
-        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
+    let text = text.trim();
+    let duration = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("{text:?}: {e}"))?
+    } else {
+        humantime::parse_duration(text).map_err(|e| {
+            format!("{text:?}: {e}; write a number with a unit, such as 500ms, 30s, 5m or 7d")
+        })?
     };
-    if ms == 0 {
-        return Err(format!("{text:?}: a duration must be positive"));
+    if duration < Duration::from_millis(1) {
+        return Err(format!("{text:?}: a duration must be at least 1ms"));
     }
-    Ok(Duration::from_millis(ms))
+    Ok(duration)
 }
 
 /// Parses a backoff: `fixed:DUR` or `exp:BASE[:MAX]` (MAX defaults to 60 × BASE, at most 10 m).
@@ -637,7 +633,11 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("3 s").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("500us").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("0s").is_err());
         assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
