@@ -15,6 +15,7 @@
 //!   the chain read from it (see [`crate::proof`]).
 //! - `GET /v1/tasks[?state=S]`: the tasks whose records this peer keeps (its home sets).
 //! - `GET /v1/cluster`: this peer and the peers it knows, with their last load reports.
+//! - `GET /metrics`: this peer's metrics in the Prometheus text format ([`crate::metrics`]).
 //! - `GET /healthz`: liveness.
 //!
 //! Bad input gets a 4xx with `{"error": "...", "field": "..."}`; it never panics the peer.
@@ -244,6 +245,7 @@ pub fn router_with(client: Client, access: Access) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/cluster", get(cluster))
+        .route("/metrics", get(metrics))
         .route("/v1/tasks", get(list_tasks).post(post_tasks))
         .route("/v1/tasks/wait", post(wait_tasks))
         .route("/v1/jobs", post(post_job))
@@ -251,7 +253,7 @@ pub fn router_with(client: Client, access: Access) -> Router {
         .route("/v1/tasks/{id}/proof", get(get_proof))
         .route("/v1/drain", post(drain))
         .fallback(|| async {
-            ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /healthz")
+            ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /metrics, /healthz")
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(access, authorize))
@@ -302,6 +304,27 @@ async fn drain(
         deadline_ms: deadline.as_millis().try_into().unwrap_or(u64::MAX),
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `GET /metrics` (read): every metric, in OpenMetrics 1.0.0 for a scraper that asks for it
+/// (`Accept: application/openmetrics-text`, as Prometheus does), in the classic Prometheus text
+/// format (0.0.4) otherwise.
+async fn metrics(State(client): State<Client>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let text = client.metrics().await?;
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let response = if openmetrics {
+        let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ([(header::CONTENT_TYPE, kind)], text).into_response()
+    } else {
+        let kind = "text/plain; version=0.0.4; charset=utf-8";
+        let text = crate::metrics::classic(&text);
+        ([(header::CONTENT_TYPE, kind)], text).into_response()
+    };
+    Ok(response)
 }
 
 async fn cluster(State(client): State<Client>) -> ApiResult<crate::view::ClusterView> {

@@ -65,6 +65,10 @@ pub(crate) enum Command {
     Cluster {
         reply: oneshot::Sender<ClusterView>,
     },
+    /// Every metric, in the Prometheus text format.
+    Metrics {
+        reply: oneshot::Sender<String>,
+    },
     /// Answered once the peer knows `peers` peers, itself included.
     WaitForPeers {
         peers: usize,
@@ -189,6 +193,12 @@ impl Client {
     /// This peer and the peers it knows.
     pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
         self.ask(|reply| Command::Cluster { reply }).await
+    }
+
+    /// Every metric of this peer, in the Prometheus text format (what `GET /metrics` serves; see
+    /// [`crate::metrics`]).
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        self.ask(|reply| Command::Metrics { reply }).await
     }
 
     /// Waits until this peer knows `n` peers, itself included (it has heard the load reports of

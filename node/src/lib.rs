@@ -49,6 +49,7 @@ pub mod executor;
 pub mod job;
 pub mod keys;
 pub mod machine;
+pub mod metrics;
 pub mod network;
 pub mod peer;
 pub mod proof;

@@ -469,13 +469,19 @@ impl PeerBuilder {
                  --swarm-key (make one with `taskswarm swarm init`)"
             );
         }
+        let metrics = crate::metrics::Metrics::default();
         let event_loop = EventLoop {
             allowlist: self.admission.allowlist.clone(),
             admission,
             swarm,
             scheduler,
-            committer: crate::store::Committer::start(store.clone(), self.retention)
-                .map_err(PeerError::StoreWriter)?,
+            committer: crate::store::Committer::start(
+                store.clone(),
+                self.retention,
+                metrics.clone(),
+            )
+            .map_err(PeerError::StoreWriter)?,
+            metrics,
             store,
             archive,
             executor,

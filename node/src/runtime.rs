@@ -37,6 +37,11 @@ use crate::view::{ClusterView, CountersView, PeerInfo, TaskView};
 
 /// How often the scheduler is ticked.
 const TICK: Duration = Duration::from_millis(20);
+/// How long a task submitted through this peer is remembered for its latency: one still running
+/// after that (or whose record left this peer) is not measured.
+const SUBMITTED_KEPT: Duration = Duration::from_secs(24 * 3600);
+/// How often the acceptances past [`SUBMITTED_KEPT`] are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often bootstrap peers are dialled again while none is connected.
 const REDIAL: Duration = Duration::from_secs(2);
 /// How long a peer that is shutting down runs on after it said goodbye, so the goodbye leaves.
@@ -68,6 +73,8 @@ pub(crate) struct EventLoop {
     pub(crate) allowlist: Option<std::collections::BTreeSet<libp2p::PeerId>>,
     /// How this peer admits others, for the cluster view.
     pub(crate) admission: crate::admission::AdmissionView,
+    /// What it measures as things happen (shared with its task runs and its store's writer).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// What a query to other peers is for.
@@ -126,6 +133,9 @@ struct State {
     held: VecDeque<(u64, Action)>,
     /// Clients waiting until this peer knows so many peers, itself included.
     peer_waits: Vec<(usize, oneshot::Sender<ClusterView>)>,
+    /// When each task submitted through this peer and not yet ended was submitted (for its
+    /// latency); entries older than [`SUBMITTED_KEPT`] are forgotten.
+    submitted_at: HashMap<TaskId, Instant>,
 }
 
 /// The span of one task's events on this peer: its full id and the epoch (`major.minor`) they
@@ -160,12 +170,14 @@ impl EventLoop {
             held: VecDeque::new(),
             drain_until: None,
             peer_waits: Vec::new(),
+            submitted_at: HashMap::new(),
         };
         self.scheduler.set_wall_offset(wall_clock_ms() as i64);
         self.dial_bootstrap();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_redial = Instant::now();
+        let mut last_prune = Instant::now();
         // Set when shutdown was asked for: the peer has left (see `leave`) and runs on until then.
         let mut leaving_until: Option<tokio::time::Instant> = None;
         let mut commands_open = true;
@@ -193,6 +205,10 @@ impl EventLoop {
                     let now = state.now();
                     self.scheduler.tick(now, &mut state.rng);
                     self.forget_gone_waiters(&mut state);
+                    if last_prune.elapsed() >= PRUNE_EVERY {
+                        last_prune = Instant::now();
+                        state.submitted_at.retain(|_, at| at.elapsed() < SUBMITTED_KEPT);
+                    }
                     if last_redial.elapsed() >= REDIAL && self.swarm.connected_peers().next().is_none() {
                         last_redial = Instant::now();
                         self.dial_bootstrap();
@@ -287,6 +303,7 @@ impl EventLoop {
             })) => {
                 // A member may relay a report from a peer this one does not admit: drop it, so
                 // the stranger is never placed on or stolen from.
+                self.metrics.report_received(message.data.len());
                 let admitted = match (&self.allowlist, message.source) {
                     (None, _) => true,
                     (Some(list), Some(source)) => list.contains(&source),
@@ -450,6 +467,10 @@ impl EventLoop {
                 let _ = reply.send(self.cluster(now, &state.network));
             }
             Command::WaitForPeers { peers, reply } => state.peer_waits.push((peers, reply)),
+            Command::Metrics { reply } => {
+                let now = self.snapshot(&state.network);
+                let _ = reply.send(self.metrics.render(&now));
+            }
             Command::SetAllowlist { peers, reply } => {
                 let _ = reply.send(self.set_allowlist(peers));
             }
@@ -541,8 +562,10 @@ impl EventLoop {
         }
         state.next_submit += 1;
         let number = state.next_submit;
+        let at = Instant::now();
         for id in &ids {
             state.submit_of.insert(*id, number);
+            state.submitted_at.insert(*id, at);
         }
         let pending = PendingSubmit {
             remaining: ids.len(),
@@ -609,6 +632,25 @@ impl EventLoop {
         self.admission.allowlist = Some(peers.len());
         tracing::info!(peers = peers.len(), "allowlist replaced");
         true
+    }
+
+    /// How this peer stands now, for its metrics.
+    fn snapshot(&self, network: &crate::view::NetworkView) -> crate::metrics::Snapshot {
+        let s = &self.scheduler;
+        let mut records = std::collections::BTreeMap::new();
+        for record in s.tasks() {
+            *records.entry(record.state).or_insert(0) += 1;
+        }
+        crate::metrics::Snapshot {
+            counters: s.counters().clone(),
+            queued: s.queued() as u64,
+            running: u64::from(s.running()),
+            slots: u64::from(s.config().slots),
+            peers: s.peers().count() as u64,
+            connections: network.connections,
+            records,
+            store: self.committer.progress().stats,
+        }
     }
 
     fn cluster(&self, now: Millis, network: &crate::view::NetworkView) -> ClusterView {
@@ -700,13 +742,16 @@ impl EventLoop {
                 inputs,
             } => {
                 let executor = self.executor.clone();
+                let metrics = self.metrics.clone();
                 let done = state.finished_tx.clone();
                 let (abort_tx, abort_rx) = oneshot::channel();
                 state.aborts.insert((task, epoch), abort_tx);
                 let run = async move {
                     tracing::debug!("attempt started");
+                    let began = Instant::now();
                     let outcome = executor.run(task, epoch, *spec, inputs, abort_rx).await;
                     let ending = taskswarm_protocol::retry::Ending::of(&outcome);
+                    metrics.attempt(ending.as_str(), began.elapsed());
                     tracing::debug!(ending = ending.as_str(), "attempt ended");
                     let _ = done
                         .send(Finished {
@@ -728,8 +773,11 @@ impl EventLoop {
                 }
             }
             // Clients wait through the scheduler's watches (answered with `Answer`).
-            Action::Changed { task } => self.log_change(&task),
-            Action::Accepted { tasks } => accepted(state, &tasks),
+            Action::Changed { task } => self.changed(state, &task),
+            Action::Accepted { tasks } => {
+                self.metrics.submitted(tasks.len());
+                accepted(state, &tasks);
+            }
             Action::Answer { query, record } => self.answer(state, query, record),
             Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
             Action::RowRefused { task, reason } => tracing::error!(
@@ -739,6 +787,18 @@ impl EventLoop {
                  of the task's home set send the record again"
             ),
         }
+    }
+
+    /// A task's record here changed: if it was submitted through this peer and has ended, its
+    /// latency is measured; and the change is logged.
+    fn changed(&self, state: &mut State, task: &TaskId) {
+        if let Some(record) = self.scheduler.task(task)
+            && record.state.is_final()
+            && let Some(at) = state.submitted_at.remove(task)
+        {
+            self.metrics.ended(at.elapsed());
+        }
+        self.log_change(task);
     }
 
     /// Logs (at debug level, in the task's span) how a task's record here now stands, so that
@@ -801,8 +861,13 @@ impl EventLoop {
         {
             return;
         }
-        if let Err(e) = gossipsub.publish(state.topic.clone(), wire::encode(gossip)) {
-            tracing::debug!(error = %e, "load report not published");
+        let bytes = wire::encode(gossip);
+        let size = bytes.len();
+        match gossipsub.publish(state.topic.clone(), bytes) {
+            Ok(_) => self
+                .metrics
+                .report_sent(size, self.scheduler.held().count()),
+            Err(e) => tracing::debug!(error = %e, "load report not published"),
         }
     }
 

@@ -406,12 +406,16 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the thread that writes to `store`, keeping ended records for `retention`.
-    pub fn start(store: Store, retention: Duration) -> Result<Self, std::io::Error> {
+    pub fn start(
+        store: Store,
+        retention: Duration,
+        metrics: crate::metrics::Metrics,
+    ) -> Result<Self, std::io::Error> {
         let (batches, waiting) = std_mpsc::sync_channel(MAX_WAITING_BATCHES);
         let (report, progress) = watch::channel(Progress::default());
         let thread = std::thread::Builder::new()
             .name("taskswarm-store".into())
-            .spawn(move || commit_in_groups(&store, retention, &waiting, &report))?;
+            .spawn(move || commit_in_groups(&store, retention, &waiting, &report, &metrics))?;
         Ok(Self {
             batches: Some(batches),
             progress,
@@ -468,6 +472,7 @@ fn commit_in_groups(
     retention: Duration,
     waiting: &std_mpsc::Receiver<(u64, Vec<Write>)>,
     report: &watch::Sender<Progress>,
+    metrics: &crate::metrics::Metrics,
 ) {
     let mut next = None;
     let mut last_compaction: Option<std::time::Instant> = None;
@@ -509,7 +514,12 @@ fn commit_in_groups(
             batches += 1;
             writes.extend(more);
         }
-        match store.commit(&writes, wall_clock_ms()) {
+        let began = std::time::Instant::now();
+        let committed = store.commit(&writes, wall_clock_ms());
+        if let Ok(rows) = committed {
+            metrics.committed(rows, began.elapsed());
+        }
+        match committed {
             Ok(rows) => report.send_modify(|p| {
                 p.committed = last;
                 p.stats.commits += 1;
@@ -596,7 +606,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let store = Store::open(&path).unwrap();
-        let mut committer = Committer::start(store, Duration::from_secs(3600)).unwrap();
+        let mut committer = Committer::start(
+            store,
+            Duration::from_secs(3600),
+            crate::metrics::Metrics::default(),
+        )
+        .unwrap();
         let a = TaskId::from_bytes([1; 32]);
         let mut last = 0;
         for round in 0..200u32 {

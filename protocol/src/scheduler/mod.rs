@@ -282,6 +282,11 @@ pub struct Counters {
     pub completions_duplicate: u64,
     /// Completions and transfers dropped because too many were waiting.
     pub early_dropped: u64,
+    /// Tasks this peer placed as a primary: leases it granted to a holder (itself included).
+    pub placements: u64,
+    /// Attempts that ended without success and were given another (failed, timed out, or lost
+    /// with their holder), as this peer decided as a primary.
+    pub retries: u64,
     /// Steal requests sent.
     pub steal_requests: u64,
     /// Tasks received by stealing.

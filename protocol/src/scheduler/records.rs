@@ -826,6 +826,7 @@ impl Home {
                 .record
                 .transition(TaskState::Completed, Some(from), wall, "succeeded");
         } else if retry.retries(ending, attempts) {
+            ctx.counters.retries += 1;
             let wait = retry.wait(attempts, rng);
             entry.record.holder = None;
             let note = format!(
@@ -1291,6 +1292,7 @@ impl Home {
         let attempts = record.attempts.len() as u32;
         let again = entry.spec.retry.retries(Ending::LostLease, attempts);
         if again {
+            ctx.counters.retries += 1;
             record.transition(
                 TaskState::Waiting,
                 Some(ctx.me),

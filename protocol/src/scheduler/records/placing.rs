@@ -130,6 +130,7 @@ impl Home {
             });
             self.changed(ctx, peers, now, *id);
         }
+        ctx.counters.placements += leases.len() as u64;
         if peer == ctx.me {
             for lease in leases {
                 if let Some(task) = self.task_of(&lease.task) {
