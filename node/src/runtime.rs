@@ -40,7 +40,7 @@ const TICK: Duration = Duration::from_millis(20);
 /// How long a task submitted through this peer is remembered for its latency: one still running
 /// after that (or whose record left this peer) is not measured.
 const SUBMITTED_KEPT: Duration = Duration::from_secs(24 * 3600);
-/// How often the acceptances past [`SUBMITTED_KEPT`] are forgotten.
+/// How often the submissions older than [`SUBMITTED_KEPT`] are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often bootstrap peers are dialled again while none is connected.
 const REDIAL: Duration = Duration::from_secs(2);
