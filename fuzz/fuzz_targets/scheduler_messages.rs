@@ -95,6 +95,7 @@ fn report(from: &Keypair, exec: bool) -> Vec<u8> {
         addrs: vec![],
         leaving: false,
         draining: false,
+        about: Default::default(),
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }

@@ -13,8 +13,13 @@
 //! - `DELETE /v1/tasks/{id}`: cancels a task wherever it runs.
 //! - `GET /v1/tasks/{id}/proof`: the task's record sealed by the home member that wrote it, and
 //!   the chain read from it (see [`crate::proof`]).
-//! - `GET /v1/tasks[?state=S]`: the tasks whose records this peer keeps (its home sets).
-//! - `GET /v1/cluster`: this peer and the peers it knows, with their last load reports.
+//! - `GET /v1/tasks[?state=S&label=K=V&submitter=NAME&since_ms=T&until_ms=T&limit=N&cursor=C]`:
+//!   a page of the swarm's tasks, newest first (every live peer is asked for the records it
+//!   keeps); `next` is the cursor of the page after. With `scope=local`, only the tasks whose
+//!   records this peer keeps. A task that is not running says why (`reason`).
+//! - `GET /v1/cluster`: this peer and the peers it knows (load, resources, labels, version,
+//!   uptime, API address, last heard), and the swarm's totals.
+//! - `GET /v1/cluster/load`: every live peer's load, sampled every 5 s over the last 10 minutes.
 //! - `GET /metrics`: this peer's metrics in the Prometheus text format ([`crate::metrics`]).
 //! - `GET /healthz`: liveness.
 //!
@@ -39,11 +44,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use taskswarm_protocol::{TaskId, TaskState};
+use taskswarm_protocol::TaskId;
 
 use crate::api_client::{
-    Cancelling, ErrorBody, JobSubmitted, JobTask, Submitted, SubmittedOne, TaskList, WaitAnswer,
-    WaitRequest,
+    Cancelling, ErrorBody, JobSubmitted, JobTask, Submitted, SubmittedOne, TaskList, TaskQuery,
+    WaitAnswer, WaitRequest,
 };
 use crate::client::{Client, ClientError};
 use crate::spec;
@@ -245,6 +250,7 @@ pub fn router_with(client: Client, access: Access) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/load", get(load_history))
         .route("/metrics", get(metrics))
         .route("/v1/tasks", get(list_tasks).post(post_tasks))
         .route("/v1/tasks/wait", post(wait_tasks))
@@ -275,11 +281,6 @@ fn query(raw: Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>,
 
 fn parse_id(id: &str) -> Result<TaskId, ApiError> {
     id.parse().map_err(|e| ApiError::bad("id", format!("{e}")))
-}
-
-fn parse_state(text: &str) -> Result<TaskState, ApiError> {
-    text.parse()
-        .map_err(|e| ApiError::bad("state", format!("{e}")))
 }
 
 async fn healthz(State(client): State<Client>) -> ApiResult<serde_json::Value> {
@@ -331,21 +332,20 @@ async fn cluster(State(client): State<Client>) -> ApiResult<crate::view::Cluster
     Ok(Json(client.cluster().await?))
 }
 
+/// `GET /v1/tasks` (read): a page of the swarm's tasks, or of this peer's own with
+/// `scope=local` (see [`TaskQuery`] for the filters).
+async fn load_history(State(client): State<Client>) -> ApiResult<crate::view::LoadHistory> {
+    Ok(Json(client.load_history().await?))
+}
+
 async fn list_tasks(
     State(client): State<Client>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<TaskList>, ApiError> {
-    let mut state = None;
-    for (key, value) in query(raw, &["state"])? {
-        if key == "state" {
-            state = Some(parse_state(&value)?);
-        }
-    }
-    let tasks = client.tasks(state).await?;
-    Ok(Json(TaskList {
-        scope: "tasks whose records this peer keeps (it is in their home sets)".into(),
-        tasks,
-    }))
+    let pairs = query(raw, &TaskQuery::KEYS)?;
+    let wanted =
+        TaskQuery::from_pairs(&pairs).map_err(|(field, error)| ApiError::bad(&field, error))?;
+    Ok(Json(client.list(&wanted).await?))
 }
 
 async fn post_tasks(

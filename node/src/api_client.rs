@@ -69,8 +69,140 @@ pub struct WaitAnswer {
 pub struct TaskList {
     /// Which tasks a listing holds.
     pub scope: String,
-    /// The tasks.
+    /// The tasks (a swarm-wide list: newest first).
     pub tasks: Vec<TaskView>,
+    /// Where the next page starts (`cursor=`), if there may be one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// How many peers were asked, this one included (a swarm-wide list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers_asked: Option<u32>,
+    /// How many answered in time: fewer than asked means some records may be missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers_answered: Option<u32>,
+}
+
+/// Which tasks `GET /v1/tasks` lists: its query string, read and written by this one type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only the records the answering peer keeps (`scope=local`), instead of the whole swarm.
+    pub local: bool,
+    /// Only tasks in this state (`state=`).
+    pub state: Option<crate::TaskState>,
+    /// Only tasks that need this label, `key=value` (`label=`).
+    pub label: Option<String>,
+    /// Only tasks asked for by this client, the name of its token (`submitter=`).
+    pub submitter: Option<String>,
+    /// Only tasks submitted at or after this time, ms since the Unix epoch (`since_ms=`).
+    pub since_ms: Option<u64>,
+    /// Only tasks submitted before this time (`until_ms=`).
+    pub until_ms: Option<u64>,
+    /// The most tasks in the page (`limit=`, default [`TaskQuery::DEFAULT_LIMIT`], at most
+    /// 1000).
+    pub limit: Option<u32>,
+    /// Where the page starts: a previous page's `next` (`cursor=`).
+    pub cursor: Option<String>,
+}
+
+impl TaskQuery {
+    /// The page size when a query names none.
+    pub const DEFAULT_LIMIT: u32 = 100;
+    /// The keys of the query string.
+    pub const KEYS: [&'static str; 8] = [
+        "scope",
+        "state",
+        "label",
+        "submitter",
+        "since_ms",
+        "until_ms",
+        "limit",
+        "cursor",
+    ];
+
+    /// The query string, without the `?` (empty for the default query).
+    pub fn to_query_string(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if self.local {
+            pairs.push(("scope", "local".into()));
+        }
+        if let Some(state) = self.state {
+            pairs.push(("state", state.to_string()));
+        }
+        let texts = [
+            ("label", self.label.clone()),
+            ("submitter", self.submitter.clone()),
+            ("since_ms", self.since_ms.map(|v| v.to_string())),
+            ("until_ms", self.until_ms.map(|v| v.to_string())),
+            ("limit", self.limit.map(|v| v.to_string())),
+            ("cursor", self.cursor.clone()),
+        ];
+        pairs.extend(texts.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    }
+
+    /// Reads a query string's pairs; an unknown key or a bad value is an error naming the key.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, (String, String)> {
+        let mut query = TaskQuery::default();
+        for (key, value) in pairs {
+            let bad = |what: &str| (key.clone(), what.to_string());
+            let number = |what: &str| value.parse::<u64>().map_err(|_| bad(what));
+            match key.as_str() {
+                "scope" => {
+                    query.local = match value.as_str() {
+                        "local" => true,
+                        "swarm" => false,
+                        _ => return Err(bad("expected `swarm` or `local`")),
+                    }
+                }
+                "state" => {
+                    query.state = Some(value.parse().map_err(|e| bad(&format!("{e}")))?);
+                }
+                "label" => query.label = Some(value.clone()),
+                "submitter" => query.submitter = Some(value.clone()),
+                "since_ms" => query.since_ms = Some(number("expected ms since the Unix epoch")?),
+                "until_ms" => query.until_ms = Some(number("expected ms since the Unix epoch")?),
+                "limit" => {
+                    let limit = number("expected a whole number from 1 to 1000")?;
+                    if !(1..=1000).contains(&limit) {
+                        return Err(bad("expected a whole number from 1 to 1000"));
+                    }
+                    query.limit = Some(limit as u32);
+                }
+                "cursor" => {
+                    if taskswarm_protocol::listing::ListCursor::from_text(value).is_none() {
+                        return Err(bad("not a cursor: pass a page's `next` as it came"));
+                    }
+                    query.cursor = Some(value.clone());
+                }
+                _ => {
+                    let expected =
+                        format!("unknown query parameter; expected one of {:?}", Self::KEYS);
+                    return Err(bad(&expected));
+                }
+            }
+        }
+        Ok(query)
+    }
+
+    /// The scheduler's filter for it.
+    pub fn filter(&self) -> taskswarm_protocol::listing::ListFilter {
+        taskswarm_protocol::listing::ListFilter {
+            state: self.state,
+            label: self.label.clone(),
+            client: self.submitter.clone(),
+            since_ms: self.since_ms,
+            until_ms: self.until_ms,
+            after: self
+                .cursor
+                .as_deref()
+                .and_then(taskswarm_protocol::listing::ListCursor::from_text),
+        }
+    }
+
+    /// The page size asked for.
+    pub fn page_size(&self) -> u32 {
+        self.limit.unwrap_or(Self::DEFAULT_LIMIT).clamp(1, 1000)
+    }
 }
 
 /// The answer to `DELETE /v1/tasks/{id}`.
@@ -263,12 +395,19 @@ impl ApiClient {
             .await
     }
 
-    /// The tasks whose records the peer keeps, in one state or all.
+    /// The tasks whose records the peer keeps, in one state or all (`scope=local`).
     pub async fn tasks(&self, state: Option<crate::TaskState>) -> Result<TaskList, ApiClientError> {
-        let path = match state {
-            Some(state) => format!("/v1/tasks?state={state}"),
-            None => "/v1/tasks".to_string(),
+        let query = TaskQuery {
+            local: true,
+            state,
+            ..TaskQuery::default()
         };
+        self.list(&query).await
+    }
+
+    /// A page of the swarm's tasks (or the peer's own, with `local`) that `query` matches.
+    pub async fn list(&self, query: &TaskQuery) -> Result<TaskList, ApiClientError> {
+        let path = format!("/v1/tasks?{}", query.to_query_string());
         self.call(self.http.get(self.url(&path))).await
     }
 

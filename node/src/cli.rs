@@ -55,7 +55,14 @@ enum Cmd {
     Node(NodeArgs),
     /// Submit a process task (`-- PROGRAM [ARGS…]`), a handler task, or a file of specs.
     Submit(SubmitArgs),
-    /// Show this peer and the peers it knows, with their load.
+    /// Print a shell completion script: `taskswarm completions bash >
+    /// /etc/bash_completion.d/taskswarm` (zsh: into a directory on $fpath as `_taskswarm`; fish:
+    /// ~/.config/fish/completions/taskswarm.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Show every live peer (load, resources, labels, version, uptime) and the swarm's totals.
     Status {
         #[command(flatten)]
         api: ApiArg,
@@ -323,15 +330,31 @@ enum TaskCmd {
         #[command(flatten)]
         api: ApiArg,
     },
-    /// List the tasks whose records this peer keeps (it is in their home sets).
+    /// List the swarm's tasks, newest first: the peer asks every live peer for the records it
+    /// keeps. A task that is not running says why.
     List {
         /// Only tasks in this state: waiting, unschedulable, running, completed, failed or
         /// cancelled.
         #[arg(long)]
         state: Option<TaskState>,
+        /// Only tasks that need this label (KEY=VALUE).
+        #[arg(long, value_name = "KEY=VALUE")]
+        label: Option<String>,
+        /// Only tasks asked for by this client (the name of its API token).
+        #[arg(long, value_name = "NAME")]
+        submitter: Option<String>,
+        /// Only tasks submitted within this long before now, such as 10m or 2h.
+        #[arg(long, value_parser = taskswarm::spec::parse_duration, value_name = "DURATION")]
+        since: Option<Duration>,
+        /// At most this many tasks (all that match, page after page, if not given).
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Only the tasks whose records the peer itself keeps (it is in their home sets).
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         api: ApiArg,
-        /// Print JSON.
+        /// Print JSON (every task, in one list).
         #[arg(long)]
         json: bool,
     },
@@ -342,6 +365,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Node(node) => run_node(node).await,
         Cmd::Submit(submit) => run_submit(submit).await,
         Cmd::Status { api, json } => run_status(&api.client()?, json).await,
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "taskswarm", &mut script);
+            out!("{}", String::from_utf8_lossy(&script).trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Drain {
             api,
             deadline,
@@ -386,15 +416,35 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             out!("cancelling {}", answer.id);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Task(TaskCmd::List { state, api, json }) => {
-            let list = api.client()?.tasks(state).await?;
+        Cmd::Task(TaskCmd::List {
+            state,
+            label,
+            submitter,
+            since,
+            limit,
+            local,
+            api,
+            json,
+        }) => {
+            let since_ms = since.map(|ago| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                now.saturating_sub(ago).as_millis() as u64
+            });
+            let query = taskswarm::api_client::TaskQuery {
+                local,
+                state,
+                label,
+                submitter,
+                since_ms,
+                ..Default::default()
+            };
+            let list = list_all(&api.client()?, query, limit).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                out!("{} {}", list.tasks.len(), list.scope);
-                for t in list.tasks {
-                    out!("{}  {:<9}  {}", t.id, t.state, describe(&t));
-                }
+                print_task_list(&list)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -941,44 +991,152 @@ fn print_task(task: &TaskView, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every task `query` matches, page after page, at most `limit`.
+async fn list_all(
+    api: &Api,
+    mut query: taskswarm::api_client::TaskQuery,
+    limit: Option<u64>,
+) -> anyhow::Result<taskswarm::api_client::TaskList> {
+    let page_size = |left: Option<u64>| left.map_or(1000, |l| l.clamp(1, 1000) as u32);
+    query.limit = Some(page_size(limit));
+    let mut list = api.list(&query).await?;
+    let mut left = limit.map(|l| l.saturating_sub(list.tasks.len() as u64));
+    while let Some(cursor) = list.next.take()
+        && left.is_none_or(|l| l > 0)
+    {
+        query.cursor = Some(cursor);
+        query.limit = Some(page_size(left));
+        let page = api.list(&query).await?;
+        left = left.map(|l| l.saturating_sub(page.tasks.len() as u64));
+        list.tasks.extend(page.tasks);
+        list.next = page.next;
+        list.peers_answered = list.peers_answered.min(page.peers_answered);
+    }
+    Ok(list)
+}
+
+/// A table with the house style: no borders but a line under the header.
+fn table(header: &[&str]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(
+            header
+                .iter()
+                .map(|h| comfy_table::Cell::new(h.to_uppercase())),
+        );
+    table
+}
+
+fn print_task_list(list: &taskswarm::api_client::TaskList) -> anyhow::Result<()> {
+    let mut rows = table(&["task", "state", "name", "what", "peer", "submitted", "why"]);
+    for t in &list.tasks {
+        let peer = t.executed_by.as_ref().or(t.holder.as_ref());
+        rows.add_row(vec![
+            t.id.chars().take(12).collect::<String>(),
+            t.state.to_string(),
+            t.name.clone().unwrap_or_default(),
+            truncate(&describe(t), 40),
+            peer.map(|p| short_peer(p)).unwrap_or_default(),
+            taskswarm::view::format_time(t.submitted_ms),
+            t.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    if !list.tasks.is_empty() {
+        out!("{rows}");
+    }
+    let answered = match (list.peers_asked, list.peers_answered) {
+        (Some(asked), Some(answered)) if answered < asked => {
+            format!(" ({answered} of {asked} peers answered: some tasks may be missing)")
+        }
+        _ => String::new(),
+    };
+    let more = if list.next.is_some() {
+        " (more: raise --limit)"
+    } else {
+        ""
+    };
+    out!("{} tasks; {}{answered}{more}", list.tasks.len(), list.scope);
+    Ok(())
+}
+
+/// A peer id as people tell peers apart: its last 8 characters.
+fn short_peer(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    let start = chars.len().saturating_sub(8);
+    format!("…{}", chars[start..].iter().collect::<String>())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A duration as people read an uptime: `3m 12s`, `2h 5m`, `4d 1h`.
+fn uptime(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d {}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
 async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
     let cluster: ClusterView = api.cluster().await?;
     if json {
         out!("{}", serde_json::to_string_pretty(&cluster)?);
         return Ok(ExitCode::SUCCESS);
     }
-    out!(
-        "{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}",
-        "peer",
-        "slots",
-        "running",
-        "queued",
-        "exec",
-        "heard"
-    );
-    let rows = std::iter::once((&cluster.me, "(this peer)".to_string())).chain(
-        cluster
-            .peers
-            .iter()
-            .map(|p| (p, format!("{} ms ago", p.last_heard_ms))),
-    );
-    for (p, heard) in rows {
-        let exec = if p.exec { "yes" } else { "no" };
+    let mut rows = table(&[
+        "peer", "version", "up", "slots", "running", "queued", "cpus", "memory", "labels", "api",
+        "heard",
+    ]);
+    let me = std::iter::once((&cluster.me, "this peer".to_string()));
+    let others = cluster
+        .peers
+        .iter()
+        .map(|p| (p, format!("{} ms ago", p.last_heard_ms)));
+    for (p, heard) in me.chain(others) {
         let heard = if p.draining {
             format!("{heard}; draining")
         } else {
             heard
         };
-        out!(
-            "{:<54} {:>5} {:>7} {:>6} {:>4} {:>9}",
-            p.peer_id,
-            p.slots,
-            p.running,
-            p.queued,
-            exec,
-            heard
-        );
+        rows.add_row(vec![
+            p.peer_id.clone(),
+            p.version.clone(),
+            uptime(p.uptime_ms),
+            p.slots.to_string(),
+            p.running.to_string(),
+            p.queued.to_string(),
+            p.cpus.clone(),
+            p.memory.clone(),
+            p.labels.join(","),
+            p.api.clone().unwrap_or_else(|| "-".into()),
+            heard,
+        ]);
     }
+    out!("{rows}");
+    let t = &cluster.swarm;
+    out!(
+        "swarm: {} peers, {} slots, {} running, {} queued{}",
+        t.peers,
+        t.slots,
+        t.running,
+        t.queued,
+        if t.draining > 0 {
+            format!(", {} draining", t.draining)
+        } else {
+            String::new()
+        }
+    );
     out!("access: {}", cluster.admission.describe());
     let c = &cluster.counters;
     out!(

@@ -29,6 +29,26 @@ pub enum ClientError {
     },
 }
 
+/// What a list of one peer's own records holds.
+pub(crate) const LOCAL_SCOPE: &str =
+    "tasks whose records this peer keeps (it is in their home sets)";
+
+/// Whether a view of this peer's own records matches the filter's other conditions (its state
+/// was matched by the peer).
+fn local_match(filter: &taskswarm_protocol::listing::ListFilter, view: &TaskView) -> bool {
+    let at = view.submitted_ms;
+    filter.since_ms.is_none_or(|s| at >= s)
+        && filter.until_ms.is_none_or(|u| at < u)
+        && filter
+            .client
+            .as_ref()
+            .is_none_or(|c| view.client.as_ref() == Some(c))
+        && filter
+            .label
+            .as_ref()
+            .is_none_or(|l| view.needs.iter().any(|n| n == &format!("label {l}")))
+}
+
 /// A request to the event loop.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -53,6 +73,12 @@ pub(crate) enum Command {
         state: Option<TaskState>,
         reply: oneshot::Sender<Vec<TaskView>>,
     },
+    /// A page of the swarm's tasks.
+    List {
+        filter: taskswarm_protocol::listing::ListFilter,
+        limit: u32,
+        reply: oneshot::Sender<crate::api_client::TaskList>,
+    },
     Drain {
         deadline: std::time::Duration,
         reply: oneshot::Sender<()>,
@@ -64,6 +90,9 @@ pub(crate) enum Command {
     },
     Cluster {
         reply: oneshot::Sender<ClusterView>,
+    },
+    LoadHistory {
+        reply: oneshot::Sender<crate::view::LoadHistory>,
     },
     /// Every metric, in the Prometheus text format.
     Metrics {
@@ -181,6 +210,33 @@ impl Client {
         self.ask(|reply| Command::Tasks { state, reply }).await
     }
 
+    /// A page of the swarm's tasks that `query` matches: every live peer is asked for the
+    /// records it keeps (with `query.local`, only this peer's, as [`Client::tasks`]).
+    pub async fn list(
+        &self,
+        query: &crate::api_client::TaskQuery,
+    ) -> Result<crate::api_client::TaskList, ClientError> {
+        if query.local {
+            let mut tasks = self.tasks(query.state).await?;
+            let filter = query.filter();
+            tasks.retain(|v| local_match(&filter, v));
+            return Ok(crate::api_client::TaskList {
+                scope: LOCAL_SCOPE.into(),
+                tasks,
+                next: None,
+                peers_asked: None,
+                peers_answered: None,
+            });
+        }
+        let (filter, limit) = (query.filter(), query.page_size());
+        self.ask(|reply| Command::List {
+            filter,
+            limit,
+            reply,
+        })
+        .await
+    }
+
     /// Replaces the allowlist (see [`crate::Peer::set_allowlist`]).
     pub(crate) async fn set_allowlist(
         &self,
@@ -193,6 +249,11 @@ impl Client {
     /// This peer and the peers it knows.
     pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
         self.ask(|reply| Command::Cluster { reply }).await
+    }
+
+    /// Every live peer's load over the last minutes, as this peer sampled it.
+    pub async fn load_history(&self) -> Result<crate::view::LoadHistory, ClientError> {
+        self.ask(|reply| Command::LoadHistory { reply }).await
     }
 
     /// Every metric of this peer, in the Prometheus text format (what `GET /metrics` serves; see

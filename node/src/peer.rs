@@ -407,12 +407,21 @@ impl PeerBuilder {
         );
         let executor = Executor::new(self.handlers, self.allow_exec, self.output_cap)
             .on_peer(peer_id.to_string());
+        let api_listener = match self.api {
+            Some(addr) => Some(bind_api(addr).await?),
+            None => None,
+        };
         let config = Config {
             slots: self.slots,
             capabilities: Capabilities {
                 exec: self.allow_exec,
                 handlers: executor.handler_names(),
                 offer,
+            },
+            about: taskswarm_protocol::About {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                api: api_listener.as_ref().map(|(_, bound)| bound.to_string()),
+                uptime_ms: 0,
             },
             ..self.scheduler
         };
@@ -501,11 +510,10 @@ impl PeerBuilder {
             Ok(Ok(addrs)) => addrs.clone(),
             _ => return Err(PeerError::NotListening(LISTEN_DEADLINE)),
         };
-        let (api_addr, api) = match self.api {
-            Some(addr) => {
+        let (api_addr, api) = match api_listener {
+            Some((listener, bound)) => {
                 let app = crate::api::router_with(client.clone(), self.api_access.clone());
-                let (bound, task) = serve_api(addr, app, shutdown_rx).await?;
-                (Some(bound), Some(task))
+                (Some(bound), Some(serve_api(listener, app, shutdown_rx)))
             }
             None => (None, None),
         };
@@ -545,18 +553,23 @@ fn loopback_any_port() -> Multiaddr {
     Multiaddr::from(std::net::Ipv4Addr::LOCALHOST).with(libp2p::multiaddr::Protocol::Tcp(0))
 }
 
-async fn serve_api(
-    addr: SocketAddr,
-    app: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(SocketAddr, JoinHandle<()>), PeerError> {
+/// Binds the API's address (before the peer starts, so its load reports can name the port).
+async fn bind_api(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), PeerError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| PeerError::Api { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| PeerError::Api { addr, source })?;
-    let task = tokio::spawn(async move {
+    Ok((listener, bound))
+}
+
+fn serve_api(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
@@ -566,8 +579,7 @@ async fn serve_api(
         {
             tracing::error!(error = %e, "API server stopped");
         }
-    });
-    Ok((bound, task))
+    })
 }
 
 /// What `peer.json` in the data directory says.

@@ -42,6 +42,10 @@ const TICK: Duration = Duration::from_millis(20);
 const SUBMITTED_KEPT: Duration = Duration::from_secs(24 * 3600);
 /// How often the submissions older than [`SUBMITTED_KEPT`] are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the swarm's load is sampled for `GET /v1/cluster/load`.
+const LOAD_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// How many load samples are kept: ten minutes' worth.
+const LOAD_SAMPLES_KEPT: usize = 120;
 /// How often bootstrap peers are dialled again while none is connected.
 const REDIAL: Duration = Duration::from_secs(2);
 /// How long a peer that is shutting down runs on after it said goodbye, so the goodbye leaves.
@@ -124,6 +128,10 @@ struct State {
     submit_of: HashMap<TaskId, u64>,
     next_submit: u64,
     queries: HashMap<u64, Purpose>,
+    /// The swarm's load, sampled every [`LOAD_SAMPLE_EVERY`], oldest first.
+    load_history: VecDeque<crate::view::LoadSample>,
+    /// Swarm-wide lists being gathered, by ticket.
+    lists: HashMap<u64, oneshot::Sender<crate::api_client::TaskList>>,
     aborts: HashMap<(TaskId, u64), oneshot::Sender<()>>,
     topic: gossipsub::IdentTopic,
     nonce: u64,
@@ -163,6 +171,8 @@ impl EventLoop {
             submit_of: HashMap::new(),
             next_submit: 0,
             queries: HashMap::new(),
+            lists: HashMap::new(),
+            load_history: VecDeque::new(),
             aborts: HashMap::new(),
             topic: gossipsub::IdentTopic::new(LOAD_TOPIC),
             nonce,
@@ -178,6 +188,7 @@ impl EventLoop {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_redial = Instant::now();
         let mut last_prune = Instant::now();
+        let mut last_sample: Option<Instant> = None;
         // Set when shutdown was asked for: the peer has left (see `leave`) and runs on until then.
         let mut leaving_until: Option<tokio::time::Instant> = None;
         let mut commands_open = true;
@@ -208,6 +219,10 @@ impl EventLoop {
                     if last_prune.elapsed() >= PRUNE_EVERY {
                         last_prune = Instant::now();
                         state.submitted_at.retain(|_, at| at.elapsed() < SUBMITTED_KEPT);
+                    }
+                    if last_sample.is_none_or(|at| at.elapsed() >= LOAD_SAMPLE_EVERY) {
+                        last_sample = Some(Instant::now());
+                        self.sample_load(&mut state);
                     }
                     if last_redial.elapsed() >= REDIAL && self.swarm.connected_peers().next().is_none() {
                         last_redial = Instant::now();
@@ -423,9 +438,9 @@ impl EventLoop {
                 client,
                 reply,
             } => self.submit(state, tasks, client, reply),
-            Command::Task { id, reply } => match self.look_up(&id) {
+            Command::Task { id, reply } => match self.look_up(&id).cloned() {
                 Some(record) => {
-                    let _ = reply.send(Some(TaskView::of(record)));
+                    let _ = reply.send(Some(self.view_of(now, &record)));
                 }
                 None => {
                     let query = self.scheduler.query(now, &mut state.rng, id);
@@ -449,7 +464,15 @@ impl EventLoop {
                 state: wanted,
                 reply,
             } => {
-                let _ = reply.send(self.list(wanted));
+                let _ = reply.send(self.list(now, wanted));
+            }
+            Command::List {
+                filter,
+                limit,
+                reply,
+            } => {
+                let ticket = self.scheduler.list(now, &mut state.rng, filter, limit);
+                state.lists.insert(ticket, reply);
             }
             Command::Drain { deadline, reply } => {
                 if state.drain_until.is_none() && !self.scheduler.is_leaving() {
@@ -465,6 +488,13 @@ impl EventLoop {
             }
             Command::Cluster { reply } => {
                 let _ = reply.send(self.cluster(now, &state.network));
+            }
+            Command::LoadHistory { reply } => {
+                let history = crate::view::LoadHistory {
+                    interval_ms: LOAD_SAMPLE_EVERY.as_millis() as u64,
+                    samples: state.load_history.iter().cloned().collect(),
+                };
+                let _ = reply.send(history);
             }
             Command::WaitForPeers { peers, reply } => state.peer_waits.push((peers, reply)),
             Command::Metrics { reply } => {
@@ -484,15 +514,48 @@ impl EventLoop {
         self.scheduler.look_up(id)
     }
 
+    /// Samples every live peer's load for the history the dashboard draws.
+    fn sample_load(&self, state: &mut State) {
+        let view = self.cluster(state.now(), &state.network);
+        let peers = std::iter::once(&view.me)
+            .chain(&view.peers)
+            .map(|p| {
+                let load = crate::view::PeerLoad {
+                    queued: p.queued,
+                    running: p.running,
+                    slots: p.slots,
+                };
+                (p.peer_id.clone(), load)
+            })
+            .collect();
+        let sample = crate::view::LoadSample {
+            at_ms: wall_clock_ms(),
+            peers,
+        };
+        if state.load_history.len() >= LOAD_SAMPLES_KEPT {
+            state.load_history.pop_front();
+        }
+        state.load_history.push_back(sample);
+    }
+
+    /// The view of a record this peer keeps, saying why it is not running if it is not.
+    fn view_of(&self, now: Millis, record: &TaskRecord) -> TaskView {
+        let mut view = TaskView::of(record);
+        if let Some(why) = self.scheduler.why_not_running(now, record) {
+            view.reason = Some(why.describe(crate::view::peer_name));
+        }
+        view
+    }
+
     /// The records this peer keeps in `wanted` state (every state with `None`): those in memory,
     /// and, for ended states, the [`LIST_ENDED_MAX`] stored most recently.
-    fn list(&self, wanted: Option<TaskState>) -> Vec<TaskView> {
+    fn list(&self, now: Millis, wanted: Option<TaskState>) -> Vec<TaskView> {
         let matches = |r: &TaskRecord| wanted.is_none_or(|s| r.state == s);
         let mut views: Vec<TaskView> = self
             .scheduler
             .tasks()
             .filter(|r| matches(r))
-            .map(TaskView::of)
+            .map(|r| self.view_of(now, r))
             .collect();
         if wanted.is_some_and(|s| !s.is_final()) {
             return views;
@@ -655,32 +718,38 @@ impl EventLoop {
 
     fn cluster(&self, now: Millis, network: &crate::view::NetworkView) -> ClusterView {
         let s = &self.scheduler;
+        let config = s.config();
+        let offer = &config.capabilities.offer;
         let me = PeerInfo {
             peer_id: self.swarm.local_peer_id().to_string(),
             queued: s.queued() as u32,
             running: s.running(),
-            slots: s.config().slots,
-            exec: s.config().capabilities.exec,
-            handlers: s.config().capabilities.handlers.clone(),
+            slots: config.slots,
+            exec: config.capabilities.exec,
+            handlers: config.capabilities.handlers.clone(),
             last_heard_ms: 0,
             draining: s.is_draining(),
+            version: config.about.version.clone(),
+            uptime_ms: now,
+            api: config.about.api.clone(),
+            cpus: taskswarm_protocol::resources::format_cpus(offer.capacity.cpu_milli),
+            memory: taskswarm_protocol::resources::format_bytes(offer.capacity.memory),
+            disk: taskswarm_protocol::resources::format_bytes(offer.capacity.disk),
+            labels: offer.labels.iter().map(ToString::to_string).collect(),
         };
-        let peers = s
+        let mut peers: Vec<PeerInfo> = s
             .peers()
-            .map(|(key, view)| PeerInfo {
-                peer_id: crate::view::peer_name(key),
-                queued: view.report.queued,
-                running: view.report.running,
-                slots: view.report.slots,
-                exec: view.report.capabilities.exec,
-                handlers: view.report.capabilities.handlers.clone(),
-                last_heard_ms: now.saturating_sub(view.heard_at),
-                draining: view.report.draining,
+            .map(|(key, view)| {
+                let heard = now.saturating_sub(view.heard_at);
+                PeerInfo::of_report(crate::view::peer_name(key), &view.report, heard)
             })
             .collect();
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let swarm = crate::view::SwarmTotals::of(std::iter::once(&me).chain(&peers));
         ClusterView {
             me,
             peers,
+            swarm,
             counters: CountersView::from(s.counters()),
             admission: self.admission.clone(),
             network: network.clone(),
@@ -779,6 +848,11 @@ impl EventLoop {
                 accepted(state, &tasks);
             }
             Action::Answer { query, record } => self.answer(state, query, record),
+            Action::Listed { ticket, page } => {
+                if let Some(reply) = state.lists.remove(&ticket) {
+                    let _ = reply.send(list_of(page));
+                }
+            }
             Action::PeerDiscovered { peer, addrs } => self.learn_peer(peer, addrs),
             Action::RowRefused { task, reason } => tracing::error!(
                 %task,
@@ -944,7 +1018,30 @@ fn claims_nothing(action: &Action) -> bool {
         Action::Write { .. }
         | Action::Execute { .. }
         | Action::Accepted { .. }
-        | Action::Answer { .. } => false,
+        | Action::Answer { .. }
+        | Action::Listed { .. } => false,
+    }
+}
+
+/// A page of the swarm's tasks as the API answers it.
+fn list_of(page: taskswarm_protocol::listing::Page) -> crate::api_client::TaskList {
+    let tasks = page
+        .entries
+        .iter()
+        .map(|entry| {
+            let mut view = TaskView::of(&entry.sealed.record);
+            if let Some(why) = &entry.why {
+                view.reason = Some(why.describe(crate::view::peer_name));
+            }
+            view
+        })
+        .collect();
+    crate::api_client::TaskList {
+        scope: "the swarm: every live peer was asked for the records it keeps".into(),
+        tasks,
+        next: page.next.map(|c| c.to_text()),
+        peers_asked: Some(page.asked),
+        peers_answered: Some(page.answered),
     }
 }
 

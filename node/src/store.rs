@@ -351,6 +351,14 @@ impl taskswarm_protocol::Archive for StoreArchive {
                 Vec::new()
             })
     }
+
+    /// The stored ones, by the time they were committed, newest first.
+    fn recent_ended(&self, limit: usize) -> Vec<Vec<u8>> {
+        self.store.recent_ended(limit).unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot read the ended records");
+            Vec::new()
+        })
+    }
 }
 
 /// The most batches that may wait for the committer; the event loop waits (back-pressure) when

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use taskswarm_protocol::resources::{self, Needs};
-use taskswarm_protocol::{Counters, Outcome, PeerKey, TaskKind, TaskRecord, TaskState};
+use taskswarm_protocol::{Counters, Outcome, PeerKey, TaskKind, TaskRecord, TaskSpec, TaskState};
 
 use crate::keys;
 
@@ -191,9 +191,7 @@ impl TaskView {
             }
             Some(TaskKind::Handler { name, .. }) => (None, Some(name.clone()), "handler"),
         };
-        let reason = (record.state == TaskState::Unschedulable)
-            .then(|| record.history.last().map(|t| t.note.clone()))
-            .flatten();
+        let reason = Self::reason_from_record(record, spec.as_ref());
         let mut view = TaskView {
             id: record.id().to_string(),
             state: record.state,
@@ -281,6 +279,24 @@ impl TaskView {
         view
     }
 
+    /// Why a task is not running, as far as its record alone tells (a peer that keeps the record
+    /// says more: its holder's queue, a retry's back-off, which dependency it waits for).
+    fn reason_from_record(record: &TaskRecord, spec: Option<&TaskSpec>) -> Option<String> {
+        match record.state {
+            TaskState::Unschedulable => record.history.last().map(|t| t.note.clone()),
+            TaskState::Waiting => Some(
+                if spec.is_some_and(|s| record.envelope.inputs.len() < s.after.len()) {
+                    "waiting for its dependencies".to_string()
+                } else if let Some(holder) = &record.holder {
+                    format!("queued on peer {}", peer_name(holder))
+                } else {
+                    "waiting for a free slot on a peer that can run it".to_string()
+                },
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether the task has ended.
     pub fn is_final(&self) -> bool {
         self.state.is_final()
@@ -307,6 +323,113 @@ pub struct PeerInfo {
     /// Whether it is draining (`taskswarm drain`): it takes no new work and will leave.
     #[serde(default)]
     pub draining: bool,
+    /// The version of taskswarm it runs.
+    #[serde(default)]
+    pub version: String,
+    /// How long it has been running, in ms (as of its last report, plus the time since).
+    #[serde(default)]
+    pub uptime_ms: u64,
+    /// Where its HTTP API listens (`host:port`), if it serves one.
+    #[serde(default)]
+    pub api: Option<String>,
+    /// The CPUs it offers (`4`, `0.5`).
+    #[serde(default)]
+    pub cpus: String,
+    /// The memory it offers (`7.6 GiB`).
+    #[serde(default)]
+    pub memory: String,
+    /// The disk it offers.
+    #[serde(default)]
+    pub disk: String,
+    /// Its labels (`gpu=1`).
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+impl PeerInfo {
+    /// A peer as its load report (signed by it) shows it, `heard_ms_ago`.
+    pub fn of_report(
+        peer_id: String,
+        report: &taskswarm_protocol::LoadReport,
+        heard_ms_ago: u64,
+    ) -> Self {
+        let offer = &report.capabilities.offer;
+        Self {
+            peer_id,
+            queued: report.queued,
+            running: report.running,
+            slots: report.slots,
+            exec: report.capabilities.exec,
+            handlers: report.capabilities.handlers.clone(),
+            last_heard_ms: heard_ms_ago,
+            draining: report.draining,
+            version: report.about.version.clone(),
+            uptime_ms: report.about.uptime_ms.saturating_add(heard_ms_ago),
+            api: report.about.api.clone(),
+            cpus: resources::format_cpus(offer.capacity.cpu_milli),
+            memory: resources::format_bytes(offer.capacity.memory),
+            disk: resources::format_bytes(offer.capacity.disk),
+            labels: offer.labels.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// The swarm's totals, over this peer and every peer it knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmTotals {
+    /// Live peers, this one included.
+    pub peers: u32,
+    /// Tasks they can run at once.
+    pub slots: u32,
+    /// Tasks they run.
+    pub running: u32,
+    /// Tasks in their ready queues.
+    pub queued: u32,
+    /// Peers draining.
+    pub draining: u32,
+}
+
+impl SwarmTotals {
+    /// The totals of `peers`.
+    pub fn of<'a>(peers: impl IntoIterator<Item = &'a PeerInfo>) -> Self {
+        peers.into_iter().fold(Self::default(), |t, p| Self {
+            peers: t.peers + 1,
+            slots: t.slots + p.slots,
+            running: t.running + p.running,
+            queued: t.queued + p.queued,
+            draining: t.draining + u32::from(p.draining),
+        })
+    }
+}
+
+/// Every live peer's load, sampled at intervals by the serving peer: what `GET /v1/cluster/load`
+/// answers (the dashboard draws it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadHistory {
+    /// The time between samples, in ms.
+    pub interval_ms: u64,
+    /// The samples, oldest first.
+    pub samples: Vec<LoadSample>,
+}
+
+/// One sample of [`LoadHistory`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadSample {
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Each live peer's load then, by peer id.
+    pub peers: std::collections::BTreeMap<String, PeerLoad>,
+}
+
+/// One peer's load in a [`LoadSample`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLoad {
+    /// Tasks queued.
+    pub queued: u32,
+    /// Tasks running.
+    pub running: u32,
+    /// Slots.
+    pub slots: u32,
 }
 
 /// The rejection and work counters of one peer.
@@ -401,6 +524,9 @@ pub struct ClusterView {
     pub me: PeerInfo,
     /// The other peers it has heard from recently, by peer id.
     pub peers: Vec<PeerInfo>,
+    /// The totals over this peer and the others.
+    #[serde(default)]
+    pub swarm: SwarmTotals,
     /// This peer's counters.
     pub counters: CountersView,
     /// Who may connect to this peer and use its API.

@@ -35,6 +35,14 @@ pub trait Archive: Send + Sync + std::fmt::Debug {
         let _ = (after, limit);
         Vec::new()
     }
+
+    /// The rows of the ended records stored most recently, newest first, at most `limit`: what a
+    /// swarm-wide list reads of the archive (see [`crate::listing`]). An archive that cannot list
+    /// returns none, and lists show only the records in memory.
+    fn recent_ended(&self, limit: usize) -> Vec<Vec<u8>> {
+        let _ = limit;
+        Vec::new()
+    }
 }
 
 /// No archive: a peer whose ended records stay in memory only until they are evicted (a
@@ -103,5 +111,11 @@ impl Archive for MemoryArchive {
             .take(limit)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Every row, up to `limit`, in id order (a memory archive does not know when each ended).
+    fn recent_ended(&self, limit: usize) -> Vec<Vec<u8>> {
+        let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        rows.values().take(limit).cloned().collect()
     }
 }

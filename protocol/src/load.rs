@@ -41,6 +41,18 @@ impl Capabilities {
     }
 }
 
+/// What a peer tells about itself for people to read (`taskswarm status`, the dashboard): never
+/// used to decide anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct About {
+    /// The version of the software it runs.
+    pub version: String,
+    /// Where its HTTP API listens, as it was configured (`host:port`), if it serves one.
+    pub api: Option<String>,
+    /// How long it has been running when it signed the report, in milliseconds.
+    pub uptime_ms: u64,
+}
+
 /// A peer's load, as it reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct LoadReport {
@@ -69,6 +81,8 @@ pub struct LoadReport {
     /// finishes what it runs, then leaves. The others place nothing on it and lead the tasks it
     /// led.
     pub draining: bool,
+    /// What it tells about itself for people to read.
+    pub about: About,
 }
 
 impl LoadReport {

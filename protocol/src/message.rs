@@ -12,6 +12,7 @@
 use bincode::{Decode, Encode};
 
 use crate::lease::SignedGrant;
+use crate::listing::{ListAnswer, ListFilter};
 use crate::load::{Capabilities, SignedLoadReport};
 use crate::seal::SealedRecord;
 use crate::task::{Envelope, Outcome, TaskId};
@@ -144,6 +145,23 @@ pub enum Message {
         /// The record, if this peer keeps it, with its seal.
         record: Option<Box<SealedRecord>>,
     },
+    /// Any peer → any peer: a page of the records you keep that match (a client's swarm-wide
+    /// list; see [`crate::listing`]).
+    List {
+        /// The asker's number for the question.
+        query: u64,
+        /// Which records.
+        filter: ListFilter,
+        /// The most entries wanted.
+        limit: u32,
+    },
+    /// The answer to a [`Message::List`].
+    Listed {
+        /// The question's number.
+        query: u64,
+        /// The entries, in the list's order.
+        answer: ListAnswer,
+    },
     /// A holder → members of the home sets of tasks it would start: a start check. Answered at
     /// once with [`Message::Pong`]; a holder starts a task in a freed slot only once a majority
     /// of its home set answered a round sent after the slot freed.
@@ -182,6 +200,8 @@ impl Message {
             Message::Probe => "probe",
             Message::Query { .. } => "query",
             Message::Answer { .. } => "answer",
+            Message::List { .. } => "list",
+            Message::Listed { .. } => "listed",
             Message::Ping { .. } => "ping",
             Message::Pong { .. } => "pong",
         }

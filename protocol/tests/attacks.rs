@@ -38,6 +38,7 @@ fn report(from: &Keypair, seq: u64, exec: bool) -> Vec<u8> {
         addrs: vec![],
         leaving: false,
         draining: false,
+        about: Default::default(),
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }
@@ -563,4 +564,65 @@ fn ten_thousand_forged_or_replayed_messages_change_nothing() {
     assert!(by_kind.len() >= 8, "{by_kind:?}");
     println!("sent: {kinds:?}");
     println!("rejected {rejected} of 10000, by message kind: {by_kind:?}");
+}
+
+/// A swarm-wide list takes an answer only from a peer it asked, once, and from it only the
+/// records whose home set names it: a stranger's answer, a second answer, and records a member
+/// does not keep are refused and counted, and the page holds every task once.
+#[test]
+fn list_answers_from_peers_not_asked_or_for_records_they_do_not_keep_are_refused() {
+    use taskswarm_protocol::listing::{ListAnswer, ListEntry, ListFilter};
+    let (mut swarm, ids) = Swarm::new();
+    let now = swarm.now;
+    // B lists the swarm: A and C answer at once; M, asked too, is not reached.
+    let ticket = swarm.peers[1].list(now, &mut swarm.rng, ListFilter::default(), 100);
+    swarm.pump(1);
+    let forged = ListAnswer {
+        entries: ids
+            .iter()
+            .map(|id| ListEntry {
+                sealed: swarm.peers[0].sealed(id).unwrap(),
+                why: None,
+            })
+            .collect(),
+        more: false,
+    };
+    let listed = Message::Listed {
+        query: ticket,
+        answer: forged,
+    };
+    // X was not asked.
+    swarm.deliver(key(7).public(), 1, &listed);
+    assert_eq!(swarm.rejected(1, "listed"), 1);
+    // M was asked, but keeps none of these records: each is refused; then M answers again.
+    swarm.deliver(key(9).public(), 1, &listed);
+    assert_eq!(swarm.rejected(1, "listed"), 4);
+    swarm.deliver(key(9).public(), 1, &listed);
+    assert_eq!(swarm.rejected(1, "listed"), 5);
+    let page = swarm
+        .log
+        .iter()
+        .find_map(|(at, a)| match a {
+            Action::Listed { ticket: t, page } if *at == 1 && *t == ticket => Some(page.clone()),
+            _ => None,
+        })
+        .expect("the list ended once every peer asked had answered");
+    assert_eq!((page.asked, page.answered), (4, 4));
+    let mut listed: Vec<TaskId> = page.entries.iter().map(|e| e.sealed.record.id()).collect();
+    listed.sort();
+    let mut expected = ids.to_vec();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // A waiting task says why; the running and the ended ones say nothing.
+    for entry in &page.entries {
+        let record = &entry.sealed.record;
+        let waits = record.state == TaskState::Waiting;
+        assert_eq!(
+            entry.why.is_some(),
+            waits,
+            "{:?}: {:?}",
+            record.state,
+            entry.why
+        );
+    }
 }

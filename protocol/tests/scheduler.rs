@@ -60,6 +60,7 @@ fn kinds(actions: &[Action]) -> Vec<String> {
             Action::Changed { .. } => "changed".into(),
             Action::Accepted { tasks } => format!("accepted {}", tasks.len()),
             Action::Answer { record, .. } => format!("answer {}", record.is_some()),
+            Action::Listed { page, .. } => format!("listed {}", page.entries.len()),
             Action::PeerDiscovered { .. } => "discovered".into(),
             Action::RowRefused { .. } => "row refused".into(),
         })
@@ -122,6 +123,7 @@ fn report_of_run(from: &Keypair, boot: u64, seq: u64, queued: u32, exec: bool) -
         addrs: vec![b"addr".to_vec()],
         leaving: false,
         draining: false,
+        about: Default::default(),
     };
     wire::encode(&Gossip::Load(Signed::sign(&report, from)))
 }
@@ -1201,6 +1203,7 @@ fn a_load_report_with_a_bad_signature_is_counted_and_dropped() {
         addrs: vec![],
         leaving: false,
         draining: false,
+        about: Default::default(),
     };
     // Signed by key 3 while claiming to be key 2.
     let forged = Signed::<LoadReport>::from_parts(

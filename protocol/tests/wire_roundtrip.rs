@@ -253,6 +253,7 @@ fn arb_gossip() -> impl Strategy<Value = Gossip> {
                 addrs,
                 leaving: seq % 2 == 1,
                 draining: seq % 3 == 1,
+                about: Default::default(),
             };
             Gossip::Load(Signed::sign(&report, &k))
         })

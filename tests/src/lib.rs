@@ -208,6 +208,8 @@ pub struct Sim {
     /// What clients were answered (views, waits, cancels), by peer and number: the state of the
     /// task in the record the answer carried, or `None` if it said no live peer knows the task.
     pub answers: BTreeMap<(usize, u64), Option<taskswarm_protocol::TaskState>>,
+    /// Swarm-wide lists that clients were answered, by peer and ticket.
+    pub lists: BTreeMap<(usize, u64), taskswarm_protocol::listing::Page>,
     trace: u64,
     /// `SIM_TRACE_TASK`: a task id (or its start, as `TaskId(…)` prints it) whose every message,
     /// record change and start is printed to stderr, with crashes, restarts and cuts.
@@ -287,6 +289,7 @@ impl Sim {
             gossip_bytes: 0,
             messages: 0,
             answers: BTreeMap::new(),
+            lists: BTreeMap::new(),
             trace: FNV_OFFSET,
             traced: std::env::var("SIM_TRACE_TASK").ok(),
             side: vec![0; n],
@@ -479,6 +482,21 @@ impl Sim {
         Some(ticket)
     }
 
+    /// A client of peer `by` asks for a page of the swarm's tasks; returns the number the page
+    /// comes under (in [`Sim::lists`]).
+    pub fn list(
+        &mut self,
+        by: usize,
+        filter: taskswarm_protocol::listing::ListFilter,
+        limit: u32,
+    ) -> Option<u64> {
+        let now = self.clock(by);
+        let scheduler = self.peers[by].scheduler.as_mut()?;
+        let ticket = scheduler.list(now, &mut self.rng, filter, limit);
+        self.drain(by);
+        Some(ticket)
+    }
+
     /// A client of peer `by`, named `client`, cancels task `id`; returns the number its answer
     /// comes under (in [`Sim::answers`]).
     pub fn cancel(&mut self, by: usize, id: TaskId, client: &str) -> Option<u64> {
@@ -662,6 +680,9 @@ impl Sim {
             Action::Answer { query, record } => {
                 self.answers
                     .insert((i, query), record.map(|r| r.record.state));
+            }
+            Action::Listed { ticket, page } => {
+                self.lists.insert((i, ticket), page);
             }
             Action::Abort { .. } | Action::PeerDiscovered { .. } => {}
             // The simulated disk never changes a row.

@@ -91,3 +91,64 @@ fn waits_and_cancels_through_peers_that_keep_no_record_are_answered() {
         }
     }
 }
+
+/// A swarm-wide list, asked of any peer page by page while a member is down, holds every task
+/// once: each record is kept by several members, so one silent peer loses none.
+#[test]
+fn lists_asked_of_any_peer_hold_every_task_once_while_a_member_is_down() {
+    use taskswarm_protocol::listing::ListFilter;
+    let seeds: u64 = std::env::var("SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    for seed in 0..seeds {
+        let mut sim = Sim::new(seed, 6, 2, NetConfig::default());
+        assert!(
+            sim.run_until(5_000, |s| (0..6).all(|i| s
+                .scheduler(i)
+                .unwrap()
+                .peers()
+                .count()
+                == 5)),
+            "seed {seed}: the peers never met"
+        );
+        let mut ids = sim.submit_sleeps(0, 30, 50);
+        ids.extend(sim.submit_sleeps(4, 30, 50));
+        assert!(
+            sim.run_until(sim.now + 60_000, |s| ids
+                .iter()
+                .all(|id| s.record(id).is_some_and(|r| r.state.is_final()))),
+            "seed {seed}: the tasks never ended"
+        );
+        sim.crash(2);
+        for by in [0, 1, 5] {
+            let mut listed = Vec::new();
+            let mut filter = ListFilter {
+                state: Some(TaskState::Completed),
+                ..ListFilter::default()
+            };
+            for _ in 0..20 {
+                let ticket = sim.list(by, filter.clone(), 8).unwrap();
+                assert!(
+                    sim.run_until(sim.now + 10_000, |s| s.lists.contains_key(&(by, ticket))),
+                    "seed {seed}: peer {by}'s list was never answered"
+                );
+                let page = sim.lists.remove(&(by, ticket)).unwrap();
+                assert!(page.entries.len() <= 8);
+                listed.extend(page.entries.iter().map(|e| e.sealed.record.id()));
+                match page.next {
+                    Some(next) => filter.after = Some(next),
+                    None => break,
+                }
+            }
+            let unique: std::collections::BTreeSet<_> = listed.iter().copied().collect();
+            assert_eq!(
+                unique.len(),
+                listed.len(),
+                "seed {seed}: a task listed twice"
+            );
+            let expected: std::collections::BTreeSet<_> = ids.iter().copied().collect();
+            assert_eq!(unique, expected, "seed {seed}: peer {by}'s list");
+        }
+    }
+}

@@ -29,6 +29,7 @@
 
 mod asking;
 mod holding;
+mod listing;
 mod peers;
 mod records;
 mod stealing;
@@ -123,6 +124,9 @@ pub struct Config {
     /// it with the next peer by rendezvous rank, so the task has its full home set again (see
     /// `records/rehoming.rs`). A member back within it is a restart, not a departure.
     pub repair_after_ms: Millis,
+    /// What this peer tells about itself in its load reports (its uptime is filled in at each
+    /// report: the scheduler's `now`, which the driver starts at 0).
+    pub about: crate::load::About,
 }
 
 impl Default for Config {
@@ -150,6 +154,7 @@ impl Default for Config {
             ended_in_memory_ms: 5_000,
             scan_per_tick: 2_000,
             repair_after_ms: 300_000,
+            about: crate::load::About::default(),
         }
     }
 }
@@ -236,6 +241,13 @@ pub enum Action {
     Accepted {
         /// The tasks.
         tasks: Vec<TaskId>,
+    },
+    /// A page of the swarm's tasks, for [`Scheduler::list`]'s `ticket`.
+    Listed {
+        /// The number [`Scheduler::list`] returned.
+        ticket: u64,
+        /// The page.
+        page: crate::listing::Page,
     },
     /// The answer to a [`Scheduler::query`].
     Answer {
@@ -473,6 +485,8 @@ pub struct Scheduler {
     stealing: stealing::Stealing,
     /// Questions out and clients' waits (see [`asking::Asking`]).
     asking: asking::Asking,
+    /// Swarm-wide lists being gathered (see [`listing::Listing`]).
+    listing: listing::Listing,
     // Shared by every role.
     /// The placement policy and its memory.
     placer: crate::placement::Placer,
@@ -506,6 +520,7 @@ impl Scheduler {
             holding: holding::Holding::new(ageing_ms),
             stealing: stealing::Stealing::default(),
             asking: asking::Asking::default(),
+            listing: listing::Listing::default(),
             placer: crate::placement::Placer::new(placement),
             verifier: Verifier::default(),
             counters: Counters::default(),
@@ -802,6 +817,15 @@ impl Scheduler {
             Message::Ping { round } => self.send(from, Message::Pong { round }),
             // From a peer this one sent a start check of that round (or a later one).
             Message::Pong { round } => self.on_pong(now, from, round),
+            // From any member: records are not secret among members.
+            Message::List {
+                query,
+                filter,
+                limit,
+            } => self.on_list(now, from, query, filter, limit),
+            // From a peer asked that question, once; each entry for a task whose home set names
+            // the sender (see `listing`).
+            Message::Listed { query, answer } => self.on_listed(from, query, answer),
         }
     }
 
@@ -1078,6 +1102,7 @@ impl Scheduler {
         let (asking, peers, mut ctx) = self.asker();
         asking.expire(&mut ctx, now);
         asking.ask_watched(&mut ctx, peers, now, rng);
+        self.expire_lists(now);
         self.finish_input(now, rng);
     }
 
@@ -1093,6 +1118,7 @@ impl Scheduler {
         for peer in gone {
             self.peers.remove(peer);
             self.holding.forget_checks(peer);
+            self.forget_list_answers_from(peer);
         }
         let (home, peers, ctx) = self.member();
         home.level_after_deaths(&ctx, peers, now, gone);
@@ -1368,6 +1394,10 @@ impl Scheduler {
             addrs: self.config.addrs.clone(),
             leaving: self.peers.leaving(),
             draining: self.peers.draining(),
+            about: crate::load::About {
+                uptime_ms: now,
+                ..self.config.about.clone()
+            },
         };
         let signed = Signed::sign(&report, &self.key);
         if self.config.report_fanout == 0 {

@@ -37,6 +37,8 @@ use crate::task::{Dependency, Envelope, Outcome, Submission, Task, TaskId, TaskS
 use crate::wire::{self, WireError};
 
 mod depending;
+mod explaining;
+pub(super) use explaining::OwnQueue;
 mod placing;
 mod rehoming;
 mod replicating;

@@ -28,6 +28,8 @@ pub(super) struct Lookup {
     first_asked_at: Option<Millis>,
     asked_at: Option<Millis>,
     home: Option<Vec<PeerKey>>,
+    /// Its name, once an answer told it (for people: "waiting for dependency build").
+    name: Option<String>,
     ended: Option<Ended>,
 }
 
@@ -50,6 +52,16 @@ impl Lookup {
     /// The task's home set, once an answer named it.
     pub(in crate::scheduler) fn home(&self) -> Option<&Vec<PeerKey>> {
         self.home.as_ref()
+    }
+
+    /// The task's name, once an answer told it.
+    pub(in crate::scheduler) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Whether this peer learnt that the task ended.
+    pub(in crate::scheduler) fn has_ended(&self) -> bool {
+        self.ended.is_some()
     }
 
     /// Remembers the task's home set.
@@ -246,6 +258,7 @@ impl Home {
     ) {
         let lookup = self.lookups.entry(record.id()).or_default();
         lookup.home = Some(record.home().to_vec());
+        lookup.name.clone_from(&spec.name);
         if lookup.ended.is_none() {
             lookup.ended = Ended::of(record, spec);
         }
