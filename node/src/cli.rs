@@ -1162,4 +1162,40 @@ mod tests {
         use clap::CommandFactory;
         Args::command().debug_assert();
     }
+
+    #[test]
+    fn completions_cover_the_subcommands_and_bash_reads_its_script() {
+        use clap::CommandFactory;
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "taskswarm", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            for word in ["node", "submit", "status", "completions", "state"] {
+                assert!(script.contains(word), "{shell}: no {word}");
+            }
+            if shell == clap_complete::Shell::Bash
+                && let Ok(out) = std::process::Command::new("bash")
+                    .args(["-n", "-c", &script])
+                    .output()
+            {
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn uptimes_read_as_people_say_them() {
+        assert_eq!(uptime(999), "0s");
+        assert_eq!(uptime(192_000), "3m 12s");
+        assert_eq!(uptime(7_500_000), "2h 5m");
+        assert_eq!(uptime(349_200_000), "4d 1h");
+    }
 }

@@ -153,6 +153,12 @@ impl Client {
         .await
     }
 
+    /// Submits one task; the handle waits for it and reads its result (see [`crate::typed`]).
+    pub async fn submit_task(&self, task: NewTask) -> Result<crate::TaskHandle, ClientError> {
+        let id = self.submit_one(task).await?;
+        Ok(crate::TaskHandle::new(id, self.clone()))
+    }
+
     /// Submits one task.
     pub async fn submit_one(&self, task: NewTask) -> Result<TaskId, ClientError> {
         let ids = self.submit(vec![task]).await?;

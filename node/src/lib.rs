@@ -12,14 +12,11 @@
 //!
 //! let peer = Peer::builder()
 //!     .slots(4)
-//!     .handler("double", |_ctx, input: Vec<u8>| async move {
-//!         let n: u64 = String::from_utf8_lossy(&input).parse().map_err(|e| format!("{e}"))?;
-//!         Ok((n * 2).to_string().into_bytes())
-//!     })
+//!     .handler_typed("double", |_ctx, n: u64| async move { Ok(n * 2) })
 //!     .spawn()
 //!     .await?;
-//! let result = peer.client().run(NewTask::handler("double", "21")).await?;
-//! assert_eq!(result.output.as_deref(), Some("42"));
+//! let doubled: u64 = peer.submit(NewTask::typed("double", &21)?).await?.result().await?;
+//! assert_eq!(doubled, 42);
 //! peer.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -32,6 +29,7 @@
 //! - [`executor`]: runs process and handler tasks.
 //! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it;
 //!   [`api_client`]: the same API from the client's side, typed.
+//! - [`typed`]: typed handlers and results (serde JSON at the edges of a task's bytes).
 //! - [`spec`]: task specs as people write them; [`view`]: what the API shows; [`proof`]: a
 //!   task's sealed record, checked, and its chain.
 //! - [`admission`]: who may connect: the swarm key and the allowlist.
@@ -57,6 +55,7 @@ mod runtime;
 pub mod spec;
 pub mod store;
 pub mod tokens;
+pub mod typed;
 pub mod view;
 
 pub use client::{Client, ClientError};
@@ -65,4 +64,5 @@ pub use peer::{Peer, PeerBuilder, PeerError};
 pub use spec::NewTask;
 pub use taskswarm_protocol as protocol;
 pub use taskswarm_protocol::TaskState;
+pub use typed::{TaskError, TaskHandle};
 pub use view::{ClusterView, PeerInfo, TaskView};

@@ -330,6 +330,20 @@ impl PeerBuilder {
         self
     }
 
+    /// Registers an async handler of a typed input under `name` (see [`crate::typed`]): its input
+    /// is read as the JSON of `In`, and its output written as the JSON of `Out`. Submit to it with
+    /// [`crate::NewTask::typed`].
+    pub fn handler_typed<In, Out, F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        In: serde::de::DeserializeOwned + Send + 'static,
+        Out: Serialize + Send + 'static,
+        F: Fn(HandlerContext, In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Out, crate::typed::HandlerError>> + Send + 'static,
+    {
+        self.handlers.insert(name.into(), crate::typed::handler(f));
+        self
+    }
+
     /// Sets how often the load report (heartbeat) is sent (default 200 ms).
     pub fn report_interval(mut self, interval: Duration) -> Self {
         self.scheduler.report_interval_ms = (interval.as_millis() as u64).max(1);
@@ -614,6 +628,15 @@ impl Peer {
     /// A builder with the defaults.
     pub fn builder() -> PeerBuilder {
         PeerBuilder::default()
+    }
+
+    /// Submits one task through this peer; the handle waits for it and reads its result
+    /// (`peer.submit(task).await?.result::<T>().await?`).
+    pub async fn submit(
+        &self,
+        task: crate::NewTask,
+    ) -> Result<crate::TaskHandle, crate::ClientError> {
+        self.client().submit_task(task).await
     }
 
     /// A handle to submit tasks and read results.

@@ -121,6 +121,15 @@ pub fn parse_retry_on(items: &[String]) -> Result<RetryOn, String> {
 }
 
 impl NewTask {
+    /// A task for a typed handler ([`crate::PeerBuilder::handler_typed`]): `input` is written as
+    /// JSON.
+    pub fn typed(
+        name: impl Into<String>,
+        input: &impl serde::Serialize,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::handler(name, serde_json::to_vec(input)?))
+    }
+
     /// A process task.
     pub fn process(
         program: impl Into<String>,

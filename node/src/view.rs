@@ -45,8 +45,17 @@ pub struct TaskView {
     pub stdout: Option<String>,
     /// Captured standard error (process tasks).
     pub stderr: Option<String>,
-    /// What a handler returned.
+    /// What a handler returned (as text: bytes that are not UTF-8 are shown replaced).
     pub output: Option<String>,
+    /// What the task produced, exactly: a handler's output, or a process's standard output. In
+    /// JSON, base64 (`output_base64`); `output` and `stdout` show the same as text.
+    #[serde(
+        default,
+        rename = "output_base64",
+        with = "base64_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub output_bytes: Option<Vec<u8>>,
     /// Why the run failed to produce an exit code or output (timeout, missing program, …).
     pub error: Option<String>,
     /// The libp2p peer id of the peer that ran the recorded attempt.
@@ -152,6 +161,35 @@ fn describe_needs(needs: &Needs) -> Vec<String> {
     words
 }
 
+/// Bytes in JSON: standard base64.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        to: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => to.serialize_str(&STANDARD.encode(bytes)),
+            None => to.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        from: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(text) = Option::<std::borrow::Cow<str>>::deserialize(from)? else {
+            return Ok(None);
+        };
+        STANDARD
+            .decode(text.as_bytes())
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A task state in JSON: its lower-case name.
 mod state_name {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -213,6 +251,7 @@ impl TaskView {
             stdout: None,
             stderr: None,
             output: None,
+            output_bytes: None,
             error: None,
             executed_by: record.executed_by.as_ref().map(peer_name),
             holder: record.holder.as_ref().map(peer_name),
@@ -260,6 +299,7 @@ impl TaskView {
                 stderr,
             }) => {
                 view.exit_code = *code;
+                view.output_bytes = Some(stdout.clone());
                 view.stdout = Some(text(stdout));
                 view.stderr = Some(text(stderr));
                 if code.is_none() {
@@ -267,11 +307,15 @@ impl TaskView {
                 }
             }
             Some(Outcome::TimedOut { stdout, stderr }) => {
+                view.output_bytes = Some(stdout.clone());
                 view.stdout = Some(text(stdout));
                 view.stderr = Some(text(stderr));
                 view.error = Some("timed out".into());
             }
-            Some(Outcome::Returned { output }) => view.output = Some(text(output)),
+            Some(Outcome::Returned { output }) => {
+                view.output = Some(text(output));
+                view.output_bytes = Some(output.clone());
+            }
             Some(Outcome::Error { message } | Outcome::NotStarted { message }) => {
                 view.error = Some(message.clone())
             }
