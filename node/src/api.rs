@@ -22,11 +22,12 @@
 //! - `GET /v1/cluster/load`: every live peer's load, sampled every 5 s over the last 10 minutes.
 //! - `GET /metrics`: this peer's metrics in the Prometheus text format ([`crate::metrics`]).
 //! - `GET /healthz`: liveness.
+//! - `GET /`: the dashboard ([`crate::dashboard`]); its files need no token.
 //!
 //! Bad input gets a 4xx with `{"error": "...", "field": "..."}`; it never panics the peer.
 //!
 //! **Access.** A peer started with API tokens ([`crate::tokens`]) answers every request but
-//! `/healthz` only with `Authorization: Bearer TOKEN`, and only if the token's roles allow it:
+//! `/healthz` and the dashboard's files only with `Authorization: Bearer TOKEN`, and only if the token's roles allow it:
 //! `read` for GETs and `POST /v1/tasks/wait`, `submit` for the other POSTs, `cancel` for DELETE.
 //! No token, or an unknown one, is a 401; a token without the role is a 403; both say what is
 //! missing. A POST must be `Content-Type: application/json` (415 otherwise), so a web page cannot
@@ -158,7 +159,7 @@ pub struct Caller {
 
 /// What a request needs: nothing for `/healthz`, else a role by method and path.
 fn needed(method: &Method, path: &str) -> Option<Role> {
-    if path == "/healthz" {
+    if path == "/healthz" || (method == Method::GET && crate::dashboard::PATHS.contains(&path)) {
         return None;
     }
     Some(match *method {
@@ -258,6 +259,7 @@ pub fn router_with(client: Client, access: Access) -> Router {
         .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/v1/tasks/{id}/proof", get(get_proof))
         .route("/v1/drain", post(drain))
+        .merge(crate::dashboard::router())
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/cluster, /metrics, /healthz")
         })

@@ -27,7 +27,8 @@
 //! - `runtime`: the event loop that owns the swarm and the scheduler and carries out its actions.
 //! - [`network`]: the libp2p transport and behaviours; [`codec`]: framing of direct messages.
 //! - [`executor`]: runs process and handler tasks.
-//! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it;
+//! - [`client`]: the handle to a running peer; [`api`]: the HTTP API on top of it, and
+//!   [`dashboard`], the page every peer serves at `/`;
 //!   [`api_client`]: the same API from the client's side, typed.
 //! - [`typed`]: typed handlers and results (serde JSON at the edges of a task's bytes).
 //! - [`spec`]: task specs as people write them; [`view`]: what the API shows; [`proof`]: a
@@ -43,6 +44,7 @@ pub mod api_client;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod dashboard;
 pub mod executor;
 pub mod job;
 pub mod keys;
