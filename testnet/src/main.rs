@@ -385,6 +385,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  export TASKSWARM_TOKEN_FILE={}", file.display());
     }
     println!("Try:");
+    println!("  the dashboard: {first_api}/   (it asks for the token)");
     println!("  target/release/taskswarm status --api {first_api}");
     println!("  target/release/taskswarm submit --api {first_api} --wait -- uname -a");
     println!(

@@ -350,3 +350,31 @@ async fn the_dashboard_shows_the_swarm_live_and_survives_its_peer() {
     .await;
     browser.close().await.unwrap();
 }
+
+/// Saves a screenshot of a running swarm's dashboard (how the one in docs/ is made, after the
+/// README's `testnet/run.sh`): `DASHBOARD_URL=http://127.0.0.1:PORT DASHBOARD_TOKEN_FILE=FILE
+/// DASHBOARD_SCREENSHOT=docs/dashboard.png cargo test -p taskswarm-tests --test dashboard_browser
+/// -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a running swarm: DASHBOARD_URL, DASHBOARD_TOKEN_FILE, DASHBOARD_SCREENSHOT"]
+async fn screenshot_of_a_running_swarm() {
+    browser().unwrap();
+    let url = std::env::var("DASHBOARD_URL").expect("DASHBOARD_URL");
+    let path = std::env::var("DASHBOARD_SCREENSHOT").expect("DASHBOARD_SCREENSHOT");
+    let token = std::env::var("DASHBOARD_TOKEN_FILE")
+        .ok()
+        .map(|f| std::fs::read_to_string(f).unwrap().trim().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let (_driver, driver_url) = chromedriver().await;
+    let browser = session(&driver_url, &dir.path().join("chromium")).await;
+    open(&browser, url.trim_end_matches('/'), token.as_deref()).await;
+    until(&browser, "the peers and the tasks", Duration::from_secs(30), |b| async move {
+        !peer_rows(&b).await.is_empty() && count(&text(&b, "#count-completed").await) > 0
+    })
+    .await;
+    // A few polls, so the charts have the page's own samples too.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::fs::write(&path, browser.screenshot().await.unwrap()).unwrap();
+    println!("saved {path}");
+    browser.close().await.unwrap();
+}
