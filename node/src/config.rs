@@ -686,6 +686,15 @@ mod tests {
         assert_eq!(parsed, NodeConfig::default());
     }
 
+    /// The settings file docs/ gives for the systemd unit and the container reads as written.
+    #[test]
+    fn the_service_settings_in_the_docs_read() {
+        let text = include_str!("../../docs/taskswarm.toml");
+        let parsed: NodeConfig = toml::from_str(text).unwrap();
+        parsed.check().unwrap();
+        assert_eq!(parsed.data_dir, PathBuf::from("/var/lib/taskswarm"));
+    }
+
     #[test]
     fn the_example_shows_every_key() {
         let every = NodeConfig {
