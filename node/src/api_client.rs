@@ -426,6 +426,30 @@ impl ApiClient {
         self.call(self.http.get(self.url("/v1/cluster"))).await
     }
 
+    /// The peer's metrics, in the Prometheus text format (`GET /metrics`).
+    pub async fn metrics(&self) -> Result<String, ApiClientError> {
+        let unreachable = |source| ApiClientError::Unreachable {
+            base: self.base.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        if !status.is_success() {
+            let body = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
+                error: text.clone(),
+                ..ErrorBody::default()
+            });
+            return Err(ApiClientError::Refused { status, body });
+        }
+        Ok(text)
+    }
+
     /// A task's proof (check it with [`crate::proof::check`]).
     pub async fn proof(&self, id: &str) -> Result<ProofView, ApiClientError> {
         self.call(self.http.get(self.url(&format!("/v1/tasks/{id}/proof"))))

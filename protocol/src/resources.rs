@@ -211,27 +211,14 @@ pub fn parse_cpus(text: &str) -> Result<u32, String> {
 }
 
 /// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (powers of 1024; `KiB`, `MB` and
-/// the like are read the same way).
+/// the like are read the same way), such as `512M`, `1.5G` or `2 GiB`.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?}: a size is a number with K, M, G or T, such as 512M or 2G");
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches('B')
-        .trim_end_matches('I')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1u64 << shift).ok_or_else(bad)
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text.trim())
+        .map_err(|e| {
+            format!("{text:?}: a size is a number with K, M, G or T, such as 512M or 2G ({e})")
+        })
 }
 
 /// Cores from thousandths, as people write them: `2`, `0.5`.
@@ -297,6 +284,14 @@ mod tests {
         assert_eq!(parse_bytes("100"), Ok(100));
         assert!(parse_bytes("1Q").is_err());
         assert!(parse_bytes("G").is_err());
+        assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert_eq!(
+            parse_bytes("2GB"),
+            Ok(2 << 30),
+            "powers of 1024 whatever the spelling"
+        );
+        assert!(parse_bytes("-1G").is_err());
         assert_eq!(format_bytes(512 << 20), "512 MiB");
         assert_eq!(format_bytes(3 << 29), "1.5 GiB");
         assert_eq!(label("gpu=1").to_string(), "gpu=1");

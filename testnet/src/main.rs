@@ -361,7 +361,12 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         cluster.peers.len()
     );
     let job_ok = run_demo_job(&cluster).await?;
-    let ok = completed == tasks.len() && idle.is_empty() && on_labelled == labelled.len() && job_ok;
+    let views_ok = check_views(&cluster).await?;
+    let ok = completed == tasks.len()
+        && idle.is_empty()
+        && on_labelled == labelled.len()
+        && job_ok
+        && views_ok;
 
     if args.once {
         drop(cluster);
@@ -428,4 +433,55 @@ mod tests {
             }
         }
     }
+}
+
+/// The value of the sample `name` (no labels) in a Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// After the demo, what every peer shows agrees: its metrics with its API's counters, its view of
+/// the swarm with the swarm, and its list of the swarm's completed tasks with every other's.
+async fn check_views(cluster: &Cluster) -> anyhow::Result<bool> {
+    let peers = cluster.peers.len();
+    let (mut metrics_agree, mut sees_all) = (0, 0);
+    let mut lists = Vec::new();
+    for i in 0..peers {
+        let api = cluster.api(i)?;
+        let text = api.metrics().await?;
+        let view = api.cluster().await?;
+        let executed = sample(&text, "taskswarm_tasks_executed_total");
+        if executed == Some(view.counters.tasks_executed as f64)
+            && sample(&text, "taskswarm_slots") == Some(f64::from(view.me.slots))
+        {
+            metrics_agree += 1;
+        }
+        if view.swarm.peers as usize == peers {
+            sees_all += 1;
+        }
+        let query = taskswarm::api_client::TaskQuery {
+            state: Some(TaskState::Completed),
+            limit: Some(1000),
+            ..Default::default()
+        };
+        let mut ids: Vec<String> = api
+            .list(&query)
+            .await?
+            .tasks
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        ids.sort();
+        lists.push(ids);
+    }
+    let same_lists = lists.windows(2).all(|w| w[0] == w[1]);
+    println!(
+        "metrics agree with the API on {metrics_agree}/{peers} peers; {sees_all}/{peers} peers see \
+         all {peers}; every peer lists the same {} completed tasks of the swarm: {}",
+        lists.first().map_or(0, Vec::len),
+        if same_lists { "yes" } else { "NO" }
+    );
+    Ok(metrics_agree == peers && sees_all == peers && same_lists)
 }
