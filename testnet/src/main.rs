@@ -404,37 +404,6 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn the_command_line_is_well_formed() {
-        use clap::CommandFactory;
-        Args::command().debug_assert();
-    }
-
-    #[test]
-    fn stop_takes_the_directory_as_an_option_too() {
-        for args in [
-            &["taskswarm-testnet", "stop", "--dir", "/tmp/t"][..],
-            &["taskswarm-testnet", "stop", "/tmp/t"][..],
-        ] {
-            match Args::try_parse_from(args).unwrap().command {
-                Some(Cmd::Stop { dir, dir_option }) => {
-                    assert_eq!(
-                        dir.or(dir_option),
-                        Some(PathBuf::from("/tmp/t")),
-                        "{args:?}"
-                    );
-                }
-                other => panic!("{args:?} parsed as {other:?}"),
-            }
-        }
-    }
-}
-
 /// The value of the sample `name` (no labels) in a Prometheus text.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -484,4 +453,35 @@ async fn check_views(cluster: &Cluster) -> anyhow::Result<bool> {
         if same_lists { "yes" } else { "NO" }
     );
     Ok(metrics_agree == peers && sees_all == peers && same_lists)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn stop_takes_the_directory_as_an_option_too() {
+        for args in [
+            &["taskswarm-testnet", "stop", "--dir", "/tmp/t"][..],
+            &["taskswarm-testnet", "stop", "/tmp/t"][..],
+        ] {
+            match Args::try_parse_from(args).unwrap().command {
+                Some(Cmd::Stop { dir, dir_option }) => {
+                    assert_eq!(
+                        dir.or(dir_option),
+                        Some(PathBuf::from("/tmp/t")),
+                        "{args:?}"
+                    );
+                }
+                other => panic!("{args:?} parsed as {other:?}"),
+            }
+        }
+    }
 }

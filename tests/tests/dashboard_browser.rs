@@ -368,9 +368,14 @@ async fn screenshot_of_a_running_swarm() {
     let (_driver, driver_url) = chromedriver().await;
     let browser = session(&driver_url, &dir.path().join("chromium")).await;
     open(&browser, url.trim_end_matches('/'), token.as_deref()).await;
-    until(&browser, "the peers and the tasks", Duration::from_secs(30), |b| async move {
-        !peer_rows(&b).await.is_empty() && count(&text(&b, "#count-completed").await) > 0
-    })
+    until(
+        &browser,
+        "the peers and the tasks",
+        Duration::from_secs(30),
+        |b| async move {
+            !peer_rows(&b).await.is_empty() && count(&text(&b, "#count-completed").await) > 0
+        },
+    )
     .await;
     // A few polls, so the charts have the page's own samples too.
     tokio::time::sleep(Duration::from_secs(5)).await;
