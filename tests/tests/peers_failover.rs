@@ -105,7 +105,7 @@ fn deadline(secs: u64) -> Instant {
 /// Whether peer 1 or peer 2 keeps a record of a task running on `holder`.
 async fn known_to_run_there(cluster: &Cluster, holder: &str) -> bool {
     for i in 0..2 {
-        let Ok(list) = cluster.get::<TaskList>(i, "/v1/tasks").await else {
+        let Ok(list) = cluster.get::<TaskList>(i, "/v1/tasks?scope=local").await else {
             continue;
         };
         let there =
@@ -663,7 +663,7 @@ type Copies = BTreeMap<String, Vec<(usize, TaskState, Vec<String>)>>;
 async fn copies(cluster: &Cluster, peers: &[usize]) -> Copies {
     let mut copies = Copies::new();
     for &i in peers {
-        let listed: TaskList = cluster.get(i, "/v1/tasks").await.unwrap();
+        let listed: TaskList = cluster.get(i, "/v1/tasks?scope=local").await.unwrap();
         for task in listed.tasks {
             copies
                 .entry(task.id)
