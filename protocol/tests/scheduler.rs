@@ -983,6 +983,34 @@ fn what_a_peer_wrote_restores_it_after_a_restart() {
     restarted.tick(2, &mut rng);
     assert!(kinds(&drain(&mut restarted)).contains(&"execute@1.0".to_string()));
 
+    // Restarted the same way, a peer lists what ended before the restart from the archive,
+    // with the live records, and brings nothing back to memory.
+    let mut listing = peer(1, 1, true);
+    for ((table, _), bytes) in disk.iter().filter(|((t, _), _)| *t != Table::Ended) {
+        listing.restore(*table, bytes).unwrap();
+    }
+    let archive = std::sync::Arc::new(MemoryArchive::default());
+    archive.keep(&Action::Write {
+        table: Table::Ended,
+        key: ended,
+        value: disk.get(&(Table::Ended, ended)).cloned(),
+    });
+    listing.set_archive(archive);
+    let ticket = listing.list(2, &mut rng, Default::default(), 10);
+    let page = drain(&mut listing)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Listed { ticket: t, page } if t == ticket => Some(page),
+            _ => None,
+        })
+        .expect("a lone peer's list ends at once");
+    let mut listed: Vec<TaskId> = page.entries.iter().map(|e| e.sealed.record.id()).collect();
+    listed.sort();
+    let mut all = ids.to_vec();
+    all.sort();
+    assert_eq!(listed, all);
+    assert!(listing.task(&ended).is_none());
+
     // A store written before ended records had a table of their own kept them with the live
     // ones: restored from there, an ended record moves to its table.
     let mut legacy = peer(1, 1, true);

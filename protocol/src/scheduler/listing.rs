@@ -23,13 +23,10 @@ use super::records::OwnQueue;
 use super::{Action, Scheduler};
 use crate::Millis;
 use crate::identity::PeerKey;
-use crate::listing::{self, ListAnswer, ListFilter, Page};
+use crate::listing::{self, ListAnswer, ListCursor, ListFilter, Page};
 use crate::message::Message;
 use crate::seal::SealedRecord;
 use crate::wire::WireError;
-
-/// The most ended records a peer reads of its archive for one list: the most recently ended.
-pub(super) const LIST_ARCHIVE_MAX: usize = 10_000;
 
 /// A list being gathered.
 #[derive(Clone, Debug)]
@@ -93,21 +90,22 @@ impl Scheduler {
         limit: u32,
     ) -> ListAnswer {
         self.seal_changed();
-        let in_memory: Vec<SealedRecord> = self
+        // Only the first `limit` (and one more, to tell whether there are more) of the records in
+        // memory can be in the page: copy those alone.
+        let mut matching: Vec<_> = self
             .home
             .entries()
             .filter(|e| filter.matches(&e.record))
-            .filter_map(|e| e.sealed())
+            .map(|e| (ListCursor::of(&e.record), e))
             .collect();
-        let archived: Vec<SealedRecord> = if filter.state.is_none_or(|s| s.is_final()) {
-            self.archive
-                .recent_ended(LIST_ARCHIVE_MAX)
-                .iter()
-                .filter_map(|row| SealedRecord::from_bytes(row).ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        matching.sort_by(|a, b| ListCursor::order(&a.0, &b.0));
+        let in_memory: Vec<SealedRecord> = matching
+            .into_iter()
+            .take(limit.min(crate::listing::MAX_PAGE) as usize + 1)
+            .filter_map(|(_, e)| e.sealed())
+            .collect();
+        let wanted = limit.min(crate::listing::MAX_PAGE) as usize + 1;
+        let archived = self.home.archived_page(&*self.archive, filter, wanted);
         let (queue, _) = self.holding.queue();
         let own = OwnQueue {
             me: self.me,

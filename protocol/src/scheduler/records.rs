@@ -37,6 +37,7 @@ use crate::task::{Dependency, Envelope, Outcome, Submission, Task, TaskId, TaskS
 use crate::wire::{self, WireError};
 
 mod depending;
+mod ended_index;
 mod explaining;
 pub(super) use explaining::OwnQueue;
 mod placing;
@@ -104,6 +105,8 @@ pub(super) struct Home {
     handoffs: Vec<Handoff>,
     /// The walk of the archive for members gone for good (see [`rehoming`]).
     rehoming: rehoming::Rehoming,
+    /// What lists read of the ended records (see [`ended_index`]).
+    ended_index: ended_index::EndedIndex,
 }
 
 /// The most tasks kept in [`Home::other_endings`].
@@ -169,6 +172,7 @@ impl Home {
             other_endings: BTreeMap::new(),
             handoffs: Vec::new(),
             rehoming: rehoming::Rehoming::default(),
+            ended_index: ended_index::EndedIndex::default(),
         }
     }
 
@@ -185,6 +189,19 @@ impl Home {
     /// The record of a task this peer keeps.
     pub(super) fn entry(&self, id: &TaskId) -> Option<&Entry> {
         self.records.get(id)
+    }
+
+    /// The rows of at most `wanted` ended records this peer keeps only in its archive (not in
+    /// memory) that `filter` matches, in the list's order (see [`ended_index`]).
+    pub(super) fn archived_page(
+        &mut self,
+        archive: &dyn crate::Archive,
+        filter: &crate::listing::ListFilter,
+        wanted: usize,
+    ) -> Vec<SealedRecord> {
+        let records = &self.records;
+        self.ended_index
+            .page(archive, filter, wanted, |id| records.contains_key(id))
     }
 
     /// Every record this peer keeps, in id order.
@@ -398,6 +415,9 @@ impl Home {
         });
         if is_final {
             self.record_ended(ctx, now, id);
+            if let Some(entry) = self.records.get(&id) {
+                self.ended_index.note(&entry.record, &entry.spec);
+            }
         }
         ctx.push(Action::Changed { task: id });
         self.replicate(ctx.me, peers, id, now);
@@ -692,6 +712,7 @@ impl Home {
             });
             if !active {
                 self.record_ended(ctx, now, id);
+                self.ended_index.note(&record, &spec);
             }
         }
         ctx.push(Action::Changed { task: id });
@@ -1361,6 +1382,7 @@ impl Home {
                 value: Some(sealed.to_bytes()),
             });
             self.record_ended(ctx, now, id);
+            self.ended_index.note(&sealed.record, &spec);
         }
         let SealedRecord { record, seal } = sealed;
         let seal = Some(seal);

@@ -1,7 +1,8 @@
 //! Why a task whose record this peer keeps is not running, as this peer knows it (see
-//! [`crate::listing::Why`]): its retry back-off and its dependencies as the primary tracks them,
-//! its holder's queue from the holder's reports (or, when the holder is this peer, its place in
-//! the queue). Reads the home member's state; never changes it.
+//! [`crate::listing::Why`]): its retry back-off and its dependencies as the primary tracks them
+//! (only the primary says those), its holder's queue from the holder's reports (or, when the
+//! holder is this peer, its place in the queue). Reads the home member's state; never changes
+//! it.
 
 use std::collections::HashMap;
 
@@ -39,17 +40,21 @@ impl Home {
             TaskState::Waiting => {}
             _ => return None,
         }
+        // A retry's back-off and what a dependency waits for are the primary's knowledge; the
+        // other members leave those to it (a list takes the primary's word over theirs).
+        let primary = peers.primary_of(record.home()) == Some(queue.me);
         let id = record.id();
-        if let Some(at) = self.retry_at.get(&id)
+        if primary
+            && let Some(at) = self.retry_at.get(&id)
             && *at > now
         {
             return Some(Why::Retry { in_ms: at - now });
         }
-        if let Some(why) = self.pending_dependencies(record) {
+        if primary && let Some(why) = self.pending_dependencies(record) {
             return Some(why);
         }
         let Some(holder) = record.holder else {
-            return Some(Why::Placing);
+            return primary.then_some(Why::Placing);
         };
         if holder == queue.me {
             return Some(Why::Queued {
