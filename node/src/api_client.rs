@@ -80,6 +80,10 @@ pub struct TaskList {
     /// How many answered in time: fewer than asked means some records may be missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers_answered: Option<u32>,
+    /// How many of the swarm's tasks match the query (all pages), by state (a swarm-wide list;
+    /// each peer counts the live records it keeps and its 10,000 most recently ended ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Which tasks `GET /v1/tasks` lists: its query string, read and written by this one type.

@@ -1011,6 +1011,7 @@ async fn list_all(
         list.tasks.extend(page.tasks);
         list.next = page.next;
         list.peers_answered = list.peers_answered.min(page.peers_answered);
+        list.counts = page.counts;
     }
     Ok(list)
 }
@@ -1058,6 +1059,16 @@ fn print_task_list(list: &taskswarm::api_client::TaskList) -> anyhow::Result<()>
         ""
     };
     out!("{} tasks; {}{answered}{more}", list.tasks.len(), list.scope);
+    if let Some(counts) = &list.counts {
+        let by_state: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(state, n)| format!("{n} {state}"))
+            .collect();
+        if !by_state.is_empty() {
+            out!("matching in the swarm: {}", by_state.join(", "));
+        }
+    }
     Ok(())
 }
 

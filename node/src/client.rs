@@ -232,6 +232,7 @@ impl Client {
                 next: None,
                 peers_asked: None,
                 peers_answered: None,
+                counts: None,
             });
         }
         let (filter, limit) = (query.filter(), query.page_size());

@@ -1042,6 +1042,13 @@ fn list_of(page: taskswarm_protocol::listing::Page) -> crate::api_client::TaskLi
         next: page.next.map(|c| c.to_text()),
         peers_asked: Some(page.asked),
         peers_answered: Some(page.answered),
+        counts: Some(
+            TaskState::ALL
+                .iter()
+                .zip(page.counts)
+                .map(|(state, n)| (state.as_str().to_string(), n))
+                .collect(),
+        ),
     }
 }
 

@@ -205,6 +205,18 @@ pub struct ListAnswer {
     pub entries: Vec<ListEntry>,
     /// Whether it keeps more matching records after the last entry.
     pub more: bool,
+    /// How many of the records it keeps match the filter (the cursor aside), by state, counting
+    /// only those it leads (it is the first live member of their home set): summed over the
+    /// peers, each task is counted once while their views of who is alive agree.
+    pub counts: Counts,
+}
+
+/// Tasks by state, in [`TaskState::ALL`]'s order.
+pub type Counts = [u64; 6];
+
+/// The place of `state` in [`Counts`].
+pub fn count_index(state: TaskState) -> usize {
+    TaskState::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
 /// The local page: of `records` (this peer's, in any order), those `filter` matches, in order, at
@@ -222,6 +234,7 @@ pub fn page(
     let limit = limit.min(MAX_PAGE) as usize;
     let mut answer = ListAnswer::default();
     let mut bytes = 0usize;
+    // (The caller fills in the counts.)
     let total = matching.len();
     for sealed in matching.into_iter().take(limit) {
         bytes += sealed.to_bytes().len();
@@ -235,6 +248,17 @@ pub fn page(
     answer
 }
 
+/// The counts of every answer, summed.
+pub fn sum_counts(answers: &[ListAnswer]) -> Counts {
+    let mut total = Counts::default();
+    for answer in answers {
+        for (t, n) in total.iter_mut().zip(answer.counts) {
+            *t = t.saturating_add(n);
+        }
+    }
+    total
+}
+
 /// A merged page of the swarm's list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Page {
@@ -246,6 +270,9 @@ pub struct Page {
     pub asked: u32,
     /// How many answered in time (this one included).
     pub answered: u32,
+    /// The swarm's tasks that match the filter (the cursor aside), by state, over the answers
+    /// (see [`ListAnswer::counts`]).
+    pub counts: Counts,
 }
 
 /// Merges the answers of the peers asked into one page of at most `limit` entries: one entry per
@@ -254,6 +281,7 @@ pub struct Page {
 /// past its last entry, so the page ends there at the latest: the next page asks again from it.
 pub fn merge(answers: Vec<ListAnswer>, limit: u32) -> (Vec<ListEntry>, Option<ListCursor>) {
     let limit = limit.clamp(1, MAX_PAGE) as usize;
+    // (The counts are summed by the caller: see [`sum_counts`].)
     let mut cut: Option<ListCursor> = None;
     let mut best: BTreeMap<TaskId, ListEntry> = BTreeMap::new();
     for answer in answers {

@@ -586,6 +586,7 @@ fn list_answers_from_peers_not_asked_or_for_records_they_do_not_keep_are_refused
             })
             .collect(),
         more: false,
+        counts: Default::default(),
     };
     let listed = Message::Listed {
         query: ticket,

@@ -107,6 +107,7 @@ async fn any_peer_shows_every_peer_and_lists_every_task_of_the_swarm() {
             );
             println!("{text}");
             assert!(text.contains("waiting for dependency first"), "{text}");
+            assert!(text.contains("matching in the swarm: 1 waiting"), "{text}");
             break;
         }
         assert!(
@@ -150,6 +151,23 @@ async fn any_peer_shows_every_peer_and_lists_every_task_of_the_swarm() {
         .unwrap();
         let ids: BTreeSet<String> = listed.tasks.iter().map(|t| t.id.clone()).collect();
         assert_eq!(ids, completed, "peer {peer}");
+        // Every peer counts the tasks it leads: the swarm's counts, whichever peer is asked.
+        let counts = listed.counts.clone().unwrap();
+        assert_eq!(counts["completed"], 40, "peer {peer}: {counts:?}");
+        let all = cluster
+            .api(peer)
+            .unwrap()
+            .list(&TaskQuery {
+                limit: Some(1),
+                ..TaskQuery::default()
+            })
+            .await
+            .unwrap()
+            .counts
+            .unwrap();
+        assert_eq!(all["completed"], 40, "peer {peer}: {all:?}");
+        assert_eq!(all["unschedulable"], 2, "peer {peer}: {all:?}");
+        assert_eq!(all["running"] + all["waiting"], 2, "peer {peer}: {all:?}");
         // The same, seven at a time through the API.
         let query = TaskQuery {
             state: Some(TaskState::Completed),

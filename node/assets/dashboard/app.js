@@ -10,7 +10,7 @@
  *   GET    /v1/cluster                 every 2 s: header, totals, peers, own load samples
  *   GET    /v1/cluster/load            every 10 s: load history for the charts
  *   GET    /v1/tasks?limit=50&...      every 2 s: the task table ("more" follows `next`)
- *   GET    /v1/tasks?limit=500         every 2 s: the counts by state
+ *   GET    /v1/tasks?limit=1           every 2 s: the swarm's counts by state (`counts`)
  *   GET    /v1/tasks/{id}              every 2 s while a task page is open
  *   GET    /v1/tasks/{id}/proof        with the task, until the task has ended
  *   POST   /v1/tasks                   the submit form
@@ -28,7 +28,6 @@ const LS_TOKEN = "taskswarm.token";
 const TIMEOUT_MS = 4000;
 const LOAD_WINDOW_MS = 10 * 60 * 1000;
 const PAGE_SIZE = 50;
-const COUNT_LIMIT = 500;
 const STATES = ["waiting", "unschedulable", "running", "completed", "failed", "cancelled"];
 const ENDED = new Set(["completed", "failed", "cancelled"]);
 
@@ -502,13 +501,15 @@ function onFiltersChanged() {
   pollNow("tasks");
 }
 
+// The swarm's tasks by state: every peer counts the records it leads, so one list of a single
+// entry carries the counts of the whole swarm.
 async function pollCounts() {
   const gen = state.gen;
-  const page = await api(`/v1/tasks?limit=${COUNT_LIMIT}`);
+  const page = await api(`/v1/tasks?limit=1`);
   if (gen !== state.gen) return;
-  const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
-  for (const t of page.tasks || []) if (t.state in counts) counts[t.state] += 1;
-  state.counts = { counts, more: page.next != null, total: (page.tasks || []).length, page };
+  const counts = Object.fromEntries(STATES.map((s) => [s, (page.counts && page.counts[s]) || 0]));
+  const total = STATES.reduce((sum, s) => sum + counts[s], 0);
+  state.counts = { counts, more: false, total, page };
   renderCounts();
 }
 
@@ -746,8 +747,7 @@ function renderCounts() {
 }
 
 function countsNote(c) {
-  const total = c.more ? `the newest ${c.total} tasks (more exist)` : `${c.total} tasks`;
-  return `Counts over ${total}${answeredNote(c.page)}.`;
+  return `${c.total} tasks in the swarm${answeredNote(c.page)}.`;
 }
 
 function answeredNote(page) {

@@ -11,7 +11,8 @@
 //! - `Listed`: only a peer asked that question, once; and each entry only for a task whose home
 //!   set names the sender (a member answers for the records it keeps, not for others'). An entry
 //!   that breaks the rule is dropped and counted. Its seal is not checked: a list is for reading,
-//!   and a task's own view and proof (`Query`) check theirs.
+//!   and a task's own view and proof (`Query`) check theirs. Its counts are the sender's word
+//!   (a member could inflate them; they are for people to read, and nothing acts on them).
 //!
 //! Owns the lists out; never changes another role's state.
 
@@ -115,12 +116,39 @@ impl Scheduler {
                 .collect::<HashMap<_, _>>(),
         };
         let (home, peers) = (&self.home, &self.peers);
-        listing::page(
+        let mut answer = listing::page(
             in_memory.into_iter().chain(archived),
             filter,
             limit,
             |record| home.why(record, now, peers, &own),
-        )
+        );
+        answer.counts = self.local_counts(filter);
+        answer
+    }
+
+    /// How many of the records this peer keeps and leads match `filter` (the cursor aside), by
+    /// state (see [`ListAnswer::counts`]).
+    fn local_counts(&mut self, filter: &ListFilter) -> listing::Counts {
+        let everywhere = ListFilter {
+            after: None,
+            ..filter.clone()
+        };
+        let me = self.me;
+        let peers = &self.peers;
+        let leads = |home: &[PeerKey]| peers.primary_of(home) == Some(me);
+        let mut counts = listing::Counts::default();
+        for entry in self.home.entries() {
+            if everywhere.matches(&entry.record) && leads(entry.record.home()) {
+                counts[listing::count_index(entry.record.state)] += 1;
+            }
+        }
+        let archived = self
+            .home
+            .archived_counts(&*self.archive, &everywhere, leads);
+        for (c, a) in counts.iter_mut().zip(archived) {
+            *c += a;
+        }
+        counts
     }
 
     /// Why `record` (one this peer keeps) is not running, as this peer knows it; `None` if it
@@ -224,12 +252,14 @@ impl Scheduler {
             return;
         };
         let answered = gathering.answers.len() as u32;
+        let counts = listing::sum_counts(&gathering.answers);
         let (entries, next) = listing::merge(gathering.answers, gathering.limit);
         let page = Page {
             entries,
             next,
             asked: gathering.asked,
             answered,
+            counts,
         };
         self.actions.push_back(Action::Listed { ticket, page });
     }

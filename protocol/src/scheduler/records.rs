@@ -204,6 +204,19 @@ impl Home {
             .page(archive, filter, wanted, |id| records.contains_key(id))
     }
 
+    /// How many of the ended records this peer keeps only in its archive match `filter` (the
+    /// cursor aside), by state, counting those whose home set `leads` says this peer leads.
+    pub(super) fn archived_counts(
+        &mut self,
+        archive: &dyn crate::Archive,
+        filter: &crate::listing::ListFilter,
+        leads: impl Fn(&[PeerKey]) -> bool,
+    ) -> crate::listing::Counts {
+        let records = &self.records;
+        self.ended_index
+            .count(archive, filter, leads, |id| records.contains_key(id))
+    }
+
     /// Every record this peer keeps, in id order.
     pub(super) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.records.values()

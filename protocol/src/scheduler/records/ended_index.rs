@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::archive::Archive;
-use crate::listing::{ListCursor, ListFilter};
+use crate::identity::PeerKey;
+use crate::listing::{Counts, ListCursor, ListFilter, count_index};
 use crate::record::{TaskRecord, TaskState};
 use crate::seal::SealedRecord;
 use crate::task::{TaskId, TaskSpec};
@@ -25,6 +26,34 @@ struct Summary {
     state: TaskState,
     client: Option<String>,
     labels: Vec<String>,
+    /// The home set, to tell who leads it (counts count a task at its leader only).
+    home: Vec<PeerKey>,
+}
+
+impl Summary {
+    fn of(record: &TaskRecord, spec: &TaskSpec) -> Self {
+        Self {
+            state: record.state,
+            client: spec.client.clone(),
+            labels: spec.needs.labels.iter().map(ToString::to_string).collect(),
+            home: record.home().to_vec(),
+        }
+    }
+
+    /// Whether `filter` matches it, the cursor aside, at `submitted_ms`.
+    fn matches(&self, filter: &ListFilter, submitted_ms: u64) -> bool {
+        filter.since_ms.is_none_or(|since| submitted_ms >= since)
+            && filter.until_ms.is_none_or(|until| submitted_ms < until)
+            && filter.state.is_none_or(|s| s == self.state)
+            && filter
+                .client
+                .as_ref()
+                .is_none_or(|c| self.client.as_ref() == Some(c))
+            && filter
+                .label
+                .as_ref()
+                .is_none_or(|l| self.labels.contains(l))
+    }
 }
 
 /// The index (see the module documentation).
@@ -44,12 +73,12 @@ pub(in crate::scheduler) struct EndedIndex {
 impl EndedIndex {
     /// Notes an ended record (it ended here, came here ended, or was restored).
     pub(in crate::scheduler) fn note(&mut self, record: &TaskRecord, spec: &TaskSpec) {
-        let summary = Summary {
-            state: record.state,
-            client: spec.client.clone(),
-            labels: spec.needs.labels.iter().map(ToString::to_string).collect(),
-        };
-        self.insert(record.id(), record.submitted_wall_ms, summary, true);
+        self.insert(
+            record.id(),
+            record.submitted_wall_ms,
+            Summary::of(record, spec),
+            true,
+        );
     }
 
     fn insert(&mut self, id: TaskId, submitted_ms: u64, summary: Summary, newest: bool) {
@@ -95,14 +124,37 @@ impl EndedIndex {
             let Ok(spec) = record.envelope.spec.decode_verified_earlier() else {
                 continue;
             };
-            let summary = Summary {
-                state: record.state,
-                client: spec.client.clone(),
-                labels: spec.needs.labels.iter().map(ToString::to_string).collect(),
-            };
             // Newest first from the archive: each older than the last.
-            self.insert(record.id(), record.submitted_wall_ms, summary, false);
+            self.insert(
+                record.id(),
+                record.submitted_wall_ms,
+                Summary::of(record, &spec),
+                false,
+            );
         }
+    }
+
+    /// How many of the ended records it indexes match `filter` (the cursor aside), by state,
+    /// counting those `leads` says this peer leads and `skip` does not say are counted elsewhere
+    /// (in memory).
+    pub(in crate::scheduler) fn count(
+        &mut self,
+        archive: &dyn Archive,
+        filter: &ListFilter,
+        leads: impl Fn(&[PeerKey]) -> bool,
+        skip: impl Fn(&TaskId) -> bool,
+    ) -> Counts {
+        let mut counts = Counts::default();
+        if filter.state.is_some_and(|s| !s.is_final()) {
+            return counts;
+        }
+        self.load(archive);
+        for ((at, id), summary) in &self.by_place {
+            if summary.matches(filter, *at) && leads(&summary.home) && !skip(id) {
+                counts[count_index(summary.state)] += 1;
+            }
+        }
+        counts
     }
 
     /// The rows of at most `wanted` ended records that `filter` matches, in the list's order,
