@@ -938,6 +938,25 @@ fn a_holder_cut_off_from_every_home_member_stops_the_task() {
     assert_eq!(b.running(), 0);
 }
 
+/// Peer 1 restarted from what it wrote: a driver reads back only the live tables; the ended
+/// records stay on disk, read through the archive.
+fn restarted_from(disk: &std::collections::BTreeMap<(Table, TaskId), Vec<u8>>) -> Scheduler {
+    let mut restarted = peer(1, 1, true);
+    for ((table, _), bytes) in disk.iter().filter(|((t, _), _)| *t != Table::Ended) {
+        restarted.restore(*table, bytes).unwrap();
+    }
+    let archive = std::sync::Arc::new(MemoryArchive::default());
+    for ((_, key), row) in disk.iter().filter(|((t, _), _)| *t == Table::Ended) {
+        archive.keep(&Action::Write {
+            table: Table::Ended,
+            key: *key,
+            value: Some(row.clone()),
+        });
+    }
+    restarted.set_archive(archive);
+    restarted
+}
+
 #[test]
 fn what_a_peer_wrote_restores_it_after_a_restart() {
     let (mut a, mut rng, ids, running, submitted) = a_lone_peer_with_one_slot_is_given(3);
@@ -951,21 +970,10 @@ fn what_a_peer_wrote_restores_it_after_a_restart() {
             };
         }
     }
-    // A driver reads back only the live tables; the ended record stays on disk.
-    let mut restarted = peer(1, 1, true);
-    for ((table, _), bytes) in disk.iter().filter(|((t, _), _)| *t != Table::Ended) {
-        restarted.restore(*table, bytes).unwrap();
-    }
-    assert_eq!(restarted.counters().restore_errors, 0);
     let ended = running;
+    let mut restarted = restarted_from(&disk);
+    assert_eq!(restarted.counters().restore_errors, 0);
     assert!(restarted.task(&ended).is_none());
-    let archive = std::sync::Arc::new(MemoryArchive::default());
-    archive.keep(&Action::Write {
-        table: Table::Ended,
-        key: ended,
-        value: disk.get(&(Table::Ended, ended)).cloned(),
-    });
-    restarted.set_archive(archive);
     assert_eq!(
         restarted.look_up(&ended),
         a.task(&ended),
@@ -985,17 +993,7 @@ fn what_a_peer_wrote_restores_it_after_a_restart() {
 
     // Restarted the same way, a peer lists what ended before the restart from the archive,
     // with the live records, and brings nothing back to memory.
-    let mut listing = peer(1, 1, true);
-    for ((table, _), bytes) in disk.iter().filter(|((t, _), _)| *t != Table::Ended) {
-        listing.restore(*table, bytes).unwrap();
-    }
-    let archive = std::sync::Arc::new(MemoryArchive::default());
-    archive.keep(&Action::Write {
-        table: Table::Ended,
-        key: ended,
-        value: disk.get(&(Table::Ended, ended)).cloned(),
-    });
-    listing.set_archive(archive);
+    let mut listing = restarted_from(&disk);
     let ticket = listing.list(2, &mut rng, Default::default(), 10);
     let page = drain(&mut listing)
         .into_iter()
