@@ -168,6 +168,11 @@ impl Why {
             Why::Retry { in_ms } => format!("retry in {in_ms} ms"),
             Why::Queued {
                 holder,
+                ahead: Some(0),
+                ..
+            } => format!("next to start on peer {}", name(holder)),
+            Why::Queued {
+                holder,
                 ahead: Some(ahead),
                 ..
             } => format!("queued behind {ahead} on peer {}", name(holder)),
@@ -414,6 +419,32 @@ mod tests {
             expected.sort_by(ListCursor::order);
             prop_assert_eq!(listed, expected);
         }
+    }
+
+    #[test]
+    fn reasons_read_as_people_say_them() {
+        let peer = Keypair::from_secret([2; 32]).public();
+        let name = |_: &PeerKey| "p2".to_string();
+        let queued = |ahead| Why::Queued {
+            holder: peer,
+            ahead,
+            queued: 12,
+        };
+        assert_eq!(queued(Some(0)).describe(name), "next to start on peer p2");
+        assert_eq!(queued(Some(3)).describe(name), "queued behind 3 on peer p2");
+        assert_eq!(
+            queued(None).describe(name),
+            "queued on peer p2 (12 queued there)"
+        );
+        let dependency = Why::Dependency {
+            name: "build".into(),
+            others: 2,
+        };
+        assert_eq!(
+            dependency.describe(name),
+            "waiting for dependency build and 2 more"
+        );
+        assert_eq!(Why::Retry { in_ms: 800 }.describe(name), "retry in 800 ms");
     }
 
     #[test]
