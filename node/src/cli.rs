@@ -1137,8 +1137,9 @@ async fn run_status(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
     out!("{rows}");
     let t = &cluster.swarm;
     out!(
-        "swarm: {} peers, {} slots, {} running, {} queued{}",
+        "swarm: {} {}, {} slots, {} running, {} queued{}",
         t.peers,
+        if t.peers == 1 { "peer" } else { "peers" },
         t.slots,
         t.running,
         t.queued,
