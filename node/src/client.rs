@@ -33,22 +33,6 @@ pub enum ClientError {
 pub(crate) const LOCAL_SCOPE: &str =
     "tasks whose records this peer keeps (it is in their home sets)";
 
-/// Whether a view of this peer's own records matches the filter's other conditions (its state
-/// was matched by the peer).
-fn local_match(filter: &taskswarm_protocol::listing::ListFilter, view: &TaskView) -> bool {
-    let at = view.submitted_ms;
-    filter.since_ms.is_none_or(|s| at >= s)
-        && filter.until_ms.is_none_or(|u| at < u)
-        && filter
-            .client
-            .as_ref()
-            .is_none_or(|c| view.client.as_ref() == Some(c))
-        && filter
-            .label
-            .as_ref()
-            .is_none_or(|l| view.needs.iter().any(|n| n == &format!("label {l}")))
-}
-
 /// A request to the event loop.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -69,8 +53,9 @@ pub(crate) enum Command {
         id: TaskId,
         reply: oneshot::Sender<Option<taskswarm_protocol::SealedRecord>>,
     },
+    /// The records this peer keeps that the filter matches.
     Tasks {
-        state: Option<TaskState>,
+        filter: taskswarm_protocol::listing::ListFilter,
         reply: oneshot::Sender<Vec<TaskView>>,
     },
     /// A page of the swarm's tasks.
@@ -213,7 +198,11 @@ impl Client {
 
     /// The tasks whose records this peer keeps, optionally only those in one state.
     pub async fn tasks(&self, state: Option<TaskState>) -> Result<Vec<TaskView>, ClientError> {
-        self.ask(|reply| Command::Tasks { state, reply }).await
+        let filter = taskswarm_protocol::listing::ListFilter {
+            state,
+            ..Default::default()
+        };
+        self.ask(|reply| Command::Tasks { filter, reply }).await
     }
 
     /// A page of the swarm's tasks that `query` matches: every live peer is asked for the
@@ -223,9 +212,8 @@ impl Client {
         query: &crate::api_client::TaskQuery,
     ) -> Result<crate::api_client::TaskList, ClientError> {
         if query.local {
-            let mut tasks = self.tasks(query.state).await?;
             let filter = query.filter();
-            tasks.retain(|v| local_match(&filter, v));
+            let tasks = self.ask(|reply| Command::Tasks { filter, reply }).await?;
             return Ok(crate::api_client::TaskList {
                 scope: LOCAL_SCOPE.into(),
                 tasks,

@@ -460,11 +460,8 @@ impl EventLoop {
                 let ticket = self.scheduler.watch(now, &mut state.rng, id);
                 state.queries.insert(ticket, Purpose::Wait(reply));
             }
-            Command::Tasks {
-                state: wanted,
-                reply,
-            } => {
-                let _ = reply.send(self.list(now, wanted));
+            Command::Tasks { filter, reply } => {
+                let _ = reply.send(self.list(now, &filter));
             }
             Command::List {
                 filter,
@@ -547,17 +544,17 @@ impl EventLoop {
         view
     }
 
-    /// The records this peer keeps in `wanted` state (every state with `None`): those in memory,
+    /// The records this peer keeps that `filter` matches: those in memory,
     /// and, for ended states, the [`LIST_ENDED_MAX`] stored most recently.
-    fn list(&self, now: Millis, wanted: Option<TaskState>) -> Vec<TaskView> {
-        let matches = |r: &TaskRecord| wanted.is_none_or(|s| r.state == s);
+    fn list(&self, now: Millis, filter: &taskswarm_protocol::listing::ListFilter) -> Vec<TaskView> {
+        let matches = |r: &TaskRecord| filter.matches(r);
         let mut views: Vec<TaskView> = self
             .scheduler
             .tasks()
             .filter(|r| matches(r))
             .map(|r| self.view_of(now, r))
             .collect();
-        if wanted.is_some_and(|s| !s.is_final()) {
+        if filter.state.is_some_and(|s| !s.is_final()) {
             return views;
         }
         let in_memory: std::collections::HashSet<String> =

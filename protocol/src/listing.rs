@@ -239,7 +239,6 @@ pub fn page(
     let limit = limit.min(MAX_PAGE) as usize;
     let mut answer = ListAnswer::default();
     let mut bytes = 0usize;
-    // (The caller fills in the counts.)
     let total = matching.len();
     for sealed in matching.into_iter().take(limit) {
         bytes += sealed.to_bytes().len();
@@ -286,7 +285,6 @@ pub struct Page {
 /// past its last entry, so the page ends there at the latest: the next page asks again from it.
 pub fn merge(answers: Vec<ListAnswer>, limit: u32) -> (Vec<ListEntry>, Option<ListCursor>) {
     let limit = limit.clamp(1, MAX_PAGE) as usize;
-    // (The counts are summed by the caller: see [`sum_counts`].)
     let mut cut: Option<ListCursor> = None;
     let mut best: BTreeMap<TaskId, ListEntry> = BTreeMap::new();
     for answer in answers {

@@ -107,14 +107,7 @@ impl Scheduler {
             .collect();
         let wanted = limit.min(crate::listing::MAX_PAGE) as usize + 1;
         let archived = self.home.archived_page(&*self.archive, filter, wanted);
-        let (queue, _) = self.holding.queue();
-        let own = OwnQueue {
-            me: self.me,
-            places: queue
-                .enumerate()
-                .map(|(place, (id, _))| (id, place as u32))
-                .collect::<HashMap<_, _>>(),
-        };
+        let own = self.own_queue(true);
         let (home, peers) = (&self.home, &self.peers);
         let mut answer = listing::page(
             in_memory.into_iter().chain(archived),
@@ -158,20 +151,26 @@ impl Scheduler {
         now: Millis,
         record: &crate::record::TaskRecord,
     ) -> Option<crate::listing::Why> {
-        let mine = record.holder == Some(self.me);
-        let own = OwnQueue {
-            me: self.me,
-            places: if mine {
-                let (queue, _) = self.holding.queue();
-                queue
-                    .enumerate()
-                    .map(|(place, (id, _))| (id, place as u32))
-                    .collect()
-            } else {
-                HashMap::new()
-            },
-        };
+        let own = self.own_queue(record.holder == Some(self.me));
         self.home.why(record, now, &self.peers, &own)
+    }
+
+    /// This peer's ready queue, each task's place in it, as the reasons read it (an empty map
+    /// when no reason will ask: reading the queue costs a walk of it).
+    fn own_queue(&self, needed: bool) -> OwnQueue {
+        let places = if needed {
+            let (queue, _) = self.holding.queue();
+            queue
+                .enumerate()
+                .map(|(place, (id, _))| (id, place as u32))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        OwnQueue {
+            me: self.me,
+            places,
+        }
     }
 
     /// A `List` from `from`: answer with this peer's page.
